@@ -1,1 +1,16 @@
-//! placeholder
+//! The store (DESIGN §4): the key space split into shards, each an actor that owns its slice of
+//! the cluster state, persisted in redb, with revisions, preconditions and watches.
+//!
+//! One replica per shard in this form; the interface ([`Store`]) stays when Raft comes in.
+
+mod error;
+mod handle;
+mod machine;
+mod persist;
+mod shard;
+
+pub use error::StoreError;
+pub use handle::{Store, StoreWatch};
+pub use machine::{EventKind, Stored, StoreEvent, WriteOp, WriteOutcome};
+pub use persist::ShardDb;
+pub use shard::{Shard, ShardArgs, ShardMsg, shard_group, shard_name};

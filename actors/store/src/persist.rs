@@ -1,0 +1,251 @@
+//! A shard's persistence in redb: objects, the event history that watches replay, and the
+//! revision counter, all changed in one transaction per write (durable on commit).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::machine::{EventKind, Plan, StoreEvent, Stored, WriteOp, WriteOutcome, plan};
+
+/// key → revision (8 bytes, big-endian) followed by the value.
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+/// revision → the event committed at it.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// `revision`: the last committed revision; `oldest_kept`: the oldest revision still in EVENTS.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+#[derive(Serialize, Deserialize)]
+struct EventRecord {
+    kind: EventKind,
+    key: String,
+    value: Vec<u8>,
+}
+
+fn encode_object(rev: u64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + value.len());
+    out.extend_from_slice(&rev.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode_object(bytes: &[u8]) -> Result<Stored, StoreError> {
+    if bytes.len() < 8 {
+        return Err(StoreError::Storage("object record shorter than its revision".into()));
+    }
+    let (rev, value) = bytes.split_at(8);
+    let mut rev_bytes = [0u8; 8];
+    rev_bytes.copy_from_slice(rev);
+    Ok(Stored { rev: u64::from_be_bytes(rev_bytes), value: Arc::new(value.to_vec()) })
+}
+
+fn encode_event(kind: EventKind, key: &str, value: &[u8]) -> Vec<u8> {
+    let record = EventRecord { kind, key: key.to_owned(), value: value.to_vec() };
+    // A struct of an enum, a string and bytes always encodes.
+    bincode::serde::encode_to_vec(&record, bincode::config::standard()).unwrap_or_default()
+}
+
+fn decode_event(shard: u32, rev: u64, bytes: &[u8]) -> Result<StoreEvent, StoreError> {
+    let (record, _): (EventRecord, usize) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map_err(|e| StoreError::Storage(format!("event {rev} is corrupt: {e}")))?;
+    Ok(StoreEvent { shard, rev, kind: record.kind, key: record.key, value: Arc::new(record.value) })
+}
+
+/// The revisions a shard has reached and still remembers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Marks {
+    pub revision: u64,
+    /// Events from this revision on are retained; a watch from `oldest_kept - 1` still works.
+    pub oldest_kept: u64,
+}
+
+/// One shard's database. Cheap to clone; all methods block on disk.
+#[derive(Clone)]
+pub struct ShardDb {
+    db: Arc<Database>,
+    shard: u32,
+}
+
+impl ShardDb {
+    /// Opens (or creates) the shard's database file.
+    pub fn open(path: &Path, shard: u32) -> Result<ShardDb, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(OBJECTS)?;
+            txn.open_table(EVENTS)?;
+            let mut meta = txn.open_table(META)?;
+            if meta.get("oldest_kept")?.is_none() {
+                meta.insert("oldest_kept", 1)?;
+                meta.insert("revision", 0)?;
+            }
+        }
+        txn.commit()?;
+        Ok(ShardDb { db: Arc::new(db), shard })
+    }
+
+    /// The shard's index.
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    /// The current revision and the oldest retained one.
+    pub fn marks(&self) -> Result<Marks, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
+        let oldest_kept = meta.get("oldest_kept")?.map(|g| g.value()).unwrap_or(1);
+        Ok(Marks { revision, oldest_kept })
+    }
+
+    /// The value at `key`.
+    pub fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OBJECTS)?;
+        let found = table.get(key)?;
+        found.map(|g| decode_object(g.value())).transpose()
+    }
+
+    /// Every key under `prefix`, in key order, with the revision the list was taken at.
+    pub fn list(&self, prefix: &str) -> Result<(Vec<(String, Stored)>, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
+        let table = txn.open_table(OBJECTS)?;
+        let mut out = Vec::new();
+        for entry in table.range(prefix..)? {
+            let (k, v) = entry?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_owned(), decode_object(v.value())?));
+        }
+        Ok((out, revision))
+    }
+
+    /// Applies one write durably. Keeps at most `history_limit` events.
+    pub fn write(&self, op: &WriteOp, history_limit: u64) -> Result<(WriteOutcome, Option<StoreEvent>), StoreError> {
+        let txn = self.db.begin_write()?;
+        let result = {
+            let mut objects = txn.open_table(OBJECTS)?;
+            let mut events = txn.open_table(EVENTS)?;
+            let mut meta = txn.open_table(META)?;
+            let revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
+            let current = objects.get(op.key())?.map(|g| decode_object(g.value())).transpose()?;
+            let decision = plan(op, current.as_ref())?;
+            let rev = revision + 1;
+            let (kind, value) = match decision {
+                Plan::Unchanged => {
+                    let at = current.as_ref().map_or(revision, |c| c.rev);
+                    return Ok((WriteOutcome { rev: at, previous: current, changed: false }, None));
+                }
+                Plan::Put { value, kind } => {
+                    objects.insert(op.key(), encode_object(rev, &value).as_slice())?;
+                    (kind, value)
+                }
+                Plan::Remove => {
+                    objects.remove(op.key())?;
+                    let last = current.as_ref().map(|c| c.value.as_ref().clone()).unwrap_or_default();
+                    (EventKind::Deleted, last)
+                }
+            };
+            events.insert(rev, encode_event(kind, op.key(), &value).as_slice())?;
+            meta.insert("revision", rev)?;
+            let oldest_kept = meta.get("oldest_kept")?.map(|g| g.value()).unwrap_or(1);
+            if rev >= oldest_kept + history_limit {
+                let new_oldest = rev + 1 - history_limit;
+                events.retain_in(..new_oldest, |_, _| false)?;
+                meta.insert("oldest_kept", new_oldest)?;
+            }
+            let event = StoreEvent { shard: self.shard, rev, kind, key: op.key().to_owned(), value: Arc::new(value) };
+            (WriteOutcome { rev, previous: current, changed: true }, Some(event))
+        };
+        txn.commit()?;
+        Ok(result)
+    }
+
+    /// The events after `from` under `prefix`, oldest first.
+    pub fn events_after(&self, from: u64, prefix: &str) -> Result<Vec<StoreEvent>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in table.range(from + 1..)? {
+            let (rev, bytes) = entry?;
+            let event = decode_event(self.shard, rev.value(), bytes.value())?;
+            if event.key.starts_with(prefix) {
+                out.push(event);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db(name: &str) -> (ShardDb, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("shoal-persist-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let db = ShardDb::open(&dir.join("s.redb"), 0).expect("open");
+        (db, dir)
+    }
+
+    fn create(key: &str, v: &str) -> WriteOp {
+        WriteOp::Create { key: key.into(), value: v.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn writes_survive_reopening() {
+        let (db, dir) = temp_db("reopen");
+        db.write(&create("/a/1", "one"), 100).expect("write");
+        db.write(&create("/a/2", "two"), 100).expect("write");
+        drop(db);
+        let db = ShardDb::open(&dir.join("s.redb"), 0).expect("reopen");
+        let (items, rev) = db.list("/a/").expect("list");
+        assert_eq!(rev, 2);
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1].1.value.as_slice(), b"two");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn history_is_trimmed_to_the_limit() {
+        let (db, dir) = temp_db("trim");
+        for i in 0..10 {
+            db.write(&create(&format!("/k/{i}"), "v"), 4).expect("write");
+        }
+        let marks = db.marks().expect("marks");
+        assert_eq!(marks, Marks { revision: 10, oldest_kept: 7 });
+        let events = db.events_after(6, "/k/").expect("events");
+        assert_eq!(events.iter().map(|e| e.rev).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_delete_event_carries_the_last_state() {
+        let (db, dir) = temp_db("delete");
+        db.write(&create("/k/a", "last"), 100).expect("write");
+        let (outcome, event) = db.write(&WriteOp::Delete { key: "/k/a".into(), expected: Some(1) }, 100).expect("delete");
+        assert_eq!(outcome.rev, 2);
+        let event = event.expect("an event");
+        assert_eq!(event.kind, EventKind::Deleted);
+        assert_eq!(event.value.as_slice(), b"last");
+        assert_eq!(db.get("/k/a").expect("get"), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let (db, dir) = temp_db("failed");
+        db.write(&create("/k/a", "v"), 100).expect("write");
+        assert!(db.write(&create("/k/a", "w"), 100).is_err());
+        assert_eq!(db.marks().expect("marks").revision, 1);
+        assert_eq!(db.get("/k/a").expect("get").map(|s| s.value.as_ref().clone()), Some(b"v".to_vec()));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
