@@ -1,1 +1,15 @@
-//! placeholder
+//! The API server (DESIGN §5): the Kubernetes REST API over the store, and the actor that is
+//! the cluster's one door to its state.
+
+pub mod admin;
+pub mod core;
+pub mod discovery;
+pub mod http;
+pub mod negotiate;
+pub mod resources;
+pub mod server;
+pub mod table;
+pub mod tls;
+pub mod validate;
+
+pub use server::{ApiServer, ApiServerArgs};

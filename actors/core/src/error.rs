@@ -56,6 +56,8 @@ pub enum ApiError {
     #[error("Unauthorized")]
     Unauthorized,
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotAcceptable(String),
     #[error("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")]
     UnsupportedMediaType,
@@ -82,6 +84,7 @@ impl ApiError {
             ApiError::Gone(_) => 410,
             ApiError::Timeout(_) => 504,
             ApiError::Unauthorized => 401,
+            ApiError::Forbidden(_) => 403,
             ApiError::NotAcceptable(_) => 406,
             ApiError::UnsupportedMediaType => 415,
             ApiError::Unavailable(_) => 503,
@@ -101,6 +104,7 @@ impl ApiError {
             ApiError::Gone(_) => "Expired",
             ApiError::Timeout(_) => "Timeout",
             ApiError::Unauthorized => "Unauthorized",
+            ApiError::Forbidden(_) => "Forbidden",
             ApiError::NotAcceptable(_) => "NotAcceptable",
             ApiError::UnsupportedMediaType => "UnsupportedMediaType",
             ApiError::Unavailable(_) => "ServiceUnavailable",

@@ -1,0 +1,268 @@
+//! The REST layer: turns HTTP into [`ApiRequest`]s for the core, and the core's answers into
+//! JSON, YAML or Table responses; streams watches.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use shoal_core::{ApiError, ApiRequest, RequestOptions, Verb};
+
+use crate::core::{ApiCore, Filters};
+use crate::negotiate::{Representation, body_to_json, choose};
+use crate::resources::{self, ResourceInfo};
+use crate::table::{IncludeObject, render};
+use crate::tls::Identity;
+use crate::{admin, discovery};
+
+/// The Kubernetes version this API speaks.
+pub const KUBE_MINOR: &str = "32";
+
+/// What the HTTP layer needs.
+pub struct HttpApi {
+    pub core: ApiCore,
+    /// `host:port` clients reach this server at (for `/api` discovery).
+    pub server_address: String,
+}
+
+const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
+fn respond_json(code: u16, value: &Value, representation: Representation) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (content_type, body) = match representation {
+        Representation::Yaml => ("application/yaml", serde_yaml::to_string(value).unwrap_or_default().into_bytes()),
+        Representation::Table => (TABLE_CONTENT_TYPE, serde_json::to_vec(value).unwrap_or_default()),
+        Representation::Json => ("application/json", serde_json::to_vec(value).unwrap_or_default()),
+    };
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+    response
+}
+
+fn error_response(err: &ApiError) -> Response {
+    respond_json(err.code(), &err.to_status(), Representation::Json)
+}
+
+fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": KUBE_MINOR,
+        "gitVersion": format!("v1.{KUBE_MINOR}.0-shoal.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "go1.23.0",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(value: Option<&String>) -> bool {
+    matches!(value.map(String::as_str), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
+}
+
+/// A resource path, parsed.
+struct ResourcePath<'a> {
+    info: &'static ResourceInfo,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+    subresource: Option<&'a str>,
+}
+
+fn parse_resource_path<'a>(group: &str, version: &str, rest: &[&'a str]) -> Result<ResourcePath<'a>, ApiError> {
+    let namespaced_form = rest.len() >= 3 && rest[0] == "namespaces" && resources::find(group, version, rest[2]).is_some_and(|r| r.namespaced);
+    let (namespace, rest) = if namespaced_form { (Some(rest[1]), &rest[2..]) } else { (None, rest) };
+    let info = rest.first().and_then(|r| resources::find(group, version, r)).ok_or(ApiError::UnknownResource)?;
+    if rest.len() > 3 {
+        return Err(ApiError::UnknownResource);
+    }
+    Ok(ResourcePath { info, namespace, name: rest.get(1).copied(), subresource: rest.get(2).copied() })
+}
+
+fn options_from(query: &HashMap<String, String>) -> RequestOptions {
+    RequestOptions {
+        label_selector: query.get("labelSelector").cloned(),
+        field_selector: query.get("fieldSelector").cloned(),
+        resource_version: query.get("resourceVersion").cloned(),
+        dry_run: query.get("dryRun").is_some_and(|v| v == "All"),
+    }
+}
+
+/// Serves every API path.
+async fn dispatch(
+    State(api): State<Arc<HttpApi>>,
+    Extension(identity): Extension<Identity>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
+    if matches!(path, "/healthz" | "/livez" | "/readyz") {
+        return (StatusCode::OK, "ok").into_response();
+    }
+    let Some(user) = identity.user.clone() else { return error_response(&ApiError::Unauthorized) };
+    let Ok(Query(query)) = query else { return error_response(&ApiError::BadRequest("the query string could not be parsed".into())) };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let representation = match choose(accept) {
+        Ok(r) => r,
+        Err(err) => return error_response(&err),
+    };
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let plain = if representation == Representation::Table { Representation::Json } else { representation };
+    let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
+        ["version"] => return respond_json(200, &version_info(), plain),
+        ["api"] => return respond_json(200, &discovery::api_versions(&api.server_address), plain),
+        ["apis"] => return respond_json(200, &discovery::api_group_list(), plain),
+        ["apis", group] => {
+            return match discovery::api_group(group) {
+                Some(doc) => respond_json(200, &doc, plain),
+                None => error_response(&ApiError::UnknownResource),
+            };
+        }
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return error_response(&ApiError::UnknownResource),
+    };
+    if rest.is_empty() {
+        return match discovery::api_resource_list(group, version) {
+            Some(doc) if method == Method::GET => respond_json(200, &doc, plain),
+            Some(_) => error_response(&ApiError::MethodNotAllowed { verb: method.to_string(), resource: "discovery".into() }),
+            None => error_response(&ApiError::UnknownResource),
+        };
+    }
+    let target = match parse_resource_path(group, version, rest) {
+        Ok(t) => t,
+        Err(err) => return error_response(&err),
+    };
+    let options = options_from(&query);
+    let verb = match (&method, target.name) {
+        (&Method::GET, Some(_)) => Verb::Get,
+        (&Method::GET, None) if parse_bool(query.get("watch")) => return watch(api, target, options, &query, representation).await,
+        (&Method::GET, None) => Verb::List,
+        (&Method::POST, None) => Verb::Create,
+        (&Method::PUT, Some(_)) => Verb::Update,
+        (&Method::DELETE, Some(_)) => Verb::Delete,
+        _ => {
+            let verb = match method {
+                Method::PATCH => "patch",
+                Method::DELETE => "deletecollection",
+                Method::POST => "create",
+                Method::PUT => "update",
+                _ => "unknown",
+            };
+            return error_response(&ApiError::MethodNotAllowed { verb: verb.into(), resource: target.info.resource.into() });
+        }
+    };
+    let body = if matches!(verb, Verb::Create | Verb::Update | Verb::Delete) {
+        match body_to_json(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()), &body) {
+            Ok(b) => b,
+            Err(err) => return error_response(&err),
+        }
+    } else {
+        Vec::new()
+    };
+    let request = ApiRequest {
+        verb,
+        group: group.to_owned(),
+        version: version.to_owned(),
+        resource: target.info.resource.to_owned(),
+        subresource: target.subresource.map(str::to_owned),
+        namespace: target.namespace.map(str::to_owned),
+        name: target.name.map(str::to_owned),
+        body,
+        options,
+        user,
+    };
+    let reply = api.core.handle(request).await;
+    if !reply.is_success() || representation != Representation::Table || !matches!(verb, Verb::Get | Verb::List) {
+        return respond_json(reply.code, &reply.json(), plain);
+    }
+    let value = reply.json();
+    let include = IncludeObject::parse(query.get("includeObject").map(String::as_str));
+    let table = if verb == Verb::List {
+        let items = value["items"].as_array().cloned().unwrap_or_default();
+        render(target.info, &items, value["metadata"]["resourceVersion"].as_str().unwrap_or_default(), include, true)
+    } else {
+        let rv = value.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
+        render(target.info, &[value], &rv, include, true)
+    };
+    respond_json(200, &table, Representation::Table)
+}
+
+/// One watch event as a line of JSON.
+fn event_line(kind: &str, object: Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+async fn watch(api: Arc<HttpApi>, target: ResourcePath<'_>, options: RequestOptions, query: &HashMap<String, String>, representation: Representation) -> Response {
+    let info = target.info;
+    let filters = match Filters::parse(info, &options) {
+        Ok(f) => Arc::new(f),
+        Err(err) => return error_response(&err),
+    };
+    let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map_or(Duration::from_secs(1800), Duration::from_secs);
+    let include = IncludeObject::parse(query.get("includeObject").map(String::as_str));
+    let table = representation == Representation::Table;
+    let start = match api.core.watch(info, target.namespace, &options).await {
+        Ok(start) => start,
+        Err(err @ (ApiError::Gone(_) | ApiError::Timeout(_))) => {
+            let line = event_line("ERROR", err.to_status());
+            return streaming_response(futures::stream::iter([Ok::<_, Infallible>(line)]).boxed(), table);
+        }
+        Err(err) => return error_response(&err),
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let core = api.core.clone();
+    let render_one = move |object: Value, first: bool| -> Value {
+        if table {
+            let rv = object.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
+            render(info, &[object], &rv, include, first)
+        } else {
+            object
+        }
+    };
+    let state = (VecDeque::from(start.initial), start.stream, true);
+    let stream = futures::stream::unfold(state, move |(mut initial, mut live, first)| {
+        let core = core.clone();
+        let filters = filters.clone();
+        async move {
+            if let Some(object) = initial.pop_front() {
+                return Some((Ok::<_, Infallible>(event_line("ADDED", render_one(object, first))), (initial, live, false)));
+            }
+            loop {
+                // The stream ends at the deadline, or when the store ends it (the client resumes).
+                let event = tokio::time::timeout_at(deadline, live.next()).await.ok()??;
+                let position = live.position().clone();
+                if let Some((kind, object)) = core.watch_event(&filters, &event, &position) {
+                    return Some((Ok(event_line(kind, render_one(object, first))), (initial, live, false)));
+                }
+            }
+        }
+    });
+    streaming_response(stream.boxed(), table)
+}
+
+fn streaming_response(stream: futures::stream::BoxStream<'static, Result<Bytes, Infallible>>, table: bool) -> Response {
+    let mut response = Response::new(Body::from_stream(stream));
+    let content_type = if table { TABLE_CONTENT_TYPE } else { "application/json" };
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The API router, with the admin routes.
+pub fn router(api: Arc<HttpApi>) -> Router {
+    Router::new().fallback(dispatch).with_state(api).merge(admin::router())
+}

@@ -1,0 +1,128 @@
+//! The kinds the API serves and what discovery says about them.
+
+/// One served resource.
+#[derive(Debug)]
+pub struct ResourceInfo {
+    pub group: &'static str,
+    pub version: &'static str,
+    /// Plural, lower case: `pods`.
+    pub resource: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    /// Whether the object has a `status` that only the status subresource changes.
+    pub has_status: bool,
+    /// Field selector fields beyond `metadata.name` and `metadata.namespace`.
+    pub selectable_fields: &'static [&'static str],
+}
+
+const VERBS: &[&str] = &["create", "delete", "get", "list", "update", "watch"];
+const STATUS_VERBS: &[&str] = &["get", "update"];
+
+impl ResourceInfo {
+    /// `apiVersion` of the kind: `v1` or `group/version`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.to_owned() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    /// The verbs the resource supports.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        VERBS
+    }
+
+    /// The verbs of its status subresource.
+    pub fn status_verbs(&self) -> &'static [&'static str] {
+        STATUS_VERBS
+    }
+
+    /// Whether `field` may appear in a field selector on this resource.
+    pub fn supports_field(&self, field: &str) -> bool {
+        field == "metadata.name" || (field == "metadata.namespace" && self.namespaced) || self.selectable_fields.contains(&field)
+    }
+}
+
+/// Every resource the API serves.
+pub static RESOURCES: &[ResourceInfo] = &[
+    ResourceInfo {
+        group: "",
+        version: "v1",
+        resource: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        categories: &[],
+        has_status: true,
+        selectable_fields: &["status.phase"],
+    },
+    ResourceInfo {
+        group: "",
+        version: "v1",
+        resource: "nodes",
+        singular: "node",
+        kind: "Node",
+        namespaced: false,
+        short_names: &["no"],
+        categories: &[],
+        has_status: true,
+        selectable_fields: &["spec.unschedulable"],
+    },
+    ResourceInfo {
+        group: "",
+        version: "v1",
+        resource: "pods",
+        singular: "pod",
+        kind: "Pod",
+        namespaced: true,
+        short_names: &["po"],
+        categories: &["all"],
+        has_status: true,
+        selectable_fields: &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+    },
+    ResourceInfo {
+        group: "coordination.k8s.io",
+        version: "v1",
+        resource: "leases",
+        singular: "lease",
+        kind: "Lease",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        has_status: false,
+        selectable_fields: &[],
+    },
+];
+
+/// The resource `group/version/resource`, if served.
+pub fn find(group: &str, version: &str, resource: &str) -> Option<&'static ResourceInfo> {
+    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.resource == resource)
+}
+
+/// The served resources of one group/version.
+pub fn of_group_version(group: &str, version: &str) -> Vec<&'static ResourceInfo> {
+    RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect()
+}
+
+/// The named groups (not the core group), each with its versions, in a stable order.
+pub fn named_groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        match out.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
+            Some(_) => {}
+            None => out.push((r.group, vec![r.version])),
+        }
+    }
+    out
+}

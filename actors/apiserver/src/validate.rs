@@ -1,0 +1,216 @@
+//! Validation and defaulting per kind: names, typed decoding through `k8s-openapi`, and the
+//! defaults Kubernetes fills in.
+
+use serde_json::{Map, Value, json};
+use shoal_core::ApiError;
+use shoal_core::error::{FieldCause, Subject};
+
+use crate::resources::ResourceInfo;
+
+/// The subject of errors about `name` of `info`'s kind.
+pub fn subject(info: &ResourceInfo, name: &str) -> Subject {
+    Subject { group: info.group.to_owned(), resource: info.resource.to_owned(), kind: info.kind.to_owned(), name: name.to_owned() }
+}
+
+fn dns_label_problem(name: &str) -> Option<String> {
+    if name.len() > 63 {
+        return Some("must be no more than 63 characters".into());
+    }
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        None
+    } else {
+        Some("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".into())
+    }
+}
+
+fn dns_subdomain_problem(name: &str) -> Option<String> {
+    if name.len() > 253 {
+        return Some("must be no more than 253 characters".into());
+    }
+    if name.split('.').all(|part| dns_label_problem(part).is_none()) {
+        None
+    } else {
+        Some("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".into())
+    }
+}
+
+/// Checks an object's name as Kubernetes does for its kind (namespaces: DNS label; the rest:
+/// DNS subdomain).
+pub fn check_name(info: &ResourceInfo, name: &str) -> Result<(), ApiError> {
+    let problem = if info.resource == "namespaces" { dns_label_problem(name) } else { dns_subdomain_problem(name) };
+    match problem {
+        None => Ok(()),
+        Some(why) => Err(ApiError::invalid_field(subject(info, name), "metadata.name", name, &why)),
+    }
+}
+
+/// Checks a namespace name given in a URL or body.
+pub fn check_namespace_name(info: &ResourceInfo, name: &str, namespace: &str) -> Result<(), ApiError> {
+    match dns_label_problem(namespace) {
+        None => Ok(()),
+        Some(why) => Err(ApiError::invalid_field(subject(info, name), "metadata.namespace", namespace, &why)),
+    }
+}
+
+/// Decodes the object into its `k8s-openapi` type, so wrong types and shapes are refused
+/// before anything is stored.
+pub fn check_typed(info: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+    let result = match info.kind {
+        "Namespace" => serde_json::from_value::<Namespace>(object.clone()).map(|_| ()),
+        "Node" => serde_json::from_value::<Node>(object.clone()).map(|_| ()),
+        "Pod" => serde_json::from_value::<Pod>(object.clone()).map(|_| ()),
+        "Lease" => serde_json::from_value::<Lease>(object.clone()).map(|_| ()),
+        _ => Ok(()),
+    };
+    result.map_err(|e| ApiError::BadRequest(format!("unable to decode {} body: {e}", info.kind)))
+}
+
+/// Kind-specific checks beyond types.
+pub fn check_semantics(info: &ResourceInfo, name: &str, object: &Value) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    if info.kind == "Pod" {
+        let containers = object.pointer("/spec/containers").and_then(Value::as_array);
+        match containers {
+            None => causes.push(FieldCause { reason: "FieldValueRequired", field: "spec.containers".into(), message: "Required value".into() }),
+            Some(list) if list.is_empty() => {
+                causes.push(FieldCause { reason: "FieldValueRequired", field: "spec.containers".into(), message: "Required value".into() })
+            }
+            Some(list) => {
+                for (i, c) in list.iter().enumerate() {
+                    let cname = c.get("name").and_then(Value::as_str).unwrap_or_default();
+                    if let Some(why) = dns_label_problem(cname) {
+                        causes.push(FieldCause {
+                            reason: if cname.is_empty() { "FieldValueRequired" } else { "FieldValueInvalid" },
+                            field: format!("spec.containers[{i}].name"),
+                            message: if cname.is_empty() { "Required value".into() } else { format!("Invalid value: {cname:?}: {why}") },
+                        });
+                    }
+                    if c.get("image").and_then(Value::as_str).unwrap_or_default().trim().is_empty() {
+                        causes.push(FieldCause { reason: "FieldValueRequired", field: format!("spec.containers[{i}].image"), message: "Required value".into() });
+                    }
+                }
+            }
+        }
+    }
+    if info.kind == "Lease" {
+        if let Some(d) = object.pointer("/spec/leaseDurationSeconds").and_then(Value::as_i64) {
+            if d <= 0 {
+                causes.push(FieldCause {
+                    reason: "FieldValueInvalid",
+                    field: "spec.leaseDurationSeconds".into(),
+                    message: format!("Invalid value: {d}: must be greater than 0"),
+                });
+            }
+        }
+    }
+    if causes.is_empty() { Ok(()) } else { Err(ApiError::Invalid(subject(info, name), causes)) }
+}
+
+fn ensure_object<'a>(parent: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let entry = parent.entry(key.to_owned()).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    match entry {
+        Value::Object(map) => map,
+        // Just replaced by an object above.
+        _ => unreachable!("entry is an object"),
+    }
+}
+
+fn default_field(map: &mut Map<String, Value>, key: &str, value: Value) {
+    if map.get(key).is_none_or(Value::is_null) {
+        map.insert(key.to_owned(), value);
+    }
+}
+
+/// Fills in the defaults Kubernetes sets on create.
+pub fn apply_defaults(info: &ResourceInfo, object: &mut Map<String, Value>) {
+    match info.kind {
+        "Namespace" => {
+            let spec = ensure_object(object, "spec");
+            default_field(spec, "finalizers", json!(["kubernetes"]));
+            let status = ensure_object(object, "status");
+            default_field(status, "phase", json!("Active"));
+        }
+        "Pod" => {
+            let spec = ensure_object(object, "spec");
+            default_field(spec, "restartPolicy", json!("Always"));
+            default_field(spec, "terminationGracePeriodSeconds", json!(30));
+            default_field(spec, "dnsPolicy", json!("ClusterFirst"));
+            default_field(spec, "schedulerName", json!("default-scheduler"));
+            default_field(spec, "serviceAccountName", json!("default"));
+            default_field(spec, "securityContext", json!({}));
+            default_field(spec, "enableServiceLinks", json!(true));
+            default_field(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+            default_field(spec, "priority", json!(0));
+            if let Some(Value::Array(containers)) = spec.get_mut("containers") {
+                for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+                    default_field(c, "imagePullPolicy", json!("IfNotPresent"));
+                    default_field(c, "terminationMessagePath", json!("/dev/termination-log"));
+                    default_field(c, "terminationMessagePolicy", json!("File"));
+                    default_field(c, "resources", json!({}));
+                }
+            }
+            let status = ensure_object(object, "status");
+            default_field(status, "phase", json!("Pending"));
+            default_field(status, "qosClass", json!("BestEffort"));
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+
+    fn info(resource: &str) -> &'static ResourceInfo {
+        let group = if resource == "leases" { "coordination.k8s.io" } else { "" };
+        find(group, "v1", resource).expect("served")
+    }
+
+    #[test]
+    fn namespace_names_must_be_dns_labels() {
+        assert!(check_name(info("namespaces"), "team-a").is_ok());
+        let err = check_name(info("namespaces"), "Team_A").expect_err("invalid");
+        assert_eq!(err.code(), 422);
+        assert_eq!(err.to_status()["details"]["causes"][0]["field"], "metadata.name");
+        assert!(check_name(info("namespaces"), "a.b").is_err());
+        assert!(check_name(info("pods"), "a.b").is_ok());
+        assert!(check_name(info("pods"), &"x".repeat(254)).is_err());
+    }
+
+    #[test]
+    fn wrong_types_are_bad_requests() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": "nope"}});
+        assert_eq!(check_typed(info("pods"), &pod).expect_err("bad").code(), 400);
+        let ok = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        assert!(check_typed(info("pods"), &ok).is_ok());
+    }
+
+    #[test]
+    fn a_pod_without_containers_names_the_field() {
+        let err = check_semantics(info("pods"), "p", &json!({"spec": {}})).expect_err("invalid");
+        assert_eq!(err.to_status()["details"]["causes"][0]["field"], "spec.containers");
+        let err = check_semantics(info("pods"), "p", &json!({"spec": {"containers": [{"name": "Bad", "image": ""}]}})).expect_err("invalid");
+        let causes = err.to_status()["details"]["causes"].as_array().cloned().unwrap_or_default();
+        assert_eq!(causes.len(), 2);
+    }
+
+    #[test]
+    fn pods_get_kubernetes_defaults() {
+        let mut pod = json!({"spec": {"containers": [{"name": "c", "image": "i"}]}});
+        let map = pod.as_object_mut().expect("object");
+        apply_defaults(info("pods"), map);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(pod["status"]["phase"], "Pending");
+    }
+}
