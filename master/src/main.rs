@@ -1,1 +1,90 @@
-fn main() {}
+//! `shoal-master`: the control plane. Makes the cluster PKI on first start, opens the store,
+//! and runs the master's supervision tree; prints how nodes join.
+
+mod kubeconfig;
+mod tree;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Start a Shoal control plane.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "shoal-master", version)]
+pub struct Args {
+    /// Where the store, the PKI and the admin kubeconfig live.
+    #[arg(long, default_value = "/var/lib/shoal/master")]
+    pub data_dir: PathBuf,
+    /// The address to listen on and advertise.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub address: IpAddr,
+    /// HTTPS port of the Kubernetes API.
+    #[arg(long, default_value_t = 6443)]
+    pub api_port: u16,
+    /// UDP port of the cluster's QUIC transport.
+    #[arg(long, default_value_t = 7443)]
+    pub quic_port: u16,
+    /// Store shards; fixed when the cluster is created.
+    #[arg(long, default_value_t = 8)]
+    pub shards: u32,
+    /// Store events kept per shard for watches; older starts get 410 Gone.
+    #[arg(long, default_value_t = 10_000)]
+    pub watch_history: u64,
+    /// How long a node's lease may go unrenewed before the node is NotReady.
+    #[arg(long, default_value_t = 40_000)]
+    pub node_monitor_grace_period_ms: u64,
+    /// Also run a node in this process.
+    #[arg(long)]
+    pub with_node: bool,
+    /// The name of this master (and of its node with --with-node).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// With --with-node: how long the node's lease lasts.
+    #[arg(long, default_value_t = 40)]
+    pub lease_duration_seconds: u32,
+    /// With --with-node: how often the node renews its lease.
+    #[arg(long, default_value_t = 10_000)]
+    pub lease_renew_interval_ms: u64,
+}
+
+impl Args {
+    /// This master's name: the flag, or the host name.
+    pub fn master_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| sysinfo_hostname().to_lowercase())
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.api_port)
+    }
+
+    pub fn quic_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.quic_port)
+    }
+
+    pub fn node_monitor_grace(&self) -> Duration {
+        Duration::from_millis(self.node_monitor_grace_period_ms)
+    }
+}
+
+fn sysinfo_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "shoal-master".into())
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ractor_cluster=warn,quinn=warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    match tree::run(args).await {
+        Ok(()) => {}
+        Err(err) => {
+            eprintln!("shoal-master: {err}");
+            std::process::exit(1);
+        }
+    }
+}

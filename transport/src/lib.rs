@@ -1,1 +1,5 @@
-//! placeholder
+//! Transport (DESIGN §3): the cluster PKI, one QUIC endpoint per process with mutual TLS,
+//! ractor_cluster sessions carried on QUIC streams, joining with a bootstrap token, reconnects,
+//! and the fault-injection seam.
+
+pub mod pki;

@@ -1,0 +1,130 @@
+//! The master's set-up and supervision tree:
+//!
+//! ```text
+//! master (one-for-one)
+//! ├─ store (one-for-one) ─ shard-0 … shard-N
+//! └─ apiserver
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, SpawnErr};
+use shoal_apiserver::tls::{Identity, server_config};
+use shoal_apiserver::{ApiServer, ApiServerArgs};
+use shoal_core::supervisor::{ChildSpec, RestartIntensity, Supervisor, SupervisorArgs};
+use shoal_store::{Shard, ShardArgs, ShardDb, Store, shard_name};
+use shoal_transport::pki::{ClusterCa, Usage, load_or_create_token};
+
+use crate::Args;
+use crate::kubeconfig::admin_kubeconfig;
+
+/// Why the master could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Pki(#[from] shoal_transport::pki::PkiError),
+    #[error(transparent)]
+    Tls(#[from] shoal_apiserver::tls::TlsError),
+    #[error("store: {0}")]
+    Store(#[from] shoal_store::StoreError),
+    #[error("starting the supervision tree: {0}")]
+    Spawn(#[from] SpawnErr),
+}
+
+/// Everything the master's PKI provides.
+pub struct MasterPki {
+    pub ca: ClusterCa,
+    pub token: String,
+    pub api_tls: Arc<rustls::ServerConfig>,
+}
+
+fn prepare_pki(args: &Args, pki_dir: &Path) -> Result<MasterPki, MasterError> {
+    let ca = ClusterCa::load_or_create(pki_dir)?;
+    let mut sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned(), "kubernetes".to_owned(), "kubernetes.default".to_owned()];
+    sans.push(args.address.to_string());
+    sans.push(args.master_name());
+    sans.dedup();
+    let api = ca.load_or_issue(pki_dir, &format!("apiserver-{}", args.address), "kube-apiserver", &[], &sans, Usage::Server)?;
+    let admin = ca.load_or_issue(pki_dir, "admin", "kubernetes-admin", &["system:masters"], &[], Usage::Client)?;
+    let token = load_or_create_token(pki_dir)?;
+    let kubeconfig = admin_kubeconfig(&format!("https://{}", args.api_addr()), ca.cert_pem(), &admin.cert_pem, &admin.key_pem);
+    let path = args.data_dir.join("admin.kubeconfig");
+    std::fs::write(&path, kubeconfig).map_err(|source| MasterError::DataDir { path: path.display().to_string(), source })?;
+    let api_tls = server_config(vec![api.cert_der()?, ca.cert_der()?], api.key_der()?, ca.cert_der()?)?;
+    Ok(MasterPki { ca, token, api_tls })
+}
+
+fn store_tree(dbs: Vec<ShardDb>, history: u64) -> ChildSpec {
+    ChildSpec::new("store", move |parent: ActorCell| {
+        let children: Vec<ChildSpec> = dbs
+            .iter()
+            .cloned()
+            .map(|db| {
+                let name = shard_name(db.shard());
+                ChildSpec::new(name.clone(), move |sup: ActorCell| {
+                    let args = ShardArgs { db: db.clone(), history_limit: history, watch_queue: 4096 };
+                    let name = name.clone();
+                    async move { Ok(Actor::spawn_linked(Some(name), Shard, args, sup).await?.0.get_cell()) }
+                })
+            })
+            .collect();
+        async move {
+            let args = SupervisorArgs { children, intensity: RestartIntensity::new(20, Duration::from_secs(10)) };
+            Ok(Actor::spawn_linked(Some("store".into()), Supervisor, args, parent).await?.0.get_cell())
+        }
+    })
+}
+
+fn apiserver_child(args: ApiServerArgs) -> ChildSpec {
+    ChildSpec::new("apiserver", move |sup: ActorCell| {
+        let args = args.clone();
+        async move { Ok(Actor::spawn_linked(Some("apiserver".into()), ApiServer, args, sup).await?.0.get_cell()) }
+    })
+}
+
+/// Sets up the master and runs it until its tree gives up or the process is interrupted.
+pub async fn run(args: Args) -> Result<(), MasterError> {
+    let dir_err = |source| MasterError::DataDir { path: args.data_dir.display().to_string(), source };
+    let pki_dir = args.data_dir.join("pki");
+    std::fs::create_dir_all(&pki_dir).map_err(dir_err)?;
+    let pki = prepare_pki(&args, &pki_dir)?;
+    let store_dir = args.data_dir.join("store");
+    std::fs::create_dir_all(&store_dir).map_err(dir_err)?;
+    let dbs = (0..args.shards).map(|n| ShardDb::open(&store_dir.join(format!("shard-{n}.redb")), n)).collect::<Result<Vec<_>, _>>()?;
+    let store = Store::new(args.shards);
+    let api_args = ApiServerArgs {
+        listen: args.api_addr(),
+        advertise: args.api_addr().to_string(),
+        tls: pki.api_tls.clone(),
+        store: store.clone(),
+        tokens: Arc::new(HashMap::<String, Identity>::new()),
+    };
+    let children = vec![store_tree(dbs, args.watch_history), apiserver_child(api_args)];
+    let root_args = SupervisorArgs { children, intensity: RestartIntensity::new(20, Duration::from_secs(10)) };
+    let (_root, handle) = Actor::spawn(Some("master".into()), Supervisor, root_args).await?;
+    print_banner(&args, &pki)?;
+    tokio::select! {
+        _ = handle => tracing::error!("the master's supervision tree stopped"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+    }
+    Ok(())
+}
+
+fn print_banner(args: &Args, pki: &MasterPki) -> Result<(), MasterError> {
+    println!("Shoal control plane is running.");
+    println!("  API server:  https://{}", args.api_addr());
+    println!("  kubeconfig:  {}", args.data_dir.join("admin.kubeconfig").display());
+    println!();
+    println!("To use the cluster:");
+    println!("  export KUBECONFIG={}", args.data_dir.join("admin.kubeconfig").display());
+    println!("  kubectl get nodes");
+    println!();
+    println!("To add a node, run on it:");
+    println!("  shoal-node --join {} --token {} --ca-cert-hash {}", args.quic_addr(), pki.token, pki.ca.hash()?);
+    Ok(())
+}
