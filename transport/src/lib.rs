@@ -2,4 +2,10 @@
 //! ractor_cluster sessions carried on QUIC streams, joining with a bootstrap token, reconnects,
 //! and the fault-injection seam.
 
+pub mod bootstrap;
+pub mod cluster;
 pub mod pki;
+pub mod quic;
+pub mod stream;
+
+pub use cluster::{Role, Transport, TransportArgs, TransportMsg};

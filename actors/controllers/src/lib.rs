@@ -1,1 +1,6 @@
-//! placeholder
+//! Controllers (DESIGN §6): each a pure core, `observed state (+ now) -> actions`, in a thin
+//! actor shell that observes through the API and acts through it.
+
+pub mod node_lifecycle;
+
+pub use node_lifecycle::{NodeLifecycle, NodeLifecycleArgs};

@@ -1,7 +1,9 @@
 //! The shared vocabulary of Shoal: object keys, resource versions, selectors, API errors as
 //! Kubernetes `Status` objects, the messages that cross processes, and supervision.
 
+pub mod client;
 pub mod error;
+pub mod faults;
 pub mod keys;
 pub mod messages;
 pub mod selector;
