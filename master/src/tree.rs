@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! master (one-for-one)
+//! ├─ transport          QUIC endpoint, actor sessions, joins
 //! ├─ store (one-for-one) ─ shard-0 … shard-N
-//! └─ apiserver
+//! ├─ apiserver
+//! ├─ node-lifecycle
+//! └─ kubelet            with --with-node
 //! ```
 
 use std::collections::HashMap;
@@ -15,8 +18,13 @@ use ractor::{Actor, ActorCell, SpawnErr};
 use shoal_apiserver::tls::{Identity, server_config};
 use shoal_apiserver::{ApiServer, ApiServerArgs};
 use shoal_core::supervisor::{ChildSpec, RestartIntensity, Supervisor, SupervisorArgs};
+use shoal_controllers::{NodeLifecycle, NodeLifecycleArgs};
+use shoal_kubelet::objects::NodeIdentity;
+use shoal_kubelet::KubeletArgs;
 use shoal_store::{Shard, ShardArgs, ShardDb, Store, shard_name};
-use shoal_transport::pki::{ClusterCa, Usage, load_or_create_token};
+use shoal_transport::bootstrap::JoinAuthority;
+use shoal_transport::pki::{CertPair, ClusterCa, Usage, load_or_create_token};
+use shoal_transport::{Role, Transport, TransportArgs};
 
 use crate::Args;
 use crate::kubeconfig::admin_kubeconfig;
@@ -38,9 +46,12 @@ pub enum MasterError {
 
 /// Everything the master's PKI provides.
 pub struct MasterPki {
-    pub ca: ClusterCa,
+    pub ca: Arc<ClusterCa>,
+    pub ca_hash: String,
     pub token: String,
     pub api_tls: Arc<rustls::ServerConfig>,
+    /// This master's identity in the cluster transport.
+    pub peer: CertPair,
 }
 
 fn prepare_pki(args: &Args, pki_dir: &Path) -> Result<MasterPki, MasterError> {
@@ -56,7 +67,11 @@ fn prepare_pki(args: &Args, pki_dir: &Path) -> Result<MasterPki, MasterError> {
     let path = args.data_dir.join("admin.kubeconfig");
     std::fs::write(&path, kubeconfig).map_err(|source| MasterError::DataDir { path: path.display().to_string(), source })?;
     let api_tls = server_config(vec![api.cert_der()?, ca.cert_der()?], api.key_der()?, ca.cert_der()?)?;
-    Ok(MasterPki { ca, token, api_tls })
+    let name = args.master_name();
+    let peer_sans = vec![shoal_transport::quic::MASTER_SERVER_NAME.to_owned(), name.clone()];
+    let peer = ca.load_or_issue(pki_dir, "master", &name, &["shoal:masters"], &peer_sans, Usage::Peer)?;
+    let ca_hash = ca.hash()?;
+    Ok(MasterPki { ca: Arc::new(ca), ca_hash, token, api_tls, peer })
 }
 
 fn store_tree(dbs: Vec<ShardDb>, history: u64) -> ChildSpec {
@@ -87,6 +102,20 @@ fn apiserver_child(args: ApiServerArgs) -> ChildSpec {
     })
 }
 
+fn transport_child(args: TransportArgs) -> ChildSpec {
+    ChildSpec::new("transport", move |sup: ActorCell| {
+        let args = args.clone();
+        async move { Ok(Actor::spawn_linked(Some("transport".into()), Transport, args, sup).await?.0.get_cell()) }
+    })
+}
+
+fn node_lifecycle_child(grace: Duration) -> ChildSpec {
+    ChildSpec::new("node-lifecycle", move |sup: ActorCell| {
+        let args = NodeLifecycleArgs { grace, period: Duration::from_millis(250) };
+        async move { Ok(Actor::spawn_linked(Some("node-lifecycle".into()), NodeLifecycle, args, sup).await?.0.get_cell()) }
+    })
+}
+
 /// Sets up the master and runs it until its tree gives up or the process is interrupted.
 pub async fn run(args: Args) -> Result<(), MasterError> {
     let dir_err = |source| MasterError::DataDir { path: args.data_dir.display().to_string(), source };
@@ -104,7 +133,28 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         store: store.clone(),
         tokens: Arc::new(HashMap::<String, Identity>::new()),
     };
-    let children = vec![store_tree(dbs, args.watch_history), apiserver_child(api_args)];
+    let transport_args = TransportArgs {
+        name: args.master_name(),
+        identity: pki.peer.clone(),
+        ca_pem: pki.ca.cert_pem().to_owned(),
+        role: Role::Master { listen: args.quic_addr(), join: Some(Arc::new(JoinAuthority { ca: pki.ca.clone(), token: pki.token.clone() })) },
+        cookie: pki.ca_hash.clone(),
+    };
+    let mut children = vec![
+        transport_child(transport_args),
+        store_tree(dbs, args.watch_history),
+        apiserver_child(api_args),
+        node_lifecycle_child(args.node_monitor_grace()),
+    ];
+    if args.with_node {
+        children.push(shoal_kubelet::child_spec(KubeletArgs {
+            identity: NodeIdentity { name: args.master_name(), address: args.address.to_string(), control_plane: true },
+            facts: shoal_kubelet::machine::read(),
+            lease_duration_s: args.lease_duration_seconds,
+            renew_interval: Duration::from_millis(args.lease_renew_interval_ms),
+            status_every: 10,
+        }));
+    }
     let root_args = SupervisorArgs { children, intensity: RestartIntensity::new(20, Duration::from_secs(10)) };
     let (_root, handle) = Actor::spawn(Some("master".into()), Supervisor, root_args).await?;
     print_banner(&args, &pki)?;
@@ -125,6 +175,6 @@ fn print_banner(args: &Args, pki: &MasterPki) -> Result<(), MasterError> {
     println!("  kubectl get nodes");
     println!();
     println!("To add a node, run on it:");
-    println!("  shoal-node --join {} --token {} --ca-cert-hash {}", args.quic_addr(), pki.token, pki.ca.hash()?);
+    println!("  shoal-node --join {} --token {} --ca-cert-hash {}", args.quic_addr(), pki.token, pki.ca_hash);
     Ok(())
 }

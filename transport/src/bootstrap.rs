@@ -99,7 +99,7 @@ pub async fn join(master: SocketAddr, token: &str, ca_hash: &str, name: &str) ->
 
 /// What a master needs to admit nodes.
 pub struct JoinAuthority {
-    pub ca: ClusterCa,
+    pub ca: Arc<ClusterCa>,
     pub token: String,
 }
 

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use shoal_core::ApiError;
+use shoal_core::faults::{Faults, PeerFault};
 
 use crate::tls::Identity;
 
@@ -58,7 +59,31 @@ async fn kill_actor(Extension(identity): Extension<Identity>, Path(name): Path<S
     }
 }
 
-/// The `/debug/actors` routes.
+async fn list_faults(Extension(identity): Extension<Identity>) -> Response {
+    if let Err(resp) = require_admin(&identity) {
+        return resp;
+    }
+    Json(json!({"faults": Faults::global().snapshot()})).into_response()
+}
+
+async fn set_fault(Extension(identity): Extension<Identity>, Path(peer): Path<String>, body: axum::body::Bytes) -> Response {
+    if let Err(resp) = require_admin(&identity) {
+        return resp;
+    }
+    let fault: PeerFault = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return status_response(&ApiError::BadRequest(format!("a fault is {{\"partitioned\": bool, \"delay_ms\": n}}: {e}"))),
+    };
+    tracing::warn!(%peer, ?fault, "fault set through the admin endpoint");
+    Faults::global().set(&peer, fault);
+    Json(json!({"faults": Faults::global().snapshot()})).into_response()
+}
+
+/// The `/debug/actors` and `/debug/faults` routes.
 pub fn router() -> axum::Router {
-    axum::Router::new().route("/debug/actors", get(list_actors)).route("/debug/actors/{name}/kill", post(kill_actor))
+    axum::Router::new()
+        .route("/debug/actors", get(list_actors))
+        .route("/debug/actors/{name}/kill", post(kill_actor))
+        .route("/debug/faults", get(list_faults))
+        .route("/debug/faults/{peer}", post(set_fault))
 }
