@@ -30,7 +30,13 @@ mod tests {
         let text = admin_kubeconfig("https://127.0.0.1:6443", "CA", "CERT", "KEY");
         let parsed: serde_json::Value = serde_yaml::from_str(&text).expect("yaml");
         assert_eq!(parsed["current-context"], "shoal-admin@shoal");
-        assert_eq!(parsed["clusters"][0]["cluster"]["server"], "https://127.0.0.1:6443");
-        assert_eq!(parsed["users"][0]["user"]["client-key-data"], STANDARD.encode("KEY"));
+        assert_eq!(
+            parsed["clusters"][0]["cluster"]["server"],
+            "https://127.0.0.1:6443"
+        );
+        assert_eq!(
+            parsed["users"][0]["user"]["client-key-data"],
+            STANDARD.encode("KEY")
+        );
     }
 }

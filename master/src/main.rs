@@ -52,7 +52,9 @@ pub struct Args {
 impl Args {
     /// This master's name: the flag, or the host name.
     pub fn master_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| sysinfo_hostname().to_lowercase())
+        self.name
+            .clone()
+            .unwrap_or_else(|| sysinfo_hostname().to_lowercase())
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -69,13 +71,18 @@ impl Args {
 }
 
 fn sysinfo_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "shoal-master".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "shoal-master".into())
 }
 
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ractor_cluster=warn,quinn=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,ractor_cluster=warn,quinn=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -17,10 +17,10 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, SpawnErr};
 use shoal_apiserver::tls::{Identity, server_config};
 use shoal_apiserver::{ApiServer, ApiServerArgs};
-use shoal_core::supervisor::{ChildSpec, RestartIntensity, Supervisor, SupervisorArgs};
 use shoal_controllers::{NodeLifecycle, NodeLifecycleArgs};
-use shoal_kubelet::objects::NodeIdentity;
+use shoal_core::supervisor::{ChildSpec, RestartIntensity, Supervisor, SupervisorArgs};
 use shoal_kubelet::KubeletArgs;
+use shoal_kubelet::objects::NodeIdentity;
 use shoal_store::{Shard, ShardArgs, ShardDb, Store, shard_name};
 use shoal_transport::bootstrap::JoinAuthority;
 use shoal_transport::pki::{CertPair, ClusterCa, Usage, load_or_create_token};
@@ -33,7 +33,10 @@ use crate::kubeconfig::admin_kubeconfig;
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
     #[error("data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Pki(#[from] shoal_transport::pki::PkiError),
     #[error(transparent)]
@@ -56,22 +59,69 @@ pub struct MasterPki {
 
 fn prepare_pki(args: &Args, pki_dir: &Path) -> Result<MasterPki, MasterError> {
     let ca = ClusterCa::load_or_create(pki_dir)?;
-    let mut sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned(), "kubernetes".to_owned(), "kubernetes.default".to_owned()];
+    let mut sans = vec![
+        "127.0.0.1".to_owned(),
+        "localhost".to_owned(),
+        "kubernetes".to_owned(),
+        "kubernetes.default".to_owned(),
+    ];
     sans.push(args.address.to_string());
     sans.push(args.master_name());
     sans.dedup();
-    let api = ca.load_or_issue(pki_dir, &format!("apiserver-{}", args.address), "kube-apiserver", &[], &sans, Usage::Server)?;
-    let admin = ca.load_or_issue(pki_dir, "admin", "kubernetes-admin", &["system:masters"], &[], Usage::Client)?;
+    let api = ca.load_or_issue(
+        pki_dir,
+        &format!("apiserver-{}", args.address),
+        "kube-apiserver",
+        &[],
+        &sans,
+        Usage::Server,
+    )?;
+    let admin = ca.load_or_issue(
+        pki_dir,
+        "admin",
+        "kubernetes-admin",
+        &["system:masters"],
+        &[],
+        Usage::Client,
+    )?;
     let token = load_or_create_token(pki_dir)?;
-    let kubeconfig = admin_kubeconfig(&format!("https://{}", args.api_addr()), ca.cert_pem(), &admin.cert_pem, &admin.key_pem);
+    let kubeconfig = admin_kubeconfig(
+        &format!("https://{}", args.api_addr()),
+        ca.cert_pem(),
+        &admin.cert_pem,
+        &admin.key_pem,
+    );
     let path = args.data_dir.join("admin.kubeconfig");
-    std::fs::write(&path, kubeconfig).map_err(|source| MasterError::DataDir { path: path.display().to_string(), source })?;
-    let api_tls = server_config(vec![api.cert_der()?, ca.cert_der()?], api.key_der()?, ca.cert_der()?)?;
+    std::fs::write(&path, kubeconfig).map_err(|source| MasterError::DataDir {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let api_tls = server_config(
+        vec![api.cert_der()?, ca.cert_der()?],
+        api.key_der()?,
+        ca.cert_der()?,
+    )?;
     let name = args.master_name();
-    let peer_sans = vec![shoal_transport::quic::MASTER_SERVER_NAME.to_owned(), name.clone()];
-    let peer = ca.load_or_issue(pki_dir, "master", &name, &["shoal:masters"], &peer_sans, Usage::Peer)?;
+    let peer_sans = vec![
+        shoal_transport::quic::MASTER_SERVER_NAME.to_owned(),
+        name.clone(),
+    ];
+    let peer = ca.load_or_issue(
+        pki_dir,
+        "master",
+        &name,
+        &["shoal:masters"],
+        &peer_sans,
+        Usage::Peer,
+    )?;
     let ca_hash = ca.hash()?;
-    Ok(MasterPki { ca: Arc::new(ca), ca_hash, token, api_tls, peer })
+    Ok(MasterPki {
+        ca: Arc::new(ca),
+        ca_hash,
+        token,
+        api_tls,
+        peer,
+    })
 }
 
 fn store_tree(dbs: Vec<ShardDb>, history: u64) -> ChildSpec {
@@ -82,15 +132,32 @@ fn store_tree(dbs: Vec<ShardDb>, history: u64) -> ChildSpec {
             .map(|db| {
                 let name = shard_name(db.shard());
                 ChildSpec::new(name.clone(), move |sup: ActorCell| {
-                    let args = ShardArgs { db: db.clone(), history_limit: history, watch_queue: 4096 };
+                    let args = ShardArgs {
+                        db: db.clone(),
+                        history_limit: history,
+                        watch_queue: 4096,
+                    };
                     let name = name.clone();
-                    async move { Ok(Actor::spawn_linked(Some(name), Shard, args, sup).await?.0.get_cell()) }
+                    async move {
+                        Ok(Actor::spawn_linked(Some(name), Shard, args, sup)
+                            .await?
+                            .0
+                            .get_cell())
+                    }
                 })
             })
             .collect();
         async move {
-            let args = SupervisorArgs { children, intensity: RestartIntensity::new(20, Duration::from_secs(10)) };
-            Ok(Actor::spawn_linked(Some("store".into()), Supervisor, args, parent).await?.0.get_cell())
+            let args = SupervisorArgs {
+                children,
+                intensity: RestartIntensity::new(20, Duration::from_secs(10)),
+            };
+            Ok(
+                Actor::spawn_linked(Some("store".into()), Supervisor, args, parent)
+                    .await?
+                    .0
+                    .get_cell(),
+            )
         }
     })
 }
@@ -98,33 +165,62 @@ fn store_tree(dbs: Vec<ShardDb>, history: u64) -> ChildSpec {
 fn apiserver_child(args: ApiServerArgs) -> ChildSpec {
     ChildSpec::new("apiserver", move |sup: ActorCell| {
         let args = args.clone();
-        async move { Ok(Actor::spawn_linked(Some("apiserver".into()), ApiServer, args, sup).await?.0.get_cell()) }
+        async move {
+            Ok(
+                Actor::spawn_linked(Some("apiserver".into()), ApiServer, args, sup)
+                    .await?
+                    .0
+                    .get_cell(),
+            )
+        }
     })
 }
 
 fn transport_child(args: TransportArgs) -> ChildSpec {
     ChildSpec::new("transport", move |sup: ActorCell| {
         let args = args.clone();
-        async move { Ok(Actor::spawn_linked(Some("transport".into()), Transport, args, sup).await?.0.get_cell()) }
+        async move {
+            Ok(
+                Actor::spawn_linked(Some("transport".into()), Transport, args, sup)
+                    .await?
+                    .0
+                    .get_cell(),
+            )
+        }
     })
 }
 
 fn node_lifecycle_child(grace: Duration) -> ChildSpec {
     ChildSpec::new("node-lifecycle", move |sup: ActorCell| {
-        let args = NodeLifecycleArgs { grace, period: Duration::from_millis(250) };
-        async move { Ok(Actor::spawn_linked(Some("node-lifecycle".into()), NodeLifecycle, args, sup).await?.0.get_cell()) }
+        let args = NodeLifecycleArgs {
+            grace,
+            period: Duration::from_millis(250),
+        };
+        async move {
+            Ok(
+                Actor::spawn_linked(Some("node-lifecycle".into()), NodeLifecycle, args, sup)
+                    .await?
+                    .0
+                    .get_cell(),
+            )
+        }
     })
 }
 
 /// Sets up the master and runs it until its tree gives up or the process is interrupted.
 pub async fn run(args: Args) -> Result<(), MasterError> {
-    let dir_err = |source| MasterError::DataDir { path: args.data_dir.display().to_string(), source };
+    let dir_err = |source| MasterError::DataDir {
+        path: args.data_dir.display().to_string(),
+        source,
+    };
     let pki_dir = args.data_dir.join("pki");
     std::fs::create_dir_all(&pki_dir).map_err(dir_err)?;
     let pki = prepare_pki(&args, &pki_dir)?;
     let store_dir = args.data_dir.join("store");
     std::fs::create_dir_all(&store_dir).map_err(dir_err)?;
-    let dbs = (0..args.shards).map(|n| ShardDb::open(&store_dir.join(format!("shard-{n}.redb")), n)).collect::<Result<Vec<_>, _>>()?;
+    let dbs = (0..args.shards)
+        .map(|n| ShardDb::open(&store_dir.join(format!("shard-{n}.redb")), n))
+        .collect::<Result<Vec<_>, _>>()?;
     let store = Store::new(args.shards);
     let api_args = ApiServerArgs {
         listen: args.api_addr(),
@@ -137,7 +233,13 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         name: args.master_name(),
         identity: pki.peer.clone(),
         ca_pem: pki.ca.cert_pem().to_owned(),
-        role: Role::Master { listen: args.quic_addr(), join: Some(Arc::new(JoinAuthority { ca: pki.ca.clone(), token: pki.token.clone() })) },
+        role: Role::Master {
+            listen: args.quic_addr(),
+            join: Some(Arc::new(JoinAuthority {
+                ca: pki.ca.clone(),
+                token: pki.token.clone(),
+            })),
+        },
         cookie: pki.ca_hash.clone(),
     };
     let mut children = vec![
@@ -148,14 +250,21 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
     ];
     if args.with_node {
         children.push(shoal_kubelet::child_spec(KubeletArgs {
-            identity: NodeIdentity { name: args.master_name(), address: args.address.to_string(), control_plane: true },
+            identity: NodeIdentity {
+                name: args.master_name(),
+                address: args.address.to_string(),
+                control_plane: true,
+            },
             facts: shoal_kubelet::machine::read(),
             lease_duration_s: args.lease_duration_seconds,
             renew_interval: Duration::from_millis(args.lease_renew_interval_ms),
             status_every: 10,
         }));
     }
-    let root_args = SupervisorArgs { children, intensity: RestartIntensity::new(20, Duration::from_secs(10)) };
+    let root_args = SupervisorArgs {
+        children,
+        intensity: RestartIntensity::new(20, Duration::from_secs(10)),
+    };
     let (_root, handle) = Actor::spawn(Some("master".into()), Supervisor, root_args).await?;
     print_banner(&args, &pki)?;
     tokio::select! {
@@ -168,13 +277,24 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
 fn print_banner(args: &Args, pki: &MasterPki) -> Result<(), MasterError> {
     println!("Shoal control plane is running.");
     println!("  API server:  https://{}", args.api_addr());
-    println!("  kubeconfig:  {}", args.data_dir.join("admin.kubeconfig").display());
+    println!(
+        "  kubeconfig:  {}",
+        args.data_dir.join("admin.kubeconfig").display()
+    );
     println!();
     println!("To use the cluster:");
-    println!("  export KUBECONFIG={}", args.data_dir.join("admin.kubeconfig").display());
+    println!(
+        "  export KUBECONFIG={}",
+        args.data_dir.join("admin.kubeconfig").display()
+    );
     println!("  kubectl get nodes");
     println!();
     println!("To add a node, run on it:");
-    println!("  shoal-node --join {} --token {} --ca-cert-hash {}", args.quic_addr(), pki.token, pki.ca_hash);
+    println!(
+        "  shoal-node --join {} --token {} --ca-cert-hash {}",
+        args.quic_addr(),
+        pki.token,
+        pki.ca_hash
+    );
     Ok(())
 }

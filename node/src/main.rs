@@ -59,7 +59,10 @@ struct Args {
 #[derive(Debug, thiserror::Error)]
 enum NodeError {
     #[error("data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("this node has not joined yet: --token and --ca-cert-hash are required")]
     MissingJoinFlags,
     #[error("{0}")]
@@ -68,23 +71,36 @@ enum NodeError {
     Pki(#[from] shoal_transport::pki::PkiError),
     #[error(transparent)]
     Tls(#[from] shoal_apiserver::tls::TlsError),
-    #[error("the saved identity belongs to a cluster whose CA hash is {saved}, not {given}; remove {dir} to join another cluster")]
-    OtherCluster { saved: String, given: String, dir: String },
+    #[error(
+        "the saved identity belongs to a cluster whose CA hash is {saved}, not {given}; remove {dir} to join another cluster"
+    )]
+    OtherCluster {
+        saved: String,
+        given: String,
+        dir: String,
+    },
     #[error("starting the supervision tree: {0}")]
     Spawn(#[from] ractor::SpawnErr),
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_lowercase()).unwrap_or_else(|_| "shoal-node".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .unwrap_or_else(|_| "shoal-node".into())
 }
 
 async fn run(args: Args) -> Result<(), NodeError> {
     let name = args.name.clone().unwrap_or_else(hostname);
-    std::fs::create_dir_all(&args.data_dir).map_err(|source| NodeError::DataDir { path: args.data_dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&args.data_dir).map_err(|source| NodeError::DataDir {
+        path: args.data_dir.display().to_string(),
+        source,
+    })?;
     let (identity, ca_pem) = match load_identity(&args.data_dir) {
         Some(saved) => saved,
         None => {
-            let (Some(token), Some(hash)) = (&args.token, &args.ca_cert_hash) else { return Err(NodeError::MissingJoinFlags) };
+            let (Some(token), Some(hash)) = (&args.token, &args.ca_cert_hash) else {
+                return Err(NodeError::MissingJoinFlags);
+            };
             let (pair, ca) = join(args.join[0], token, hash, &name).await?;
             save_identity(&args.data_dir, &pair, &ca)?;
             println!("This node has joined the cluster as {name}.");
@@ -95,12 +111,28 @@ async fn run(args: Args) -> Result<(), NodeError> {
     let ca_hash = ca_cert_hash(&ca_der)?;
     if let Some(given) = &args.ca_cert_hash {
         if *given != ca_hash {
-            return Err(NodeError::OtherCluster { saved: ca_hash, given: given.clone(), dir: args.data_dir.display().to_string() });
+            return Err(NodeError::OtherCluster {
+                saved: ca_hash,
+                given: given.clone(),
+                dir: args.data_dir.display().to_string(),
+            });
         }
     }
-    let transport = TransportArgs { name: name.clone(), identity: identity.clone(), ca_pem: ca_pem.clone(), role: Role::Node { masters: args.join.clone() }, cookie: ca_hash };
+    let transport = TransportArgs {
+        name: name.clone(),
+        identity: identity.clone(),
+        ca_pem: ca_pem.clone(),
+        role: Role::Node {
+            masters: args.join.clone(),
+        },
+        cookie: ca_hash,
+    };
     let kubelet = KubeletArgs {
-        identity: NodeIdentity { name: name.clone(), address: args.address.to_string(), control_plane: false },
+        identity: NodeIdentity {
+            name: name.clone(),
+            address: args.address.to_string(),
+            control_plane: false,
+        },
         facts: shoal_kubelet::machine::read(),
         lease_duration_s: args.lease_duration_seconds,
         renew_interval: Duration::from_millis(args.lease_renew_interval_ms),
@@ -109,16 +141,39 @@ async fn run(args: Args) -> Result<(), NodeError> {
     let children = vec![
         ChildSpec::new("transport", move |sup: ActorCell| {
             let args = transport.clone();
-            async move { Ok(Actor::spawn_linked(Some("transport".into()), Transport, args, sup).await?.0.get_cell()) }
+            async move {
+                Ok(
+                    Actor::spawn_linked(Some("transport".into()), Transport, args, sup)
+                        .await?
+                        .0
+                        .get_cell(),
+                )
+            }
         }),
         shoal_kubelet::child_spec(kubelet),
     ];
-    let root_args = SupervisorArgs { children, intensity: RestartIntensity::new(20, Duration::from_secs(10)) };
+    let root_args = SupervisorArgs {
+        children,
+        intensity: RestartIntensity::new(20, Duration::from_secs(10)),
+    };
     let (_root, handle) = Actor::spawn(Some("node".into()), Supervisor, root_args).await?;
-    let admin_tls = shoal_apiserver::tls::server_config(vec![identity.cert_der()?, ca_der.clone()], identity.key_der()?, ca_der)?;
-    let listener = shoal_apiserver::tls::bind(SocketAddr::new(args.address, args.admin_port)).await?;
-    let admin = tokio::spawn(shoal_apiserver::tls::serve(listener, admin_tls, shoal_apiserver::admin::router(), Arc::new(HashMap::new())));
-    println!("Node {name} is running; admin endpoint https://{}:{}", args.address, args.admin_port);
+    let admin_tls = shoal_apiserver::tls::server_config(
+        vec![identity.cert_der()?, ca_der.clone()],
+        identity.key_der()?,
+        ca_der,
+    )?;
+    let listener =
+        shoal_apiserver::tls::bind(SocketAddr::new(args.address, args.admin_port)).await?;
+    let admin = tokio::spawn(shoal_apiserver::tls::serve(
+        listener,
+        admin_tls,
+        shoal_apiserver::admin::router(),
+        Arc::new(HashMap::new()),
+    ));
+    println!(
+        "Node {name} is running; admin endpoint https://{}:{}",
+        args.address, args.admin_port
+    );
     tokio::select! {
         _ = handle => tracing::error!("the node's supervision tree stopped"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
@@ -130,7 +185,10 @@ async fn run(args: Args) -> Result<(), NodeError> {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ractor_cluster=warn,quinn=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,ractor_cluster=warn,quinn=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

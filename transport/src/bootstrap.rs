@@ -31,7 +31,9 @@ struct JoinResponse {
 /// Why a join failed. The messages are what the node's operator reads.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
-    #[error("the master's CA certificate hash is {seen}, not the {expected} given with --ca-cert-hash: refusing to trust this master")]
+    #[error(
+        "the master's CA certificate hash is {seen}, not the {expected} given with --ca-cert-hash: refusing to trust this master"
+    )]
     CaHashMismatch { expected: String, seen: String },
     #[error("the master refused to let this node join: {0}")]
     Refused(String),
@@ -45,47 +47,101 @@ pub enum JoinError {
     Config(#[from] crate::quic::QuicConfigError),
 }
 
-async fn write_message<T: Serialize>(send: &mut quinn::SendStream, msg: &T) -> Result<(), JoinError> {
+async fn write_message<T: Serialize>(
+    send: &mut quinn::SendStream,
+    msg: &T,
+) -> Result<(), JoinError> {
     let body = serde_json::to_vec(msg).map_err(|e| JoinError::Protocol(e.to_string()))?;
-    let len = u32::try_from(body.len()).map_err(|_| JoinError::Protocol("message too large".into()))?;
-    send.write_all(&len.to_be_bytes()).await.map_err(|e| JoinError::Protocol(e.to_string()))?;
-    send.write_all(&body).await.map_err(|e| JoinError::Protocol(e.to_string()))?;
+    let len =
+        u32::try_from(body.len()).map_err(|_| JoinError::Protocol("message too large".into()))?;
+    send.write_all(&len.to_be_bytes())
+        .await
+        .map_err(|e| JoinError::Protocol(e.to_string()))?;
+    send.write_all(&body)
+        .await
+        .map_err(|e| JoinError::Protocol(e.to_string()))?;
     Ok(())
 }
 
-async fn read_message<T: for<'de> Deserialize<'de>>(recv: &mut quinn::RecvStream) -> Result<T, JoinError> {
+async fn read_message<T: for<'de> Deserialize<'de>>(
+    recv: &mut quinn::RecvStream,
+) -> Result<T, JoinError> {
     let mut len = [0u8; 4];
-    recv.read_exact(&mut len).await.map_err(|e| JoinError::Protocol(e.to_string()))?;
+    recv.read_exact(&mut len)
+        .await
+        .map_err(|e| JoinError::Protocol(e.to_string()))?;
     let len = u32::from_be_bytes(len);
     if len > MAX_MESSAGE {
-        return Err(JoinError::Protocol(format!("message of {len} bytes is too large")));
+        return Err(JoinError::Protocol(format!(
+            "message of {len} bytes is too large"
+        )));
     }
     let mut body = vec![0u8; len as usize];
-    recv.read_exact(&mut body).await.map_err(|e| JoinError::Protocol(e.to_string()))?;
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| JoinError::Protocol(e.to_string()))?;
     serde_json::from_slice(&body).map_err(|e| JoinError::Protocol(e.to_string()))
 }
 
 /// Joins the cluster through `master` and returns the node's certificate and the CA (PEM).
-pub async fn join(master: SocketAddr, token: &str, ca_hash: &str, name: &str) -> Result<(CertPair, String), JoinError> {
+pub async fn join(
+    master: SocketAddr,
+    token: &str,
+    ca_hash: &str,
+    name: &str,
+) -> Result<(CertPair, String), JoinError> {
     let seen = Arc::new(Mutex::new(None));
     let config = pinned_client_config(ca_hash, seen.clone())?;
-    let bind: SocketAddr = if master.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(|_| JoinError::Protocol("bind address".into()))?;
-    let endpoint = quinn::Endpoint::client(bind).map_err(|e| JoinError::Unreachable { addr: master, reason: e.to_string() })?;
-    let connecting = endpoint.connect_with(config, master, MASTER_SERVER_NAME).map_err(|e| JoinError::Unreachable { addr: master, reason: e.to_string() })?;
+    let bind: SocketAddr = if master.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .map_err(|_| JoinError::Protocol("bind address".into()))?;
+    let endpoint = quinn::Endpoint::client(bind).map_err(|e| JoinError::Unreachable {
+        addr: master,
+        reason: e.to_string(),
+    })?;
+    let connecting = endpoint
+        .connect_with(config, master, MASTER_SERVER_NAME)
+        .map_err(|e| JoinError::Unreachable {
+            addr: master,
+            reason: e.to_string(),
+        })?;
     let conn = match connecting.await {
         Ok(conn) => conn,
         Err(err) => {
             let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
             return Err(match seen {
-                Some(seen) if seen != ca_hash => JoinError::CaHashMismatch { expected: ca_hash.to_owned(), seen },
-                _ => JoinError::Unreachable { addr: master, reason: err.to_string() },
+                Some(seen) if seen != ca_hash => JoinError::CaHashMismatch {
+                    expected: ca_hash.to_owned(),
+                    seen,
+                },
+                _ => JoinError::Unreachable {
+                    addr: master,
+                    reason: err.to_string(),
+                },
             });
         }
     };
     let (key_pem, csr) = certificate_request(name)?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| JoinError::Protocol(e.to_string()))?;
-    send.write_all(&[StreamKind::Join as u8]).await.map_err(|e| JoinError::Protocol(e.to_string()))?;
-    write_message(&mut send, &JoinRequest { token: token.to_owned(), name: name.to_owned(), csr }).await?;
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| JoinError::Protocol(e.to_string()))?;
+    send.write_all(&[StreamKind::Join as u8])
+        .await
+        .map_err(|e| JoinError::Protocol(e.to_string()))?;
+    write_message(
+        &mut send,
+        &JoinRequest {
+            token: token.to_owned(),
+            name: name.to_owned(),
+            csr,
+        },
+    )
+    .await?;
     let _ = send.finish();
     let response: JoinResponse = read_message(&mut recv).await?;
     conn.close(0u32.into(), b"joined");
@@ -93,7 +149,9 @@ pub async fn join(master: SocketAddr, token: &str, ca_hash: &str, name: &str) ->
     match (response.certificate, response.ca, response.error) {
         (Some(cert_pem), Some(ca), _) => Ok((CertPair { cert_pem, key_pem }, ca)),
         (_, _, Some(error)) => Err(JoinError::Refused(error)),
-        _ => Err(JoinError::Protocol("the master's answer had neither a certificate nor an error".into())),
+        _ => Err(JoinError::Protocol(
+            "the master's answer had neither a certificate nor an error".into(),
+        )),
     }
 }
 
@@ -107,21 +165,40 @@ fn valid_node_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !l.starts_with('-') && !l.ends_with('-')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
         })
 }
 
 impl JoinAuthority {
     fn decide(&self, request: &JoinRequest) -> JoinResponse {
-        let refuse = |why: &str| JoinResponse { certificate: None, ca: None, error: Some(why.to_owned()) };
+        let refuse = |why: &str| JoinResponse {
+            certificate: None,
+            ca: None,
+            error: Some(why.to_owned()),
+        };
         if !constant_time_eq(&request.token, &self.token) {
             return refuse("invalid bootstrap token");
         }
         if !valid_node_name(&request.name) {
-            return refuse(&format!("node name {:?} is not a lowercase RFC 1123 subdomain", request.name));
+            return refuse(&format!(
+                "node name {:?} is not a lowercase RFC 1123 subdomain",
+                request.name
+            ));
         }
-        match self.ca.sign_request(&request.csr, &request.name, &["system:nodes"]) {
-            Ok(cert) => JoinResponse { certificate: Some(cert), ca: Some(self.ca.cert_pem().to_owned()), error: None },
+        match self
+            .ca
+            .sign_request(&request.csr, &request.name, &["system:nodes"])
+        {
+            Ok(cert) => JoinResponse {
+                certificate: Some(cert),
+                ca: Some(self.ca.cert_pem().to_owned()),
+                error: None,
+            },
             Err(err) => refuse(&format!("invalid certificate request: {err}")),
         }
     }
@@ -154,9 +231,16 @@ pub fn load_identity(dir: &Path) -> Option<(CertPair, String)> {
 }
 
 /// Saves the node's identity in `dir`.
-pub fn save_identity(dir: &Path, pair: &CertPair, ca_pem: &str) -> Result<(), crate::pki::PkiError> {
+pub fn save_identity(
+    dir: &Path,
+    pair: &CertPair,
+    ca_pem: &str,
+) -> Result<(), crate::pki::PkiError> {
     pair.save(&dir.join("node"))?;
-    std::fs::write(dir.join("ca.crt"), ca_pem).map_err(|source| crate::pki::PkiError::Io { path: dir.join("ca.crt"), source })
+    std::fs::write(dir.join("ca.crt"), ca_pem).map_err(|source| crate::pki::PkiError::Io {
+        path: dir.join("ca.crt"),
+        source,
+    })
 }
 
 #[cfg(test)]

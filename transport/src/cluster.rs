@@ -27,7 +27,10 @@ use crate::stream::{QuicSession, StreamKind};
 #[derive(Clone)]
 pub enum Role {
     /// Listens on `listen`; admits joining nodes when `join` is set.
-    Master { listen: SocketAddr, join: Option<Arc<JoinAuthority>> },
+    Master {
+        listen: SocketAddr,
+        join: Option<Arc<JoinAuthority>>,
+    },
     /// Dials every master and keeps the connections up.
     Node { masters: Vec<SocketAddr> },
 }
@@ -52,7 +55,10 @@ pub enum TransportError {
     #[error(transparent)]
     Config(#[from] crate::quic::QuicConfigError),
     #[error("cannot open the QUIC endpoint on {addr}: {source}")]
-    Endpoint { addr: SocketAddr, source: std::io::Error },
+    Endpoint {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Live connections by peer name.
@@ -74,7 +80,10 @@ impl Peers {
 
     fn remove_if_same(&self, name: &str, conn: &quinn::Connection) {
         let mut peers = self.lock();
-        if peers.get(name).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+        if peers
+            .get(name)
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
             peers.remove(name);
         }
     }
@@ -153,10 +162,15 @@ async fn watch_sessions(mut events: mpsc::UnboundedReceiver<SessionEvent>, peers
     while let Some(event) = events.recv().await {
         match event {
             SessionEvent::Authenticated(ses) => {
-                let claimed = ses.peer_name.as_ref().map(|n| node_part(&n.name).to_owned()).unwrap_or_default();
+                let claimed = ses
+                    .peer_name
+                    .as_ref()
+                    .map(|n| node_part(&n.name).to_owned())
+                    .unwrap_or_default();
                 if claimed != ses.peer_addr {
                     tracing::warn!(certificate = %ses.peer_addr, claimed = %claimed, "peer's name does not match its certificate; dropping it");
-                    ses.actor.stop(Some("name does not match certificate".into()));
+                    ses.actor
+                        .stop(Some("name does not match certificate".into()));
                     peers.close(&ses.peer_addr, "name does not match certificate");
                 } else {
                     tracing::info!(peer = %claimed, "actor session up");
@@ -184,21 +198,43 @@ async fn enforce_partitions(peers: Peers) {
     }
 }
 
-async fn open_actor_session(conn: &quinn::Connection, node_server: &ActorRef<NodeServerMessage>, peer: &str, local: &str) -> Result<(), String> {
+async fn open_actor_session(
+    conn: &quinn::Connection,
+    node_server: &ActorRef<NodeServerMessage>,
+    peer: &str,
+    local: &str,
+) -> Result<(), String> {
     let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    send.write_all(&[StreamKind::Actors as u8]).await.map_err(|e| e.to_string())?;
-    let session = QuicSession { send, recv, peer: peer.to_owned(), local: local.to_owned() };
-    ractor_cluster::client_connect_external(node_server, Box::new(session)).await.map_err(|e| e.to_string())
+    send.write_all(&[StreamKind::Actors as u8])
+        .await
+        .map_err(|e| e.to_string())?;
+    let session = QuicSession {
+        send,
+        recv,
+        peer: peer.to_owned(),
+        local: local.to_owned(),
+    };
+    ractor_cluster::client_connect_external(node_server, Box::new(session))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Keeps one connection to a master up, redialing with back-off.
-async fn dial_loop(endpoint: quinn::Endpoint, master: SocketAddr, node_server: ActorRef<NodeServerMessage>, peers: Peers, local: String) {
+async fn dial_loop(
+    endpoint: quinn::Endpoint,
+    master: SocketAddr,
+    node_server: ActorRef<NodeServerMessage>,
+    peers: Peers,
+    local: String,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         match endpoint.connect(master, MASTER_SERVER_NAME) {
             Ok(connecting) => match connecting.await {
                 Ok(conn) => {
-                    let peer = peer_chain(&conn).and_then(|c| c.first().and_then(common_name)).unwrap_or_else(|| master.to_string());
+                    let peer = peer_chain(&conn)
+                        .and_then(|c| c.first().and_then(common_name))
+                        .unwrap_or_else(|| master.to_string());
                     if Faults::global().is_partitioned(&peer) {
                         conn.close(1u32.into(), b"partitioned");
                     } else {
@@ -225,7 +261,13 @@ async fn dial_loop(endpoint: quinn::Endpoint, master: SocketAddr, node_server: A
     }
 }
 
-async fn serve_connection(conn: quinn::Connection, node_server: ActorRef<NodeServerMessage>, peers: Peers, join: Option<Arc<JoinAuthority>>, local: String) {
+async fn serve_connection(
+    conn: quinn::Connection,
+    node_server: ActorRef<NodeServerMessage>,
+    peers: Peers,
+    join: Option<Arc<JoinAuthority>>,
+    local: String,
+) {
     let peer = peer_chain(&conn).and_then(|c| c.first().and_then(common_name));
     if let Some(name) = &peer {
         if Faults::global().is_partitioned(name) {
@@ -242,8 +284,19 @@ async fn serve_connection(conn: quinn::Connection, node_server: ActorRef<NodeSer
         }
         match (StreamKind::from_byte(kind[0]), &peer) {
             (Some(StreamKind::Actors), Some(name)) => {
-                let session = QuicSession { send, recv, peer: name.clone(), local: local.clone() };
-                if node_server.cast(NodeServerMessage::ConnectionOpenedExternal { stream: Box::new(session), is_server: true }).is_err() {
+                let session = QuicSession {
+                    send,
+                    recv,
+                    peer: name.clone(),
+                    local: local.clone(),
+                };
+                if node_server
+                    .cast(NodeServerMessage::ConnectionOpenedExternal {
+                        stream: Box::new(session),
+                        is_server: true,
+                    })
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -272,7 +325,13 @@ async fn serve_connection(conn: quinn::Connection, node_server: ActorRef<NodeSer
     }
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, node_server: ActorRef<NodeServerMessage>, peers: Peers, join: Option<Arc<JoinAuthority>>, local: String) {
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    node_server: ActorRef<NodeServerMessage>,
+    peers: Peers,
+    join: Option<Arc<JoinAuthority>>,
+    local: String,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -291,6 +350,32 @@ async fn accept_loop(endpoint: quinn::Endpoint, node_server: ActorRef<NodeServer
     }
 }
 
+/// Opens the server endpoint, waiting briefly for a predecessor's socket to close: a restarted
+/// transport finds the old endpoint's driver still winding down.
+fn bind_server(
+    server: quinn::ServerConfig,
+    listen: SocketAddr,
+) -> Result<quinn::Endpoint, TransportError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match quinn::Endpoint::server(server.clone(), listen) {
+            Ok(endpoint) => return Ok(endpoint),
+            Err(err)
+                if err.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(TransportError::Endpoint {
+                    addr: listen,
+                    source,
+                });
+            }
+        }
+    }
+}
+
 fn endpoint_for(args: &TransportArgs) -> Result<quinn::Endpoint, TransportError> {
     let ca: CertificateDer<'static> = crate::pki::cert_der(&args.ca_pem)?;
     let chain = vec![args.identity.cert_der()?, ca.clone()];
@@ -298,12 +383,17 @@ fn endpoint_for(args: &TransportArgs) -> Result<quinn::Endpoint, TransportError>
     let mut endpoint = match &args.role {
         Role::Master { listen, .. } => {
             let server = server_config(chain, args.identity.key_der()?, &ca)?;
-            quinn::Endpoint::server(server, *listen).map_err(|source| TransportError::Endpoint { addr: *listen, source })?
+            bind_server(server, *listen)?
         }
         Role::Node { masters } => {
             let v6 = masters.first().is_some_and(SocketAddr::is_ipv6);
-            let bind: SocketAddr = if v6 { SocketAddr::from(([0u16; 8], 0)) } else { SocketAddr::from(([0u8; 4], 0)) };
-            quinn::Endpoint::client(bind).map_err(|source| TransportError::Endpoint { addr: bind, source })?
+            let bind: SocketAddr = if v6 {
+                SocketAddr::from(([0u16; 8], 0))
+            } else {
+                SocketAddr::from(([0u8; 4], 0))
+            };
+            quinn::Endpoint::client(bind)
+                .map_err(|source| TransportError::Endpoint { addr: bind, source })?
         }
     };
     endpoint.set_default_client_config(client);
@@ -315,30 +405,71 @@ impl Actor for Transport {
     type State = TransportState;
     type Arguments = TransportArgs;
 
-    async fn pre_start(&self, myself: ActorRef<TransportMsg>, args: TransportArgs) -> Result<TransportState, ActorProcessingErr> {
-        let server = NodeServer::new(0, args.cookie.clone(), args.name.clone(), "shoal".into(), None, Some(NodeConnectionMode::Isolated))
-            .with_listen_addr(std::net::IpAddr::from([127, 0, 0, 1]));
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TransportMsg>,
+        args: TransportArgs,
+    ) -> Result<TransportState, ActorProcessingErr> {
+        let server = NodeServer::new(
+            0,
+            args.cookie.clone(),
+            args.name.clone(),
+            "shoal".into(),
+            None,
+            Some(NodeConnectionMode::Isolated),
+        )
+        .with_listen_addr(std::net::IpAddr::from([127, 0, 0, 1]));
         let (node_server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        node_server.cast(NodeServerMessage::SubscribeToEvents { id: "shoal-transport".into(), subscription: Box::new(Subscription(tx)) })?;
+        node_server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "shoal-transport".into(),
+            subscription: Box::new(Subscription(tx)),
+        })?;
         let endpoint = endpoint_for(&args)?;
         let peers = Peers::default();
-        let mut tasks = vec![tokio::spawn(watch_sessions(rx, peers.clone())), tokio::spawn(enforce_partitions(peers.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(watch_sessions(rx, peers.clone())),
+            tokio::spawn(enforce_partitions(peers.clone())),
+        ];
         match &args.role {
             Role::Master { listen, join } => {
                 tracing::info!(%listen, name = %args.name, "QUIC transport listening");
-                tasks.push(tokio::spawn(accept_loop(endpoint.clone(), node_server.clone(), peers.clone(), join.clone(), args.name.clone())));
+                tasks.push(tokio::spawn(accept_loop(
+                    endpoint.clone(),
+                    node_server.clone(),
+                    peers.clone(),
+                    join.clone(),
+                    args.name.clone(),
+                )));
             }
             Role::Node { masters } => {
                 for master in masters {
-                    tasks.push(tokio::spawn(dial_loop(endpoint.clone(), *master, node_server.clone(), peers.clone(), args.name.clone())));
+                    tasks.push(tokio::spawn(dial_loop(
+                        endpoint.clone(),
+                        *master,
+                        node_server.clone(),
+                        peers.clone(),
+                        args.name.clone(),
+                    )));
                 }
             }
         }
-        Ok(TransportState { peers, _teardown: Teardown { tasks, endpoint, node_server } })
+        Ok(TransportState {
+            peers,
+            _teardown: Teardown {
+                tasks,
+                endpoint,
+                node_server,
+            },
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<TransportMsg>, msg: TransportMsg, state: &mut TransportState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<TransportMsg>,
+        msg: TransportMsg,
+        state: &mut TransportState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             TransportMsg::Peers(reply) => {
                 let _ = reply.send(state.peers.names());
@@ -347,10 +478,19 @@ impl Actor for Transport {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, _myself: ActorRef<TransportMsg>, event: SupervisionEvent, _state: &mut TransportState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<TransportMsg>,
+        event: SupervisionEvent,
+        _state: &mut TransportState,
+    ) -> Result<(), ActorProcessingErr> {
         match event {
-            SupervisionEvent::ActorTerminated(_, _, reason) => Err(format!("the cluster node server stopped: {reason:?}").into()),
-            SupervisionEvent::ActorFailed(_, err) => Err(format!("the cluster node server failed: {err}").into()),
+            SupervisionEvent::ActorTerminated(_, _, reason) => {
+                Err(format!("the cluster node server stopped: {reason:?}").into())
+            }
+            SupervisionEvent::ActorFailed(_, err) => {
+                Err(format!("the cluster node server failed: {err}").into())
+            }
             _ => Ok(()),
         }
     }

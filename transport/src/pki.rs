@@ -6,8 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use sha2::{Digest, Sha256};
@@ -16,7 +16,10 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("cannot read or write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("invalid PEM in {0}")]
@@ -26,11 +29,17 @@ pub enum PkiError {
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
-    fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.to_owned(), source })
+    fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io { path: path.to_owned(), source };
+    let io = |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    };
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(io)?;
     }
@@ -53,7 +62,10 @@ pub struct CertPair {
 impl CertPair {
     /// Loads `<base>.crt` and `<base>.key`.
     pub fn load(base: &Path) -> Result<CertPair, PkiError> {
-        Ok(CertPair { cert_pem: read(&base.with_extension("crt"))?, key_pem: read(&base.with_extension("key"))? })
+        Ok(CertPair {
+            cert_pem: read(&base.with_extension("crt"))?,
+            key_pem: read(&base.with_extension("key"))?,
+        })
     }
 
     /// Saves `<base>.crt` and `<base>.key` (the key readable by its owner only).
@@ -69,7 +81,8 @@ impl CertPair {
 
     /// The key as DER.
     pub fn key_der(&self) -> Result<PrivateKeyDer<'static>, PkiError> {
-        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|_| PkiError::Pem("private key".into()))
+        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|_| PkiError::Pem("private key".into()))
     }
 }
 
@@ -81,7 +94,8 @@ pub fn cert_der(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
 /// `sha256:<hex>` of the certificate's SubjectPublicKeyInfo, the form `kubeadm join
 /// --discovery-token-ca-cert-hash` uses.
 pub fn ca_cert_hash(cert: &CertificateDer<'_>) -> Result<String, PkiError> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| PkiError::Certificate(e.to_string()))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| PkiError::Certificate(e.to_string()))?;
     let spki = parsed.tbs_certificate.subject_pki.raw;
     Ok(format!("sha256:{}", hex::encode(Sha256::digest(spki))))
 }
@@ -89,7 +103,12 @@ pub fn ca_cert_hash(cert: &CertificateDer<'_>) -> Result<String, PkiError> {
 /// The common name of a certificate.
 pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    parsed.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned)
+    parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned)
 }
 
 /// What a certificate is for.
@@ -101,7 +120,12 @@ pub enum Usage {
     Peer,
 }
 
-fn leaf_params(cn: &str, orgs: &[&str], sans: &[String], usage: Usage) -> Result<CertificateParams, PkiError> {
+fn leaf_params(
+    cn: &str,
+    orgs: &[&str],
+    sans: &[String],
+    usage: Usage,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.subject_alt_names = sans
         .iter()
@@ -116,11 +140,17 @@ fn leaf_params(cn: &str, orgs: &[&str], sans: &[String], usage: Usage) -> Result
         dn.push(DnType::OrganizationName, *org);
     }
     params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = match usage {
         Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
         Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
-        Usage::Peer => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::Peer => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
     };
     let now = time_now();
     params.not_before = now - rcgen_duration_days(1);
@@ -157,12 +187,19 @@ impl ClusterCa {
         dn.push(DnType::CommonName, "shoal-ca");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let now = time_now();
         params.not_before = now - rcgen_duration_days(1);
         params.not_after = now + rcgen_duration_days(3650);
         let cert = params.self_signed(&key)?;
-        let pair = CertPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
+        let pair = CertPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
         pair.save(&base)?;
         Ok(ClusterCa { pair, key })
     }
@@ -187,14 +224,31 @@ impl ClusterCa {
     }
 
     /// Issues a certificate with a fresh key.
-    pub fn issue(&self, cn: &str, orgs: &[&str], sans: &[String], usage: Usage) -> Result<CertPair, PkiError> {
+    pub fn issue(
+        &self,
+        cn: &str,
+        orgs: &[&str],
+        sans: &[String],
+        usage: Usage,
+    ) -> Result<CertPair, PkiError> {
         let key = KeyPair::generate()?;
         let cert = leaf_params(cn, orgs, sans, usage)?.signed_by(&key, &self.issuer()?)?;
-        Ok(CertPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(CertPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// Loads `dir/<name>.{crt,key}` or issues and saves it.
-    pub fn load_or_issue(&self, dir: &Path, name: &str, cn: &str, orgs: &[&str], sans: &[String], usage: Usage) -> Result<CertPair, PkiError> {
+    pub fn load_or_issue(
+        &self,
+        dir: &Path,
+        name: &str,
+        cn: &str,
+        orgs: &[&str],
+        sans: &[String],
+        usage: Usage,
+    ) -> Result<CertPair, PkiError> {
         let base = dir.join(name);
         if base.with_extension("crt").exists() {
             return CertPair::load(&base);
@@ -206,7 +260,12 @@ impl ClusterCa {
 
     /// Signs a node's certificate request. The subject is ours to set: the common name is
     /// `node_name`, whatever the request says, so a certificate names exactly one node.
-    pub fn sign_request(&self, csr_pem: &str, node_name: &str, orgs: &[&str]) -> Result<String, PkiError> {
+    pub fn sign_request(
+        &self,
+        csr_pem: &str,
+        node_name: &str,
+        orgs: &[&str],
+    ) -> Result<String, PkiError> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
         let sans = vec![node_name.to_owned()];
         csr.params = leaf_params(node_name, orgs, &sans, Usage::Peer)?;
@@ -230,7 +289,11 @@ pub fn new_bootstrap_token() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    let mut part = |n: usize| -> String { (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect() };
+    let mut part = |n: usize| -> String {
+        (0..n)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect()
+    };
     let id = part(6);
     let secret = part(16);
     format!("{id}.{secret}")
@@ -249,7 +312,11 @@ pub fn load_or_create_token(dir: &Path) -> Result<String, PkiError> {
 
 /// Compares two secrets in time independent of where they differ.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[cfg(test)]
@@ -277,8 +344,13 @@ mod tests {
         let dir = temp("csr");
         let ca = ClusterCa::load_or_create(&dir).expect("create");
         let (_key, csr) = certificate_request("impostor").expect("csr");
-        let cert = ca.sign_request(&csr, "node-a", &["system:nodes"]).expect("sign");
-        assert_eq!(common_name(&cert_der(&cert).expect("der")).as_deref(), Some("node-a"));
+        let cert = ca
+            .sign_request(&csr, "node-a", &["system:nodes"])
+            .expect("sign");
+        assert_eq!(
+            common_name(&cert_der(&cert).expect("der")).as_deref(),
+            Some("node-a")
+        );
         let _ = fs::remove_dir_all(dir);
     }
 

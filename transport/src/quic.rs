@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -56,7 +56,11 @@ fn roots(ca: &CertificateDer<'static>) -> Result<RootCertStore, QuicConfigError>
 
 /// The server side: presents `chain` (leaf, then CA); client certificates are optional at the
 /// TLS layer — a connection without one may only ask to join.
-pub fn server_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, ca: &CertificateDer<'static>) -> Result<quinn::ServerConfig, QuicConfigError> {
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    ca: &CertificateDer<'static>,
+) -> Result<quinn::ServerConfig, QuicConfigError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
         .allow_unauthenticated()
         .build()
@@ -66,14 +70,19 @@ pub fn server_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'st
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicConfigError::Crypto(e.to_string()))?;
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|e| QuicConfigError::Crypto(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport());
     Ok(config)
 }
 
 /// The client side of a member: trusts the cluster CA and presents its own certificate.
-pub fn client_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, ca: &CertificateDer<'static>) -> Result<quinn::ClientConfig, QuicConfigError> {
+pub fn client_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    ca: &CertificateDer<'static>,
+) -> Result<quinn::ClientConfig, QuicConfigError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca)?)
@@ -83,7 +92,8 @@ pub fn client_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'st
 }
 
 fn finish_client(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, QuicConfigError> {
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicConfigError::Crypto(e.to_string()))?;
+    let crypto =
+        QuicClientConfig::try_from(tls).map_err(|e| QuicConfigError::Crypto(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport());
     Ok(config)
@@ -92,8 +102,15 @@ fn finish_client(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, QuicC
 /// The client side of a joining node, which has no CA yet: it accepts the master only if the
 /// CA in the master's chain has the pinned hash and the master's certificate chains to it.
 /// The hash it saw is recorded, so a mismatch can be reported clearly.
-pub fn pinned_client_config(expected_hash: &str, seen: Arc<Mutex<Option<String>>>) -> Result<quinn::ClientConfig, QuicConfigError> {
-    let verifier = Arc::new(PinnedCaVerifier { expected: expected_hash.to_owned(), seen, provider: provider() });
+pub fn pinned_client_config(
+    expected_hash: &str,
+    seen: Arc<Mutex<Option<String>>>,
+) -> Result<quinn::ClientConfig, QuicConfigError> {
+    let verifier = Arc::new(PinnedCaVerifier {
+        expected: expected_hash.to_owned(),
+        seen,
+        provider: provider(),
+    });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -119,34 +136,71 @@ impl ServerCertVerifier for PinnedCaVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates.last().ok_or_else(|| rustls::Error::General("the master sent no CA certificate".into()))?;
+        let ca = intermediates
+            .last()
+            .ok_or_else(|| rustls::Error::General("the master sent no CA certificate".into()))?;
         let hash = ca_cert_hash(ca).map_err(|e| rustls::Error::General(e.to_string()))?;
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(hash.clone());
         if hash != self.expected {
-            return Err(rustls::Error::General(format!("CA certificate hash {hash} does not match the expected {}", self.expected)));
+            return Err(rustls::Error::General(format!(
+                "CA certificate hash {hash} does not match the expected {}",
+                self.expected
+            )));
         }
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, &intermediates[..intermediates.len() - 1], server_name, ocsp_response, now)
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(
+            end_entity,
+            &intermediates[..intermediates.len() - 1],
+            server_name,
+            ocsp_response,
+            now,
+        )
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
 /// The certificate chain a connected peer presented, if any.
 pub fn peer_chain(conn: &quinn::Connection) -> Option<Vec<CertificateDer<'static>>> {
-    conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok().map(|b| *b)
+    conn.peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()
+        .map(|b| *b)
 }

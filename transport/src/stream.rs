@@ -42,7 +42,12 @@ pub struct QuicSession {
 
 impl ClusterBidiStream for QuicSession {
     fn split(self: Box<Self>) -> (BoxRead, BoxWrite) {
-        let writer = DelayedWrite { inner: self.send, peer: self.peer, sleep: None, waited: false };
+        let writer = DelayedWrite {
+            inner: self.send,
+            peer: self.peer,
+            sleep: None,
+            waited: false,
+        };
         (Box::new(self.recv), Box::new(writer))
     }
 
@@ -65,11 +70,17 @@ struct DelayedWrite {
 }
 
 impl AsyncWrite for DelayedWrite {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if !self.waited {
             let delay = Faults::global().delay(&self.peer);
             if !delay.is_zero() {
-                let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
                 if sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }

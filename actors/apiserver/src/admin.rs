@@ -34,12 +34,18 @@ async fn list_actors(Extension(identity): Extension<Identity>) -> Response {
     if let Err(resp) = require_admin(&identity) {
         return resp;
     }
-    let mut names: Vec<String> = ractor::registry::registered().into_iter().map(|n| n.to_string()).collect();
+    let mut names: Vec<String> = ractor::registry::registered()
+        .into_iter()
+        .map(|n| n.to_string())
+        .collect();
     names.sort();
     Json(json!({"actors": names})).into_response()
 }
 
-async fn kill_actor(Extension(identity): Extension<Identity>, Path(name): Path<String>) -> Response {
+async fn kill_actor(
+    Extension(identity): Extension<Identity>,
+    Path(name): Path<String>,
+) -> Response {
     if let Err(resp) = require_admin(&identity) {
         return resp;
     }
@@ -66,13 +72,21 @@ async fn list_faults(Extension(identity): Extension<Identity>) -> Response {
     Json(json!({"faults": Faults::global().snapshot()})).into_response()
 }
 
-async fn set_fault(Extension(identity): Extension<Identity>, Path(peer): Path<String>, body: axum::body::Bytes) -> Response {
+async fn set_fault(
+    Extension(identity): Extension<Identity>,
+    Path(peer): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     if let Err(resp) = require_admin(&identity) {
         return resp;
     }
     let fault: PeerFault = match serde_json::from_slice(&body) {
         Ok(f) => f,
-        Err(e) => return status_response(&ApiError::BadRequest(format!("a fault is {{\"partitioned\": bool, \"delay_ms\": n}}: {e}"))),
+        Err(e) => {
+            return status_response(&ApiError::BadRequest(format!(
+                "a fault is {{\"partitioned\": bool, \"delay_ms\": n}}: {e}"
+            )));
+        }
     };
     tracing::warn!(%peer, ?fault, "fault set through the admin endpoint");
     Faults::global().set(&peer, fault);

@@ -9,14 +9,19 @@ use shoal_core::error::Subject;
 use shoal_core::selector::{FieldSelector, LabelSelector};
 use shoal_core::time::format_time;
 use shoal_core::version::Version;
-use shoal_core::{ApiError, ApiReply, ApiRequest, CompositeVersion, ObjectKey, RequestOptions, Verb, shard_for};
+use shoal_core::{
+    ApiError, ApiReply, ApiRequest, CompositeVersion, ObjectKey, RequestOptions, Verb, shard_for,
+};
 use shoal_store::{EventKind, Store, StoreError, StoreEvent, StoreWatch, Stored, WriteOp};
 
 use crate::resources::{self, ResourceInfo};
-use crate::validate::{apply_defaults, check_name, check_namespace_name, check_semantics, check_typed, subject};
+use crate::validate::{
+    apply_defaults, check_name, check_namespace_name, check_semantics, check_typed, subject,
+};
 
 /// Namespaces that exist from the start and may not be deleted.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// How often an update that raced another writer is retried when the client gave no version.
 const UPDATE_ATTEMPTS: usize = 5;
@@ -45,11 +50,15 @@ fn map_store_error(info: &ResourceInfo, name: &str, err: StoreError) -> ApiError
         StoreError::NotFound(_) => ApiError::NotFound(subject(info, name)),
         StoreError::AlreadyExists(_) => ApiError::AlreadyExists(subject(info, name)),
         StoreError::Conflict { .. } => ApiError::stale(subject(info, name)),
-        StoreError::Gone { requested, oldest } => ApiError::Gone(format!("too old resource version: {requested} ({oldest})")),
-        StoreError::TooLarge { requested, current } => {
-            ApiError::Timeout(format!("Too large resource version: {requested}, current: {current}"))
+        StoreError::Gone { requested, oldest } => {
+            ApiError::Gone(format!("too old resource version: {requested} ({oldest})"))
         }
-        StoreError::Unavailable(shard) => ApiError::Unavailable(format!("store shard {shard} is restarting")),
+        StoreError::TooLarge { requested, current } => ApiError::Timeout(format!(
+            "Too large resource version: {requested}, current: {current}"
+        )),
+        StoreError::Unavailable(shard) => {
+            ApiError::Unavailable(format!("store shard {shard} is restarting"))
+        }
         StoreError::Storage(why) => ApiError::Internal(why),
     }
 }
@@ -58,13 +67,21 @@ fn map_store_error(info: &ResourceInfo, name: &str, err: StoreError) -> ApiError
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::BadRequest("the request body must be a JSON object".into())),
-        Err(e) => Err(ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))),
+        Ok(_) => Err(ApiError::BadRequest(
+            "the request body must be a JSON object".into(),
+        )),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
     }
 }
 
 fn meta_str<'a>(object: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
-    object.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).filter(|s| !s.is_empty())
+    object
+        .get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 fn metadata_mut(object: &mut Map<String, Value>) -> &mut Map<String, Value> {
@@ -81,7 +98,8 @@ fn metadata_mut(object: &mut Map<String, Value>) -> &mut Map<String, Value> {
 
 /// The object as stored JSON, with its version set.
 fn with_version(value: &[u8], rev: &str) -> Result<Value, ApiError> {
-    let mut object: Value = serde_json::from_slice(value).map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
+    let mut object: Value = serde_json::from_slice(value)
+        .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), json!(rev));
     }
@@ -91,7 +109,11 @@ fn with_version(value: &[u8], rev: &str) -> Result<Value, ApiError> {
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let id = uuid::Uuid::new_v4();
-    id.as_bytes().iter().take(5).map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    id.as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 fn check_type_meta(info: &ResourceInfo, object: &Map<String, Value>) -> Result<(), ApiError> {
@@ -105,7 +127,10 @@ fn check_type_meta(info: &ResourceInfo, object: &Map<String, Value>) -> Result<(
     }
     if let Some(kind) = object.get("kind").and_then(Value::as_str) {
         if kind != info.kind {
-            return Err(ApiError::BadRequest(format!("the kind in the data ({kind}) does not match the expected kind ({})", info.kind)));
+            return Err(ApiError::BadRequest(format!(
+                "the kind in the data ({kind}) does not match the expected kind ({})",
+                info.kind
+            )));
         }
     }
     Ok(())
@@ -119,7 +144,9 @@ impl Filters {
         let fields = FieldSelector::parse(options.field_selector.as_deref().unwrap_or_default())
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         if let Some(bad) = fields.fields().find(|f| !info.supports_field(f)) {
-            return Err(ApiError::BadRequest(format!("field label not supported: {bad}")));
+            return Err(ApiError::BadRequest(format!(
+                "field label not supported: {bad}"
+            )));
         }
         Ok(Filters { labels, fields })
     }
@@ -129,7 +156,11 @@ impl Filters {
         let labels: BTreeMap<String, String> = object
             .pointer("/metadata/labels")
             .and_then(Value::as_object)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
             .unwrap_or_default();
         self.labels.matches(&labels)
             && self.fields.matches(|field| {
@@ -165,20 +196,33 @@ impl ApiCore {
 
     async fn dispatch(&self, req: &ApiRequest) -> Result<(u16, Value), ApiError> {
         if req.verb == Verb::Malformed {
-            return Err(ApiError::BadRequest("the request could not be decoded".into()));
+            return Err(ApiError::BadRequest(
+                "the request could not be decoded".into(),
+            ));
         }
-        let info = resources::find(&req.group, &req.version, &req.resource).ok_or(ApiError::UnknownResource)?;
+        let info = resources::find(&req.group, &req.version, &req.resource)
+            .ok_or(ApiError::UnknownResource)?;
         if let Some(sub) = req.subresource.as_deref() {
             if sub != "status" || !info.has_status {
                 return Err(ApiError::UnknownResource);
             }
             if !matches!(req.verb, Verb::Get | Verb::Update) {
-                return Err(ApiError::MethodNotAllowed { verb: req.verb.as_str().into(), resource: format!("{}/{sub}", info.resource) });
+                return Err(ApiError::MethodNotAllowed {
+                    verb: req.verb.as_str().into(),
+                    resource: format!("{}/{sub}", info.resource),
+                });
             }
         }
-        let namespace = if info.namespaced { req.namespace.as_deref() } else { None };
+        let namespace = if info.namespaced {
+            req.namespace.as_deref()
+        } else {
+            None
+        };
         if info.namespaced && namespace.is_none() && !matches!(req.verb, Verb::List) {
-            return Err(ApiError::BadRequest(format!("a namespace is required for {}", info.resource)));
+            return Err(ApiError::BadRequest(format!(
+                "a namespace is required for {}",
+                info.resource
+            )));
         }
         match (req.verb, req.name.as_deref()) {
             (Verb::Get, Some(name)) => Ok((200, self.get(info, namespace, name).await?)),
@@ -186,13 +230,31 @@ impl ApiCore {
                 let (items, version) = self.list(info, namespace, &req.options).await?;
                 Ok((200, list_object(info, items, &version)))
             }
-            (Verb::Create, None) => self.create(info, namespace, &req.body, req.options.dry_run).await.map(|v| (201, v)),
+            (Verb::Create, None) => self
+                .create(info, namespace, &req.body, req.options.dry_run)
+                .await
+                .map(|v| (201, v)),
             (Verb::Update, Some(name)) => {
                 let status_only = req.subresource.as_deref() == Some("status");
-                self.update(info, namespace, name, &req.body, status_only, req.options.dry_run).await.map(|v| (200, v))
+                self.update(
+                    info,
+                    namespace,
+                    name,
+                    &req.body,
+                    status_only,
+                    req.options.dry_run,
+                )
+                .await
+                .map(|v| (200, v))
             }
-            (Verb::Delete, Some(name)) => self.delete(info, namespace, name, &req.body, req.options.dry_run).await.map(|v| (200, v)),
-            (verb, _) => Err(ApiError::MethodNotAllowed { verb: verb.as_str().into(), resource: info.resource.into() }),
+            (Verb::Delete, Some(name)) => self
+                .delete(info, namespace, name, &req.body, req.options.dry_run)
+                .await
+                .map(|v| (200, v)),
+            (verb, _) => Err(ApiError::MethodNotAllowed {
+                verb: verb.as_str().into(),
+                resource: info.resource.into(),
+            }),
         }
     }
 
@@ -206,25 +268,49 @@ impl ApiCore {
         .encode()
     }
 
-    async fn load(&self, info: &ResourceInfo, namespace: Option<&str>, name: &str) -> Result<(String, Stored), ApiError> {
+    async fn load(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<(String, Stored), ApiError> {
         let key = Self::key(info, namespace, name);
-        match self.store.get(&key).await.map_err(|e| map_store_error(info, name, e))? {
+        match self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| map_store_error(info, name, e))?
+        {
             Some(stored) => Ok((key, stored)),
             None => Err(ApiError::NotFound(subject(info, name))),
         }
     }
 
     /// One object.
-    pub async fn get(&self, info: &ResourceInfo, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    pub async fn get(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let (_, stored) = self.load(info, namespace, name).await?;
         with_version(&stored.value, &stored.rev.to_string())
     }
 
     /// The objects that pass the request's selectors, and the list's composite version.
-    pub async fn list(&self, info: &ResourceInfo, namespace: Option<&str>, options: &RequestOptions) -> Result<(Vec<Value>, String), ApiError> {
+    pub async fn list(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        options: &RequestOptions,
+    ) -> Result<(Vec<Value>, String), ApiError> {
         let filters = Filters::parse(info, options)?;
         let prefix = ObjectKey::prefix(info.group, info.resource, namespace);
-        let (items, version) = self.store.list(&prefix).await.map_err(|e| map_store_error(info, "", e))?;
+        let (items, version) = self
+            .store
+            .list(&prefix)
+            .await
+            .map_err(|e| map_store_error(info, "", e))?;
         let mut out = Vec::with_capacity(items.len());
         for (_, stored) in items {
             let object = with_version(&stored.value, &stored.rev.to_string())?;
@@ -240,7 +326,13 @@ impl ApiCore {
         self.load(ns_info, None, namespace).await.map(|_| ())
     }
 
-    async fn create(&self, info: &ResourceInfo, namespace: Option<&str>, body: &[u8], dry_run: bool) -> Result<Value, ApiError> {
+    async fn create(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        body: &[u8],
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let mut object = parse_object(body)?;
         check_type_meta(info, &object)?;
         let name = match (meta_str(&object, "name"), meta_str(&object, "generateName")) {
@@ -278,7 +370,10 @@ impl ApiCore {
             None => meta.remove("namespace"),
         };
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-        meta.insert("creationTimestamp".into(), json!(format_time(Timestamp::now())));
+        meta.insert(
+            "creationTimestamp".into(),
+            json!(format_time(Timestamp::now())),
+        );
         meta.remove("resourceVersion");
         meta.remove("deletionTimestamp");
         if info.kind == "Pod" {
@@ -293,15 +388,36 @@ impl ApiCore {
             return Ok(value);
         }
         let key = Self::key(info, namespace, &name);
-        let outcome = self.store.write(WriteOp::Create { key, value: bytes.clone() }).await.map_err(|e| map_store_error(info, &name, e))?;
+        let outcome = self
+            .store
+            .write(WriteOp::Create {
+                key,
+                value: bytes.clone(),
+            })
+            .await
+            .map_err(|e| map_store_error(info, &name, e))?;
         with_version(&bytes, &outcome.rev.to_string())
     }
 
     /// The revision a client's version names for `key`, if any.
-    fn precondition(&self, info: &ResourceInfo, name: &str, key: &str, version: Option<&str>) -> Result<Option<u64>, ApiError> {
-        let Some(text) = version.filter(|v| !v.is_empty()) else { return Ok(None) };
-        let parsed = Version::parse(text, self.shards() as usize)
-            .map_err(|_| ApiError::invalid_field(subject(info, name), "metadata.resourceVersion", text, "must be a resource version returned by this server"))?;
+    fn precondition(
+        &self,
+        info: &ResourceInfo,
+        name: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<u64>, ApiError> {
+        let Some(text) = version.filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let parsed = Version::parse(text, self.shards() as usize).map_err(|_| {
+            ApiError::invalid_field(
+                subject(info, name),
+                "metadata.resourceVersion",
+                text,
+                "must be a resource version returned by this server",
+            )
+        })?;
         Ok(parsed.revision_for_shard(shard_for(key, self.shards()) as usize))
     }
 
@@ -318,7 +434,9 @@ impl ApiCore {
         check_type_meta(info, &object)?;
         if let Some(body_name) = meta_str(&object, "name") {
             if body_name != name {
-                return Err(ApiError::BadRequest(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+                return Err(ApiError::BadRequest(format!(
+                    "the name of the object ({body_name}) does not match the name on the URL ({name})"
+                )));
             }
         }
         if let (Some(ns), Some(body_ns)) = (namespace, meta_str(&object, "namespace")) {
@@ -339,11 +457,16 @@ impl ApiCore {
             let merged = merge_update(info, &old, object.clone(), status_only);
             check_typed(info, &merged)?;
             check_semantics(info, name, &merged)?;
-            let bytes = serde_json::to_vec(&merged).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let bytes =
+                serde_json::to_vec(&merged).map_err(|e| ApiError::Internal(e.to_string()))?;
             if dry_run {
                 return Ok(merged);
             }
-            let op = WriteOp::Update { key: key.clone(), value: bytes.clone(), expected: Some(current.rev) };
+            let op = WriteOp::Update {
+                key: key.clone(),
+                value: bytes.clone(),
+                expected: Some(current.rev),
+            };
             match self.store.write(op).await {
                 Ok(outcome) => return with_version(&bytes, &outcome.rev.to_string()),
                 Err(StoreError::Conflict { .. }) if wanted.is_none() => continue,
@@ -353,22 +476,47 @@ impl ApiCore {
         Err(ApiError::stale(subject(info, name)))
     }
 
-    async fn delete(&self, info: &ResourceInfo, namespace: Option<&str>, name: &str, body: &[u8], dry_run: bool) -> Result<Value, ApiError> {
-        let options = if body.iter().all(u8::is_ascii_whitespace) { Map::new() } else { parse_object(body)? };
+    async fn delete(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        body: &[u8],
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let options = if body.iter().all(u8::is_ascii_whitespace) {
+            Map::new()
+        } else {
+            parse_object(body)?
+        };
         if info.resource == "namespaces" && SYSTEM_NAMESPACES.contains(&name) {
-            return Err(ApiError::Forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")));
+            return Err(ApiError::Forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
         }
         let (key, current) = self.load(info, namespace, name).await?;
         let old = with_version(&current.value, &current.rev.to_string())?;
-        if let Some(uid) = options.get("preconditions").and_then(|p| p.get("uid")).and_then(Value::as_str) {
+        if let Some(uid) = options
+            .get("preconditions")
+            .and_then(|p| p.get("uid"))
+            .and_then(Value::as_str)
+        {
             if old.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
                 return Err(ApiError::Conflict(
                     subject(info, name),
-                    format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default()),
+                    format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        old.pointer("/metadata/uid")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                    ),
                 ));
             }
         }
-        let wanted_text = options.get("preconditions").and_then(|p| p.get("resourceVersion")).and_then(Value::as_str);
+        let wanted_text = options
+            .get("preconditions")
+            .and_then(|p| p.get("resourceVersion"))
+            .and_then(Value::as_str);
         let expected = self.precondition(info, name, &key, wanted_text)?;
         if dry_run {
             return Ok(old);
@@ -377,7 +525,10 @@ impl ApiCore {
             self.empty_namespace(name).await?;
         }
         self.store
-            .write(WriteOp::Delete { key, expected: Some(expected.unwrap_or(current.rev)) })
+            .write(WriteOp::Delete {
+                key,
+                expected: Some(expected.unwrap_or(current.rev)),
+            })
             .await
             .map_err(|e| map_store_error(info, name, e))?;
         Ok(old)
@@ -387,9 +538,20 @@ impl ApiCore {
     async fn empty_namespace(&self, namespace: &str) -> Result<(), ApiError> {
         for info in resources::RESOURCES.iter().filter(|r| r.namespaced) {
             let prefix = ObjectKey::prefix(info.group, info.resource, Some(namespace));
-            let (items, _) = self.store.list(&prefix).await.map_err(|e| map_store_error(info, "", e))?;
+            let (items, _) = self
+                .store
+                .list(&prefix)
+                .await
+                .map_err(|e| map_store_error(info, "", e))?;
             for (key, _) in items {
-                match self.store.write(WriteOp::Delete { key, expected: None }).await {
+                match self
+                    .store
+                    .write(WriteOp::Delete {
+                        key,
+                        expected: None,
+                    })
+                    .await
+                {
                     Ok(_) | Err(StoreError::NotFound(_)) => {}
                     Err(err) => return Err(map_store_error(info, "", err)),
                 }
@@ -400,19 +562,33 @@ impl ApiCore {
 
     /// Starts a watch per the request's `resourceVersion`: "" and "0" begin with synthetic
     /// ADDED events for the current state; a version replays everything after it.
-    pub async fn watch(&self, info: &ResourceInfo, namespace: Option<&str>, options: &RequestOptions) -> Result<WatchStart, ApiError> {
+    pub async fn watch(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        options: &RequestOptions,
+    ) -> Result<WatchStart, ApiError> {
         let prefix = ObjectKey::prefix(info.group, info.resource, namespace);
-        let version = Version::parse(options.resource_version.as_deref().unwrap_or_default(), self.shards() as usize)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let version = Version::parse(
+            options.resource_version.as_deref().unwrap_or_default(),
+            self.shards() as usize,
+        )
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let from = match version {
             Version::Composite(c) => Some(c),
-            Version::Revision(rev) if self.shards() == 1 => Some(CompositeVersion { revisions: vec![rev] }),
+            Version::Revision(rev) if self.shards() == 1 => Some(CompositeVersion {
+                revisions: vec![rev],
+            }),
             // A single revision from one object of a many-shard store names no position in
             // the others: watch from now.
             Version::Revision(_) => None,
             Version::Latest | Version::Any => {
                 let filters = Filters::parse(info, options)?;
-                let (items, list_version) = self.store.list(&prefix).await.map_err(|e| map_store_error(info, "", e))?;
+                let (items, list_version) = self
+                    .store
+                    .list(&prefix)
+                    .await
+                    .map_err(|e| map_store_error(info, "", e))?;
                 let mut initial = Vec::with_capacity(items.len());
                 for (_, stored) in items {
                     let object = with_version(&stored.value, &stored.rev.to_string())?;
@@ -420,17 +596,33 @@ impl ApiCore {
                         initial.push(object);
                     }
                 }
-                let stream = self.store.watch(&prefix, Some(&list_version)).await.map_err(|e| map_store_error(info, "", e))?;
+                let stream = self
+                    .store
+                    .watch(&prefix, Some(&list_version))
+                    .await
+                    .map_err(|e| map_store_error(info, "", e))?;
                 return Ok(WatchStart { initial, stream });
             }
         };
-        let stream = self.store.watch(&prefix, from.as_ref()).await.map_err(|e| map_store_error(info, "", e))?;
-        Ok(WatchStart { initial: Vec::new(), stream })
+        let stream = self
+            .store
+            .watch(&prefix, from.as_ref())
+            .await
+            .map_err(|e| map_store_error(info, "", e))?;
+        Ok(WatchStart {
+            initial: Vec::new(),
+            stream,
+        })
     }
 
     /// A store event as a watch event (`type`, object with the watch position as its version),
     /// or `None` when the selectors filter it out.
-    pub fn watch_event(&self, filters: &Filters, event: &StoreEvent, position: &CompositeVersion) -> Option<(&'static str, Value)> {
+    pub fn watch_event(
+        &self,
+        filters: &Filters,
+        event: &StoreEvent,
+        position: &CompositeVersion,
+    ) -> Option<(&'static str, Value)> {
         let object = with_version(&event.value, &position.encode()).ok()?;
         if !filters.matches(&object) {
             return None;
@@ -460,7 +652,12 @@ impl ApiCore {
 /// The stored form of an update: identity and bookkeeping from the old object; for kinds with
 /// a status subresource, a main-resource update keeps the old status and a status update keeps
 /// everything but the status.
-fn merge_update(info: &ResourceInfo, old: &Map<String, Value>, mut new: Map<String, Value>, status_only: bool) -> Value {
+fn merge_update(
+    info: &ResourceInfo,
+    old: &Map<String, Value>,
+    mut new: Map<String, Value>,
+    status_only: bool,
+) -> Value {
     if status_only {
         let mut merged = old.clone();
         match new.remove("status") {
@@ -477,10 +674,21 @@ fn merge_update(info: &ResourceInfo, old: &Map<String, Value>, mut new: Map<Stri
     }
     new.insert("apiVersion".into(), json!(info.api_version()));
     new.insert("kind".into(), json!(info.kind));
-    let old_meta = old.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    let old_meta = old
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let spec_changed = old.get("spec") != new.get("spec");
     let meta = metadata_mut(&mut new);
-    for field in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "generation"] {
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "generation",
+    ] {
         match old_meta.get(field) {
             Some(v) => meta.insert(field.into(), v.clone()),
             None => meta.remove(field),
@@ -522,7 +730,12 @@ mod tests {
     fn a_main_update_keeps_status_and_identity() {
         let old = json!({"metadata": {"name": "p", "uid": "u1", "creationTimestamp": "t", "generation": 1}, "spec": {"a": 1}, "status": {"phase": "Running"}});
         let new = json!({"metadata": {"name": "p", "uid": "forged", "labels": {"x": "y"}}, "spec": {"a": 2}, "status": {"phase": "Failed"}});
-        let merged = merge_update(pods(), old.as_object().expect("obj"), new.as_object().cloned().expect("obj"), false);
+        let merged = merge_update(
+            pods(),
+            old.as_object().expect("obj"),
+            new.as_object().cloned().expect("obj"),
+            false,
+        );
         assert_eq!(merged["status"]["phase"], "Running");
         assert_eq!(merged["metadata"]["uid"], "u1");
         assert_eq!(merged["metadata"]["labels"]["x"], "y");
@@ -533,7 +746,12 @@ mod tests {
     fn a_status_update_changes_only_the_status() {
         let old = json!({"metadata": {"name": "p", "labels": {"keep": "me"}}, "spec": {"a": 1}, "status": {"phase": "Pending"}});
         let new = json!({"metadata": {"name": "p", "labels": {}}, "spec": {"a": 9}, "status": {"phase": "Running"}});
-        let merged = merge_update(pods(), old.as_object().expect("obj"), new.as_object().cloned().expect("obj"), true);
+        let merged = merge_update(
+            pods(),
+            old.as_object().expect("obj"),
+            new.as_object().cloned().expect("obj"),
+            true,
+        );
         assert_eq!(merged["status"]["phase"], "Running");
         assert_eq!(merged["spec"]["a"], 1);
         assert_eq!(merged["metadata"]["labels"]["keep"], "me");
@@ -548,8 +766,18 @@ mod tests {
         };
         let f = Filters::parse(pods(), &opts).expect("valid");
         assert!(f.matches(&json!({"metadata": {"labels": {"app": "web"}}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}})));
-        assert!(!f.matches(&json!({"metadata": {"labels": {"app": "web"}}, "spec": {"nodeName": "n2"}})));
-        let bad = RequestOptions { field_selector: Some("spec.bogus=1".into()), ..Default::default() };
-        assert!(matches!(Filters::parse(pods(), &bad), Err(ApiError::BadRequest(_))));
+        assert!(
+            !f.matches(
+                &json!({"metadata": {"labels": {"app": "web"}}, "spec": {"nodeName": "n2"}})
+            )
+        );
+        let bad = RequestOptions {
+            field_selector: Some("spec.bogus=1".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Filters::parse(pods(), &bad),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

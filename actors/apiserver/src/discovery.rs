@@ -14,7 +14,10 @@ pub fn api_versions(server_address: &str) -> Value {
 }
 
 fn group_object(group: &str, versions: &[&str]) -> Value {
-    let versions: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({
         "name": group,
         "versions": versions,
@@ -24,13 +27,18 @@ fn group_object(group: &str, versions: &[&str]) -> Value {
 
 /// `GET /apis`.
 pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = resources::named_groups().iter().map(|(g, vs)| group_object(g, vs)).collect();
+    let groups: Vec<Value> = resources::named_groups()
+        .iter()
+        .map(|(g, vs)| group_object(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `GET /apis/{group}`, if the group is served.
 pub fn api_group(group: &str) -> Option<Value> {
-    let (name, versions) = resources::named_groups().into_iter().find(|(g, _)| *g == group)?;
+    let (name, versions) = resources::named_groups()
+        .into_iter()
+        .find(|(g, _)| *g == group)?;
     let mut object = group_object(name, &versions);
     object["kind"] = json!("APIGroup");
     object["apiVersion"] = json!("v1");
@@ -68,8 +76,14 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
             }));
         }
     }
-    let group_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries}))
+    let group_version = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries}),
+    )
 }
 
 #[cfg(test)]
@@ -84,16 +98,30 @@ mod tests {
                 assert!(r.get(field).is_some(), "{field} missing in {r}");
             }
         }
-        assert!(list["resources"].as_array().expect("array").iter().any(|r| r["name"] == "pods" && r["shortNames"][0] == "po"));
+        assert!(
+            list["resources"]
+                .as_array()
+                .expect("array")
+                .iter()
+                .any(|r| r["name"] == "pods" && r["shortNames"][0] == "po")
+        );
     }
 
     #[test]
     fn only_served_groups_are_advertised() {
         let groups = api_group_list();
-        let names: Vec<&str> = groups["groups"].as_array().expect("array").iter().filter_map(|g| g["name"].as_str()).collect();
+        let names: Vec<&str> = groups["groups"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|g| g["name"].as_str())
+            .collect();
         assert_eq!(names, vec!["coordination.k8s.io"]);
         for name in names {
-            let (_, versions) = resources::named_groups().into_iter().find(|(g, _)| *g == name).expect("group");
+            let (_, versions) = resources::named_groups()
+                .into_iter()
+                .find(|(g, _)| *g == name)
+                .expect("group");
             for v in versions {
                 assert!(api_resource_list(name, v).is_some());
             }

@@ -37,13 +37,28 @@ const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 fn respond_json(code: u16, value: &Value, representation: Representation) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let (content_type, body) = match representation {
-        Representation::Yaml => ("application/yaml", serde_yaml::to_string(value).unwrap_or_default().into_bytes()),
-        Representation::Table => (TABLE_CONTENT_TYPE, serde_json::to_vec(value).unwrap_or_default()),
-        Representation::Json => ("application/json", serde_json::to_vec(value).unwrap_or_default()),
+        Representation::Yaml => (
+            "application/yaml",
+            serde_yaml::to_string(value)
+                .unwrap_or_default()
+                .into_bytes(),
+        ),
+        Representation::Table => (
+            TABLE_CONTENT_TYPE,
+            serde_json::to_vec(value).unwrap_or_default(),
+        ),
+        Representation::Json => (
+            "application/json",
+            serde_json::to_vec(value).unwrap_or_default(),
+        ),
     };
     let mut response = (status, body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
     response
 }
 
@@ -67,7 +82,10 @@ fn version_info() -> Value {
 
 /// Go's `strconv.ParseBool`.
 fn parse_bool(value: Option<&String>) -> bool {
-    matches!(value.map(String::as_str), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
+    matches!(
+        value.map(String::as_str),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+    )
 }
 
 /// A resource path, parsed.
@@ -78,14 +96,32 @@ struct ResourcePath<'a> {
     subresource: Option<&'a str>,
 }
 
-fn parse_resource_path<'a>(group: &str, version: &str, rest: &[&'a str]) -> Result<ResourcePath<'a>, ApiError> {
-    let namespaced_form = rest.len() >= 3 && rest[0] == "namespaces" && resources::find(group, version, rest[2]).is_some_and(|r| r.namespaced);
-    let (namespace, rest) = if namespaced_form { (Some(rest[1]), &rest[2..]) } else { (None, rest) };
-    let info = rest.first().and_then(|r| resources::find(group, version, r)).ok_or(ApiError::UnknownResource)?;
+fn parse_resource_path<'a>(
+    group: &str,
+    version: &str,
+    rest: &[&'a str],
+) -> Result<ResourcePath<'a>, ApiError> {
+    let namespaced_form = rest.len() >= 3
+        && rest[0] == "namespaces"
+        && resources::find(group, version, rest[2]).is_some_and(|r| r.namespaced);
+    let (namespace, rest) = if namespaced_form {
+        (Some(rest[1]), &rest[2..])
+    } else {
+        (None, rest)
+    };
+    let info = rest
+        .first()
+        .and_then(|r| resources::find(group, version, r))
+        .ok_or(ApiError::UnknownResource)?;
     if rest.len() > 3 {
         return Err(ApiError::UnknownResource);
     }
-    Ok(ResourcePath { info, namespace, name: rest.get(1).copied(), subresource: rest.get(2).copied() })
+    Ok(ResourcePath {
+        info,
+        namespace,
+        name: rest.get(1).copied(),
+        subresource: rest.get(2).copied(),
+    })
 }
 
 fn options_from(query: &HashMap<String, String>) -> RequestOptions {
@@ -111,15 +147,25 @@ async fn dispatch(
     if matches!(path, "/healthz" | "/livez" | "/readyz") {
         return (StatusCode::OK, "ok").into_response();
     }
-    let Some(user) = identity.user.clone() else { return error_response(&ApiError::Unauthorized) };
-    let Ok(Query(query)) = query else { return error_response(&ApiError::BadRequest("the query string could not be parsed".into())) };
+    let Some(user) = identity.user.clone() else {
+        return error_response(&ApiError::Unauthorized);
+    };
+    let Ok(Query(query)) = query else {
+        return error_response(&ApiError::BadRequest(
+            "the query string could not be parsed".into(),
+        ));
+    };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let representation = match choose(accept) {
         Ok(r) => r,
         Err(err) => return error_response(&err),
     };
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let plain = if representation == Representation::Table { Representation::Json } else { representation };
+    let plain = if representation == Representation::Table {
+        Representation::Json
+    } else {
+        representation
+    };
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
         ["version"] => return respond_json(200, &version_info(), plain),
         ["api"] => return respond_json(200, &discovery::api_versions(&api.server_address), plain),
@@ -137,7 +183,10 @@ async fn dispatch(
     if rest.is_empty() {
         return match discovery::api_resource_list(group, version) {
             Some(doc) if method == Method::GET => respond_json(200, &doc, plain),
-            Some(_) => error_response(&ApiError::MethodNotAllowed { verb: method.to_string(), resource: "discovery".into() }),
+            Some(_) => error_response(&ApiError::MethodNotAllowed {
+                verb: method.to_string(),
+                resource: "discovery".into(),
+            }),
             None => error_response(&ApiError::UnknownResource),
         };
     }
@@ -148,7 +197,9 @@ async fn dispatch(
     let options = options_from(&query);
     let verb = match (&method, target.name) {
         (&Method::GET, Some(_)) => Verb::Get,
-        (&Method::GET, None) if parse_bool(query.get("watch")) => return watch(api, target, options, &query, representation).await,
+        (&Method::GET, None) if parse_bool(query.get("watch")) => {
+            return watch(api, target, options, &query, representation).await;
+        }
         (&Method::GET, None) => Verb::List,
         (&Method::POST, None) => Verb::Create,
         (&Method::PUT, Some(_)) => Verb::Update,
@@ -161,11 +212,19 @@ async fn dispatch(
                 Method::PUT => "update",
                 _ => "unknown",
             };
-            return error_response(&ApiError::MethodNotAllowed { verb: verb.into(), resource: target.info.resource.into() });
+            return error_response(&ApiError::MethodNotAllowed {
+                verb: verb.into(),
+                resource: target.info.resource.into(),
+            });
         }
     };
     let body = if matches!(verb, Verb::Create | Verb::Update | Verb::Delete) {
-        match body_to_json(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()), &body) {
+        match body_to_json(
+            headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            &body,
+        ) {
             Ok(b) => b,
             Err(err) => return error_response(&err),
         }
@@ -185,16 +244,31 @@ async fn dispatch(
         user,
     };
     let reply = api.core.handle(request).await;
-    if !reply.is_success() || representation != Representation::Table || !matches!(verb, Verb::Get | Verb::List) {
+    if !reply.is_success()
+        || representation != Representation::Table
+        || !matches!(verb, Verb::Get | Verb::List)
+    {
         return respond_json(reply.code, &reply.json(), plain);
     }
     let value = reply.json();
     let include = IncludeObject::parse(query.get("includeObject").map(String::as_str));
     let table = if verb == Verb::List {
         let items = value["items"].as_array().cloned().unwrap_or_default();
-        render(target.info, &items, value["metadata"]["resourceVersion"].as_str().unwrap_or_default(), include, true)
+        render(
+            target.info,
+            &items,
+            value["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default(),
+            include,
+            true,
+        )
     } else {
-        let rv = value.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let rv = value
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         render(target.info, &[value], &rv, include, true)
     };
     respond_json(200, &table, Representation::Table)
@@ -207,20 +281,32 @@ fn event_line(kind: &str, object: Value) -> Bytes {
     Bytes::from(line)
 }
 
-async fn watch(api: Arc<HttpApi>, target: ResourcePath<'_>, options: RequestOptions, query: &HashMap<String, String>, representation: Representation) -> Response {
+async fn watch(
+    api: Arc<HttpApi>,
+    target: ResourcePath<'_>,
+    options: RequestOptions,
+    query: &HashMap<String, String>,
+    representation: Representation,
+) -> Response {
     let info = target.info;
     let filters = match Filters::parse(info, &options) {
         Ok(f) => Arc::new(f),
         Err(err) => return error_response(&err),
     };
-    let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map_or(Duration::from_secs(1800), Duration::from_secs);
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(Duration::from_secs(1800), Duration::from_secs);
     let include = IncludeObject::parse(query.get("includeObject").map(String::as_str));
     let table = representation == Representation::Table;
     let start = match api.core.watch(info, target.namespace, &options).await {
         Ok(start) => start,
         Err(err @ (ApiError::Gone(_) | ApiError::Timeout(_))) => {
             let line = event_line("ERROR", err.to_status());
-            return streaming_response(futures::stream::iter([Ok::<_, Infallible>(line)]).boxed(), table);
+            return streaming_response(
+                futures::stream::iter([Ok::<_, Infallible>(line)]).boxed(),
+                table,
+            );
         }
         Err(err) => return error_response(&err),
     };
@@ -228,7 +314,11 @@ async fn watch(api: Arc<HttpApi>, target: ResourcePath<'_>, options: RequestOpti
     let core = api.core.clone();
     let render_one = move |object: Value, first: bool| -> Value {
         if table {
-            let rv = object.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let rv = object
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             render(info, &[object], &rv, include, first)
         } else {
             object
@@ -240,14 +330,22 @@ async fn watch(api: Arc<HttpApi>, target: ResourcePath<'_>, options: RequestOpti
         let filters = filters.clone();
         async move {
             if let Some(object) = initial.pop_front() {
-                return Some((Ok::<_, Infallible>(event_line("ADDED", render_one(object, first))), (initial, live, false)));
+                return Some((
+                    Ok::<_, Infallible>(event_line("ADDED", render_one(object, first))),
+                    (initial, live, false),
+                ));
             }
             loop {
                 // The stream ends at the deadline, or when the store ends it (the client resumes).
-                let event = tokio::time::timeout_at(deadline, live.next()).await.ok()??;
+                let event = tokio::time::timeout_at(deadline, live.next())
+                    .await
+                    .ok()??;
                 let position = live.position().clone();
                 if let Some((kind, object)) = core.watch_event(&filters, &event, &position) {
-                    return Some((Ok(event_line(kind, render_one(object, first))), (initial, live, false)));
+                    return Some((
+                        Ok(event_line(kind, render_one(object, first))),
+                        (initial, live, false),
+                    ));
                 }
             }
         }
@@ -255,14 +353,26 @@ async fn watch(api: Arc<HttpApi>, target: ResourcePath<'_>, options: RequestOpti
     streaming_response(stream.boxed(), table)
 }
 
-fn streaming_response(stream: futures::stream::BoxStream<'static, Result<Bytes, Infallible>>, table: bool) -> Response {
+fn streaming_response(
+    stream: futures::stream::BoxStream<'static, Result<Bytes, Infallible>>,
+    table: bool,
+) -> Response {
     let mut response = Response::new(Body::from_stream(stream));
-    let content_type = if table { TABLE_CONTENT_TYPE } else { "application/json" };
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let content_type = if table {
+        TABLE_CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
 /// The API router, with the admin routes.
 pub fn router(api: Arc<HttpApi>) -> Router {
-    Router::new().fallback(dispatch).with_state(api).merge(admin::router())
+    Router::new()
+        .fallback(dispatch)
+        .with_state(api)
+        .merge(admin::router())
 }

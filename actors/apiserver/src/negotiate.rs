@@ -16,19 +16,33 @@ fn params(entry: &str) -> (String, Vec<(String, String)>) {
     let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
     let params = parts
         .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_owned()))
+        .map(|(k, v)| {
+            (
+                k.trim().to_ascii_lowercase(),
+                v.trim().trim_matches('"').to_owned(),
+            )
+        })
         .collect();
     (media, params)
 }
 
 /// Picks the first entry of `Accept` that can be served. Never 406 when JSON is acceptable.
 pub fn choose(accept: Option<&str>) -> Result<Representation, ApiError> {
-    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else { return Ok(Representation::Json) };
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Ok(Representation::Json);
+    };
     for entry in accept.split(',') {
         let (media, params) = params(entry);
-        let get = |k: &str| params.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(pk, _)| pk == k)
+                .map(|(_, v)| v.as_str())
+        };
         if let Some(as_) = get("as") {
-            let is_table = as_ == "Table" && get("g") == Some("meta.k8s.io") && matches!(get("v"), Some("v1" | "v1beta1"));
+            let is_table = as_ == "Table"
+                && get("g") == Some("meta.k8s.io")
+                && matches!(get("v"), Some("v1" | "v1beta1"));
             if is_table && matches!(media.as_str(), "application/json" | "*/*") {
                 return Ok(Representation::Table);
             }
@@ -41,7 +55,9 @@ pub fn choose(accept: Option<&str>) -> Result<Representation, ApiError> {
             _ => {}
         }
     }
-    Err(ApiError::NotAcceptable(format!("none of the media types in {accept:?} can be served; application/json is available")))
+    Err(ApiError::NotAcceptable(format!(
+        "none of the media types in {accept:?} can be served; application/json is available"
+    )))
 }
 
 /// Reads a request body as JSON bytes, converting YAML.
@@ -50,8 +66,9 @@ pub fn body_to_json(content_type: Option<&str>, body: &[u8]) -> Result<Vec<u8>, 
     match media.as_str() {
         "" | "application/json" => Ok(body.to_vec()),
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
-            let value: serde_json::Value =
-                serde_yaml::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the request body is not valid YAML: {e}")))?;
+            let value: serde_json::Value = serde_yaml::from_slice(body).map_err(|e| {
+                ApiError::BadRequest(format!("the request body is not valid YAML: {e}"))
+            })?;
             serde_json::to_vec(&value).map_err(|e| ApiError::BadRequest(e.to_string()))
         }
         _ => Err(ApiError::UnsupportedMediaType),
@@ -70,22 +87,39 @@ mod tests {
 
     #[test]
     fn aggregated_discovery_falls_back_to_json() {
-        let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+        let accept =
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
         assert_eq!(choose(Some(accept)), Ok(Representation::Json));
     }
 
     #[test]
     fn protobuf_first_still_gets_json() {
-        assert_eq!(choose(Some("application/vnd.kubernetes.protobuf,application/json")), Ok(Representation::Json));
-        assert_eq!(choose(Some("application/vnd.kubernetes.protobuf")).map_err(|e| e.code()), Err(406));
+        assert_eq!(
+            choose(Some("application/vnd.kubernetes.protobuf,application/json")),
+            Ok(Representation::Json)
+        );
+        assert_eq!(
+            choose(Some("application/vnd.kubernetes.protobuf")).map_err(|e| e.code()),
+            Err(406)
+        );
         assert_eq!(choose(None), Ok(Representation::Json));
     }
 
     #[test]
     fn yaml_bodies_become_json_and_garbage_is_refused() {
         let json = body_to_json(Some("application/yaml"), b"metadata:\n  name: x\n").expect("yaml");
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&json).expect("json")["metadata"]["name"], "x");
-        assert_eq!(body_to_json(Some("application/yaml"), b"a: [1,\n").map_err(|e| e.code()), Err(400));
-        assert_eq!(body_to_json(Some("application/vnd.kubernetes.protobuf"), b"k8s\0").map_err(|e| e.code()), Err(415));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&json).expect("json")["metadata"]["name"],
+            "x"
+        );
+        assert_eq!(
+            body_to_json(Some("application/yaml"), b"a: [1,\n").map_err(|e| e.code()),
+            Err(400)
+        );
+        assert_eq!(
+            body_to_json(Some("application/vnd.kubernetes.protobuf"), b"k8s\0")
+                .map_err(|e| e.code()),
+            Err(415)
+        );
     }
 }

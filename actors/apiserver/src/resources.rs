@@ -24,7 +24,11 @@ const STATUS_VERBS: &[&str] = &["get", "update"];
 impl ResourceInfo {
     /// `apiVersion` of the kind: `v1` or `group/version`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_owned() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// The verbs the resource supports.
@@ -39,7 +43,9 @@ impl ResourceInfo {
 
     /// Whether `field` may appear in a field selector on this resource.
     pub fn supports_field(&self, field: &str) -> bool {
-        field == "metadata.name" || (field == "metadata.namespace" && self.namespaced) || self.selectable_fields.contains(&field)
+        field == "metadata.name"
+            || (field == "metadata.namespace" && self.namespaced)
+            || self.selectable_fields.contains(&field)
     }
 }
 
@@ -106,12 +112,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
 
 /// The resource `group/version/resource`, if served.
 pub fn find(group: &str, version: &str, resource: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.resource == resource)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.resource == resource)
 }
 
 /// The served resources of one group/version.
 pub fn of_group_version(group: &str, version: &str) -> Vec<&'static ResourceInfo> {
-    RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect()
+    RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect()
 }
 
 /// The named groups (not the core group), each with its versions, in a stable order.

@@ -49,18 +49,40 @@ impl Actor for ApiServer {
     type State = ApiServerState;
     type Arguments = ApiServerArgs;
 
-    async fn pre_start(&self, myself: ActorRef<ApiServerMsg>, args: ApiServerArgs) -> Result<ApiServerState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ApiServerMsg>,
+        args: ApiServerArgs,
+    ) -> Result<ApiServerState, ActorProcessingErr> {
         let core = ApiCore::new(args.store.clone());
-        core.ensure_system_namespaces().await.map_err(|e| format!("creating system namespaces: {e}"))?;
+        core.ensure_system_namespaces()
+            .await
+            .map_err(|e| format!("creating system namespaces: {e}"))?;
         let listener = bind(args.listen).await?;
-        let api = Arc::new(HttpApi { core: core.clone(), server_address: args.advertise.clone() });
-        let server = tokio::spawn(serve(listener, args.tls.clone(), router(api), args.tokens.clone()));
+        let api = Arc::new(HttpApi {
+            core: core.clone(),
+            server_address: args.advertise.clone(),
+        });
+        let server = tokio::spawn(serve(
+            listener,
+            args.tls.clone(),
+            router(api),
+            args.tokens.clone(),
+        ));
         ractor::pg::join(APISERVER_GROUP.to_owned(), vec![myself.get_cell()]);
         tracing::info!(listen = %args.listen, "API server serving");
-        Ok(ApiServerState { core, _server: ServerTask(server) })
+        Ok(ApiServerState {
+            core,
+            _server: ServerTask(server),
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<ApiServerMsg>, msg: ApiServerMsg, state: &mut ApiServerState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<ApiServerMsg>,
+        msg: ApiServerMsg,
+        state: &mut ApiServerState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ApiServerMsg::Call(request, reply) => {
                 let core = state.core.clone();

@@ -11,40 +11,118 @@ use crate::resources::ResourceInfo;
 struct Column(&'static str, &'static str, u8, &'static str);
 
 fn columns(info: &ResourceInfo) -> Vec<Column> {
-    let name = Column("Name", "string", 0, "Name must be unique within a namespace.");
+    let name = Column(
+        "Name",
+        "string",
+        0,
+        "Name must be unique within a namespace.",
+    );
     let age = Column("Age", "string", 0, "The age of the object.");
     match info.kind {
-        "Namespace" => vec![name, Column("Status", "string", 0, "The status of the namespace"), age],
+        "Namespace" => vec![
+            name,
+            Column("Status", "string", 0, "The status of the namespace"),
+            age,
+        ],
         "Node" => vec![
             name,
             Column("Status", "string", 0, "The status of the node"),
             Column("Roles", "string", 0, "The roles of the node"),
             age,
-            Column("Version", "string", 0, "Kubelet Version reported by the node."),
-            Column("Internal-IP", "string", 1, "List of addresses reachable to the node."),
-            Column("External-IP", "string", 1, "List of addresses reachable to the node."),
-            Column("OS-Image", "string", 1, "OS Image reported by the node from /etc/os-release."),
-            Column("Kernel-Version", "string", 1, "Kernel Version reported by the node from 'uname -r'."),
-            Column("Container-Runtime", "string", 1, "Container runtime version reported by the node."),
+            Column(
+                "Version",
+                "string",
+                0,
+                "Kubelet Version reported by the node.",
+            ),
+            Column(
+                "Internal-IP",
+                "string",
+                1,
+                "List of addresses reachable to the node.",
+            ),
+            Column(
+                "External-IP",
+                "string",
+                1,
+                "List of addresses reachable to the node.",
+            ),
+            Column(
+                "OS-Image",
+                "string",
+                1,
+                "OS Image reported by the node from /etc/os-release.",
+            ),
+            Column(
+                "Kernel-Version",
+                "string",
+                1,
+                "Kernel Version reported by the node from 'uname -r'.",
+            ),
+            Column(
+                "Container-Runtime",
+                "string",
+                1,
+                "Container runtime version reported by the node.",
+            ),
         ],
         "Pod" => vec![
             name,
-            Column("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
-            Column("Status", "string", 0, "The aggregate status of the containers in this pod."),
-            Column("Restarts", "string", 0, "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+            Column(
+                "Ready",
+                "string",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            Column(
+                "Status",
+                "string",
+                0,
+                "The aggregate status of the containers in this pod.",
+            ),
+            Column(
+                "Restarts",
+                "string",
+                0,
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            ),
             age,
             Column("IP", "string", 1, "IP address allocated to the pod."),
-            Column("Node", "string", 1, "Name of the Node this pod is assigned to."),
-            Column("Nominated Node", "string", 1, "Name of the node where the pod is nominated to run."),
-            Column("Readiness Gates", "string", 1, "Readiness gates of the pod."),
+            Column(
+                "Node",
+                "string",
+                1,
+                "Name of the Node this pod is assigned to.",
+            ),
+            Column(
+                "Nominated Node",
+                "string",
+                1,
+                "Name of the node where the pod is nominated to run.",
+            ),
+            Column(
+                "Readiness Gates",
+                "string",
+                1,
+                "Readiness gates of the pod.",
+            ),
         ],
-        "Lease" => vec![name, Column("Holder", "string", 0, "The holder of the lease."), age],
-        _ => vec![name, Column("Created At", "date", 0, "The creation time of the object.")],
+        "Lease" => vec![
+            name,
+            Column("Holder", "string", 0, "The holder of the lease."),
+            age,
+        ],
+        _ => vec![
+            name,
+            Column("Created At", "date", 0, "The creation time of the object."),
+        ],
     }
 }
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn age(object: &Value, now: Timestamp) -> String {
@@ -59,14 +137,22 @@ fn or_none(s: String) -> String {
 }
 
 fn node_cells(node: &Value, now: Timestamp) -> Vec<Value> {
-    let conditions = node.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let conditions = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let ready = conditions.iter().find(|c| c["type"] == "Ready");
     let mut status = match ready {
         Some(c) if c["status"] == "True" => "Ready".to_owned(),
         Some(_) => "NotReady".to_owned(),
         None => "Unknown".to_owned(),
     };
-    if node.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false) {
+    if node
+        .pointer("/spec/unschedulable")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
         status.push_str(",SchedulingDisabled");
     }
     let mut roles: Vec<String> = node
@@ -76,9 +162,12 @@ fn node_cells(node: &Value, now: Timestamp) -> Vec<Value> {
             labels
                 .iter()
                 .filter_map(|(k, v)| {
-                    k.strip_prefix("node-role.kubernetes.io/").map(str::to_owned).or_else(|| {
-                        (k == "kubernetes.io/role").then(|| v.as_str().unwrap_or_default().to_owned())
-                    })
+                    k.strip_prefix("node-role.kubernetes.io/")
+                        .map(str::to_owned)
+                        .or_else(|| {
+                            (k == "kubernetes.io/role")
+                                .then(|| v.as_str().unwrap_or_default().to_owned())
+                        })
                 })
                 .filter(|r| !r.is_empty())
                 .collect()
@@ -101,17 +190,36 @@ fn node_cells(node: &Value, now: Timestamp) -> Vec<Value> {
         json!(str_at(node, "/status/nodeInfo/kubeletVersion")),
         json!(address("InternalIP")),
         json!(address("ExternalIP")),
-        json!(or_none(str_at(node, "/status/nodeInfo/osImage").to_owned()).replace("<none>", "<unknown>")),
-        json!(or_none(str_at(node, "/status/nodeInfo/kernelVersion").to_owned()).replace("<none>", "<unknown>")),
-        json!(or_none(str_at(node, "/status/nodeInfo/containerRuntimeVersion").to_owned()).replace("<none>", "<unknown>")),
+        json!(
+            or_none(str_at(node, "/status/nodeInfo/osImage").to_owned())
+                .replace("<none>", "<unknown>")
+        ),
+        json!(
+            or_none(str_at(node, "/status/nodeInfo/kernelVersion").to_owned())
+                .replace("<none>", "<unknown>")
+        ),
+        json!(
+            or_none(str_at(node, "/status/nodeInfo/containerRuntimeVersion").to_owned())
+                .replace("<none>", "<unknown>")
+        ),
     ]
 }
 
 fn pod_cells(pod: &Value, now: Timestamp) -> Vec<Value> {
-    let containers = pod.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
-    let statuses = pod.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let ready = statuses.iter().filter(|s| s["ready"] == true).count();
-    let restarts: i64 = statuses.iter().filter_map(|s| s["restartCount"].as_i64()).sum();
+    let restarts: i64 = statuses
+        .iter()
+        .filter_map(|s| s["restartCount"].as_i64())
+        .sum();
     let mut status = str_at(pod, "/status/reason").to_owned();
     if status.is_empty() {
         status = str_at(pod, "/status/phase").to_owned();
@@ -119,14 +227,24 @@ fn pod_cells(pod: &Value, now: Timestamp) -> Vec<Value> {
     for s in &statuses {
         if let Some(reason) = s.pointer("/state/waiting/reason").and_then(Value::as_str) {
             status = reason.to_owned();
-        } else if let Some(reason) = s.pointer("/state/terminated/reason").and_then(Value::as_str) {
+        } else if let Some(reason) = s
+            .pointer("/state/terminated/reason")
+            .and_then(Value::as_str)
+        {
             status = reason.to_owned();
         }
     }
-    if pod.pointer("/metadata/deletionTimestamp").and_then(Value::as_str).is_some() {
+    if pod
+        .pointer("/metadata/deletionTimestamp")
+        .and_then(Value::as_str)
+        .is_some()
+    {
         status = "Terminating".into();
     }
-    let gates = pod.pointer("/spec/readinessGates").and_then(Value::as_array).map_or(0, Vec::len);
+    let gates = pod
+        .pointer("/spec/readinessGates")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     vec![
         json!(str_at(pod, "/metadata/name")),
         json!(format!("{ready}/{containers}")),
@@ -136,13 +254,21 @@ fn pod_cells(pod: &Value, now: Timestamp) -> Vec<Value> {
         json!(or_none(str_at(pod, "/status/podIP").to_owned())),
         json!(or_none(str_at(pod, "/spec/nodeName").to_owned())),
         json!(or_none(str_at(pod, "/status/nominatedNodeName").to_owned())),
-        json!(if gates == 0 { "<none>".to_owned() } else { format!("0/{gates}") }),
+        json!(if gates == 0 {
+            "<none>".to_owned()
+        } else {
+            format!("0/{gates}")
+        }),
     ]
 }
 
 fn cells(info: &ResourceInfo, object: &Value, now: Timestamp) -> Vec<Value> {
     match info.kind {
-        "Namespace" => vec![json!(str_at(object, "/metadata/name")), json!(str_at(object, "/status/phase")), json!(age(object, now))],
+        "Namespace" => vec![
+            json!(str_at(object, "/metadata/name")),
+            json!(str_at(object, "/status/phase")),
+            json!(age(object, now)),
+        ],
         "Node" => node_cells(object, now),
         "Pod" => pod_cells(object, now),
         "Lease" => vec![
@@ -150,7 +276,10 @@ fn cells(info: &ResourceInfo, object: &Value, now: Timestamp) -> Vec<Value> {
             json!(str_at(object, "/spec/holderIdentity")),
             json!(age(object, now)),
         ],
-        _ => vec![json!(str_at(object, "/metadata/name")), json!(str_at(object, "/metadata/creationTimestamp"))],
+        _ => vec![
+            json!(str_at(object, "/metadata/name")),
+            json!(str_at(object, "/metadata/creationTimestamp")),
+        ],
     }
 }
 
@@ -190,7 +319,13 @@ fn row(info: &ResourceInfo, object: &Value, include: IncludeObject, now: Timesta
 }
 
 /// A Table of `objects`. `with_columns` is false for watch events after the first.
-pub fn render(info: &ResourceInfo, objects: &[Value], resource_version: &str, include: IncludeObject, with_columns: bool) -> Value {
+pub fn render(
+    info: &ResourceInfo,
+    objects: &[Value],
+    resource_version: &str,
+    include: IncludeObject,
+    with_columns: bool,
+) -> Value {
     let now = Timestamp::now();
     let mut table = json!({
         "kind": "Table",
@@ -199,16 +334,18 @@ pub fn render(info: &ResourceInfo, objects: &[Value], resource_version: &str, in
         "rows": objects.iter().map(|o| row(info, o, include, now)).collect::<Vec<_>>(),
     });
     table["columnDefinitions"] = if with_columns {
-        json!(columns(info)
-            .into_iter()
-            .map(|Column(name, ty, priority, description)| json!({
-                "name": name,
-                "type": ty,
-                "format": if name == "Name" { "name" } else { "" },
-                "description": description,
-                "priority": priority,
-            }))
-            .collect::<Vec<_>>())
+        json!(
+            columns(info)
+                .into_iter()
+                .map(|Column(name, ty, priority, description)| json!({
+                    "name": name,
+                    "type": ty,
+                    "format": if name == "Name" { "name" } else { "" },
+                    "description": description,
+                    "priority": priority,
+                }))
+                .collect::<Vec<_>>()
+        )
     } else {
         json!([])
     };

@@ -38,7 +38,10 @@ pub enum TlsError {
     #[error("invalid TLS material: {0}")]
     Material(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A rustls server config: `cert_chain`/`key` serve, client certificates are optional and, when
@@ -50,7 +53,9 @@ pub fn server_config(
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
-    roots.add(client_ca).map_err(|e| TlsError::Material(e.to_string()))?;
+    roots
+        .add(client_ca)
+        .map_err(|e| TlsError::Material(e.to_string()))?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()
@@ -67,10 +72,20 @@ pub fn server_config(
 
 /// The identity in a verified client certificate.
 pub fn identity_of(cert: &CertificateDer<'_>) -> Identity {
-    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else { return Identity::default() };
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Identity::default();
+    };
     let subject = parsed.subject();
-    let user = subject.iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned);
-    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_owned).collect();
+    let user = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .map(str::to_owned)
+        .collect();
     Identity { user, groups }
 }
 
@@ -94,7 +109,10 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, TlsError> {
     loop {
         match TcpListener::bind(addr).await {
             Ok(listener) => return Ok(listener),
-            Err(err) if tokio::time::Instant::now() < deadline && err.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(err)
+                if tokio::time::Instant::now() < deadline
+                    && err.kind() == std::io::ErrorKind::AddrInUse =>
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(source) => return Err(TlsError::Bind { addr, source }),
@@ -104,7 +122,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, TlsError> {
 
 /// Serves `router` over TLS on `listener` until the returned future is dropped; every
 /// connection is owned by it and closes with it.
-pub async fn serve(listener: TcpListener, config: Arc<rustls::ServerConfig>, router: Router, tokens: Arc<Tokens>) {
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    router: Router,
+    tokens: Arc<Tokens>,
+) {
     let acceptor = TlsAcceptor::from(config);
     let mut connections = JoinSet::new();
     loop {

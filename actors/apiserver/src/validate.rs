@@ -9,7 +9,12 @@ use crate::resources::ResourceInfo;
 
 /// The subject of errors about `name` of `info`'s kind.
 pub fn subject(info: &ResourceInfo, name: &str) -> Subject {
-    Subject { group: info.group.to_owned(), resource: info.resource.to_owned(), kind: info.kind.to_owned(), name: name.to_owned() }
+    Subject {
+        group: info.group.to_owned(),
+        resource: info.resource.to_owned(),
+        kind: info.kind.to_owned(),
+        name: name.to_owned(),
+    }
 }
 
 fn dns_label_problem(name: &str) -> Option<String> {
@@ -17,7 +22,9 @@ fn dns_label_problem(name: &str) -> Option<String> {
         return Some("must be no more than 63 characters".into());
     }
     let ok = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
@@ -31,7 +38,10 @@ fn dns_subdomain_problem(name: &str) -> Option<String> {
     if name.len() > 253 {
         return Some("must be no more than 253 characters".into());
     }
-    if name.split('.').all(|part| dns_label_problem(part).is_none()) {
+    if name
+        .split('.')
+        .all(|part| dns_label_problem(part).is_none())
+    {
         None
     } else {
         Some("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".into())
@@ -41,18 +51,36 @@ fn dns_subdomain_problem(name: &str) -> Option<String> {
 /// Checks an object's name as Kubernetes does for its kind (namespaces: DNS label; the rest:
 /// DNS subdomain).
 pub fn check_name(info: &ResourceInfo, name: &str) -> Result<(), ApiError> {
-    let problem = if info.resource == "namespaces" { dns_label_problem(name) } else { dns_subdomain_problem(name) };
+    let problem = if info.resource == "namespaces" {
+        dns_label_problem(name)
+    } else {
+        dns_subdomain_problem(name)
+    };
     match problem {
         None => Ok(()),
-        Some(why) => Err(ApiError::invalid_field(subject(info, name), "metadata.name", name, &why)),
+        Some(why) => Err(ApiError::invalid_field(
+            subject(info, name),
+            "metadata.name",
+            name,
+            &why,
+        )),
     }
 }
 
 /// Checks a namespace name given in a URL or body.
-pub fn check_namespace_name(info: &ResourceInfo, name: &str, namespace: &str) -> Result<(), ApiError> {
+pub fn check_namespace_name(
+    info: &ResourceInfo,
+    name: &str,
+    namespace: &str,
+) -> Result<(), ApiError> {
     match dns_label_problem(namespace) {
         None => Ok(()),
-        Some(why) => Err(ApiError::invalid_field(subject(info, name), "metadata.namespace", namespace, &why)),
+        Some(why) => Err(ApiError::invalid_field(
+            subject(info, name),
+            "metadata.namespace",
+            namespace,
+            &why,
+        )),
     }
 }
 
@@ -77,29 +105,55 @@ pub fn check_semantics(info: &ResourceInfo, name: &str, object: &Value) -> Resul
     if info.kind == "Pod" {
         let containers = object.pointer("/spec/containers").and_then(Value::as_array);
         match containers {
-            None => causes.push(FieldCause { reason: "FieldValueRequired", field: "spec.containers".into(), message: "Required value".into() }),
-            Some(list) if list.is_empty() => {
-                causes.push(FieldCause { reason: "FieldValueRequired", field: "spec.containers".into(), message: "Required value".into() })
-            }
+            None => causes.push(FieldCause {
+                reason: "FieldValueRequired",
+                field: "spec.containers".into(),
+                message: "Required value".into(),
+            }),
+            Some(list) if list.is_empty() => causes.push(FieldCause {
+                reason: "FieldValueRequired",
+                field: "spec.containers".into(),
+                message: "Required value".into(),
+            }),
             Some(list) => {
                 for (i, c) in list.iter().enumerate() {
                     let cname = c.get("name").and_then(Value::as_str).unwrap_or_default();
                     if let Some(why) = dns_label_problem(cname) {
                         causes.push(FieldCause {
-                            reason: if cname.is_empty() { "FieldValueRequired" } else { "FieldValueInvalid" },
+                            reason: if cname.is_empty() {
+                                "FieldValueRequired"
+                            } else {
+                                "FieldValueInvalid"
+                            },
                             field: format!("spec.containers[{i}].name"),
-                            message: if cname.is_empty() { "Required value".into() } else { format!("Invalid value: {cname:?}: {why}") },
+                            message: if cname.is_empty() {
+                                "Required value".into()
+                            } else {
+                                format!("Invalid value: {cname:?}: {why}")
+                            },
                         });
                     }
-                    if c.get("image").and_then(Value::as_str).unwrap_or_default().trim().is_empty() {
-                        causes.push(FieldCause { reason: "FieldValueRequired", field: format!("spec.containers[{i}].image"), message: "Required value".into() });
+                    if c.get("image")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .trim()
+                        .is_empty()
+                    {
+                        causes.push(FieldCause {
+                            reason: "FieldValueRequired",
+                            field: format!("spec.containers[{i}].image"),
+                            message: "Required value".into(),
+                        });
                     }
                 }
             }
         }
     }
     if info.kind == "Lease" {
-        if let Some(d) = object.pointer("/spec/leaseDurationSeconds").and_then(Value::as_i64) {
+        if let Some(d) = object
+            .pointer("/spec/leaseDurationSeconds")
+            .and_then(Value::as_i64)
+        {
             if d <= 0 {
                 causes.push(FieldCause {
                     reason: "FieldValueInvalid",
@@ -109,7 +163,11 @@ pub fn check_semantics(info: &ResourceInfo, name: &str, object: &Value) -> Resul
             }
         }
     }
-    if causes.is_empty() { Ok(()) } else { Err(ApiError::Invalid(subject(info, name), causes)) }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(subject(info, name), causes))
+    }
 }
 
 fn ensure_object<'a>(parent: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
@@ -172,7 +230,11 @@ mod tests {
     use crate::resources::find;
 
     fn info(resource: &str) -> &'static ResourceInfo {
-        let group = if resource == "leases" { "coordination.k8s.io" } else { "" };
+        let group = if resource == "leases" {
+            "coordination.k8s.io"
+        } else {
+            ""
+        };
         find(group, "v1", resource).expect("served")
     }
 
@@ -181,7 +243,10 @@ mod tests {
         assert!(check_name(info("namespaces"), "team-a").is_ok());
         let err = check_name(info("namespaces"), "Team_A").expect_err("invalid");
         assert_eq!(err.code(), 422);
-        assert_eq!(err.to_status()["details"]["causes"][0]["field"], "metadata.name");
+        assert_eq!(
+            err.to_status()["details"]["causes"][0]["field"],
+            "metadata.name"
+        );
         assert!(check_name(info("namespaces"), "a.b").is_err());
         assert!(check_name(info("pods"), "a.b").is_ok());
         assert!(check_name(info("pods"), &"x".repeat(254)).is_err());
@@ -190,7 +255,10 @@ mod tests {
     #[test]
     fn wrong_types_are_bad_requests() {
         let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": "nope"}});
-        assert_eq!(check_typed(info("pods"), &pod).expect_err("bad").code(), 400);
+        assert_eq!(
+            check_typed(info("pods"), &pod).expect_err("bad").code(),
+            400
+        );
         let ok = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
         assert!(check_typed(info("pods"), &ok).is_ok());
     }
@@ -198,9 +266,20 @@ mod tests {
     #[test]
     fn a_pod_without_containers_names_the_field() {
         let err = check_semantics(info("pods"), "p", &json!({"spec": {}})).expect_err("invalid");
-        assert_eq!(err.to_status()["details"]["causes"][0]["field"], "spec.containers");
-        let err = check_semantics(info("pods"), "p", &json!({"spec": {"containers": [{"name": "Bad", "image": ""}]}})).expect_err("invalid");
-        let causes = err.to_status()["details"]["causes"].as_array().cloned().unwrap_or_default();
+        assert_eq!(
+            err.to_status()["details"]["causes"][0]["field"],
+            "spec.containers"
+        );
+        let err = check_semantics(
+            info("pods"),
+            "p",
+            &json!({"spec": {"containers": [{"name": "Bad", "image": ""}]}}),
+        )
+        .expect_err("invalid");
+        let causes = err.to_status()["details"]["causes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(causes.len(), 2);
     }
 
@@ -210,7 +289,10 @@ mod tests {
         let map = pod.as_object_mut().expect("object");
         apply_defaults(info("pods"), map);
         assert_eq!(pod["spec"]["restartPolicy"], "Always");
-        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            pod["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
         assert_eq!(pod["status"]["phase"], "Pending");
     }
 }

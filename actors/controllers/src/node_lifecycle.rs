@@ -37,7 +37,9 @@ pub fn decide(nodes: &[NodeView], now: Timestamp, grace: Duration) -> Vec<Action
     let grace_s = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
     let mut actions = Vec::new();
     for node in nodes {
-        let fresh = node.lease_renewed.is_some_and(|t| now.as_millisecond() - t.as_millisecond() <= grace_s);
+        let fresh = node
+            .lease_renewed
+            .is_some_and(|t| now.as_millisecond() - t.as_millisecond() <= grace_s);
         match (fresh, node.ready.as_deref()) {
             (false, Some("Unknown")) => {}
             (false, _) => actions.push(Action::MarkUnknown(node.name.clone())),
@@ -58,14 +60,20 @@ pub fn set_ready(node: &mut Value, status: &str, reason: &str, message: &str, no
     if !node["status"]["conditions"].is_array() {
         node["status"]["conditions"] = json!([]);
     }
-    let Some(conditions) = node["status"]["conditions"].as_array_mut() else { return };
+    let Some(conditions) = node["status"]["conditions"].as_array_mut() else {
+        return;
+    };
     let fresh = json!({
         "type": "Ready", "status": status, "reason": reason, "message": message,
         "lastHeartbeatTime": now_text, "lastTransitionTime": now_text,
     });
     match conditions.iter_mut().find(|c| c["type"] == "Ready") {
         Some(existing) => {
-            let transition = if existing["status"] == status { existing["lastTransitionTime"].clone() } else { json!(now_text) };
+            let transition = if existing["status"] == status {
+                existing["lastTransitionTime"].clone()
+            } else {
+                json!(now_text)
+            };
             *existing = fresh;
             existing["lastTransitionTime"] = transition;
         }
@@ -73,6 +81,9 @@ pub fn set_ready(node: &mut Value, status: &str, reason: &str, message: &str, no
     }
     if status == "Unknown" {
         for c in conditions.iter_mut().filter(|c| c["type"] != "Ready") {
+            if c["status"] != "Unknown" {
+                c["lastTransitionTime"] = json!(now_text);
+            }
             c["status"] = json!("Unknown");
             c["reason"] = json!("NodeStatusUnknown");
             c["message"] = json!("Kubelet stopped posting node status.");
@@ -104,8 +115,23 @@ pub struct NodeLifecycle;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn observe() -> Result<(Vec<NodeView>, HashMap<String, Value>), shoal_core::ApiError> {
-    let nodes = call_ok(ApiRequest::new(Verb::List, "", "v1", "nodes", None, None), CALL_TIMEOUT).await?;
-    let leases = call_ok(ApiRequest::new(Verb::List, "coordination.k8s.io", "v1", "leases", Some("kube-node-lease"), None), CALL_TIMEOUT).await?;
+    let nodes = call_ok(
+        ApiRequest::new(Verb::List, "", "v1", "nodes", None, None),
+        CALL_TIMEOUT,
+    )
+    .await?;
+    let leases = call_ok(
+        ApiRequest::new(
+            Verb::List,
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            Some("kube-node-lease"),
+            None,
+        ),
+        CALL_TIMEOUT,
+    )
+    .await?;
     let renewed: HashMap<String, Timestamp> = leases["items"]
         .as_array()
         .into_iter()
@@ -119,27 +145,45 @@ async fn observe() -> Result<(Vec<NodeView>, HashMap<String, Value>), shoal_core
     let mut objects = HashMap::new();
     let mut views = Vec::new();
     for node in nodes["items"].as_array().into_iter().flatten() {
-        let Some(name) = node.pointer("/metadata/name").and_then(Value::as_str) else { continue };
+        let Some(name) = node.pointer("/metadata/name").and_then(Value::as_str) else {
+            continue;
+        };
         let ready = node
             .pointer("/status/conditions")
             .and_then(Value::as_array)
             .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
             .and_then(|c| c["status"].as_str())
             .map(str::to_owned);
-        views.push(NodeView { name: name.to_owned(), ready, lease_renewed: renewed.get(name).copied() });
+        views.push(NodeView {
+            name: name.to_owned(),
+            ready,
+            lease_renewed: renewed.get(name).copied(),
+        });
         objects.insert(name.to_owned(), node.clone());
     }
     Ok((views, objects))
 }
 
-async fn act(action: &Action, objects: &HashMap<String, Value>, now: Timestamp) -> Result<(), shoal_core::ApiError> {
+async fn act(
+    action: &Action,
+    objects: &HashMap<String, Value>,
+    now: Timestamp,
+) -> Result<(), shoal_core::ApiError> {
     let (name, status, reason, message) = match action {
-        Action::MarkUnknown(n) => (n, "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."),
+        Action::MarkUnknown(n) => (
+            n,
+            "Unknown",
+            "NodeStatusUnknown",
+            "Kubelet stopped posting node status.",
+        ),
         Action::MarkReady(n) => (n, "True", "KubeletReady", "kubelet is posting ready status"),
     };
-    let Some(mut node) = objects.get(name).cloned() else { return Ok(()) };
+    let Some(mut node) = objects.get(name).cloned() else {
+        return Ok(());
+    };
     set_ready(&mut node, status, reason, message, now);
-    let mut req = ApiRequest::new(Verb::Update, "", "v1", "nodes", None, Some(name)).with_body(&node);
+    let mut req =
+        ApiRequest::new(Verb::Update, "", "v1", "nodes", None, Some(name)).with_body(&node);
     req.subresource = Some("status".into());
     call_ok(req, CALL_TIMEOUT).await?;
     tracing::info!(node = %name, ready = status, "node readiness changed");
@@ -151,12 +195,21 @@ impl Actor for NodeLifecycle {
     type State = NodeLifecycleState;
     type Arguments = NodeLifecycleArgs;
 
-    async fn pre_start(&self, myself: ActorRef<NodeLifecycleMsg>, args: NodeLifecycleArgs) -> Result<NodeLifecycleState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<NodeLifecycleMsg>,
+        args: NodeLifecycleArgs,
+    ) -> Result<NodeLifecycleState, ActorProcessingErr> {
         myself.send_interval(args.period, || NodeLifecycleMsg::Tick);
         Ok(NodeLifecycleState { grace: args.grace })
     }
 
-    async fn handle(&self, _myself: ActorRef<NodeLifecycleMsg>, msg: NodeLifecycleMsg, state: &mut NodeLifecycleState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<NodeLifecycleMsg>,
+        msg: NodeLifecycleMsg,
+        state: &mut NodeLifecycleState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             NodeLifecycleMsg::Tick => {
                 let (views, objects) = match observe().await {
@@ -188,14 +241,21 @@ mod tests {
     }
 
     fn view(ready: Option<&str>, renewed: Option<i64>) -> NodeView {
-        NodeView { name: "n".into(), ready: ready.map(str::to_owned), lease_renewed: renewed.map(t) }
+        NodeView {
+            name: "n".into(),
+            ready: ready.map(str::to_owned),
+            lease_renewed: renewed.map(t),
+        }
     }
 
     const GRACE: Duration = Duration::from_secs(4);
 
     #[test]
     fn an_expired_lease_makes_a_ready_node_unknown() {
-        assert_eq!(decide(&[view(Some("True"), Some(0))], t(5), GRACE), vec![Action::MarkUnknown("n".into())]);
+        assert_eq!(
+            decide(&[view(Some("True"), Some(0))], t(5), GRACE),
+            vec![Action::MarkUnknown("n".into())]
+        );
     }
 
     #[test]
@@ -205,13 +265,19 @@ mod tests {
 
     #[test]
     fn a_node_without_a_lease_is_unknown_once() {
-        assert_eq!(decide(&[view(Some("True"), None)], t(0), GRACE), vec![Action::MarkUnknown("n".into())]);
+        assert_eq!(
+            decide(&[view(Some("True"), None)], t(0), GRACE),
+            vec![Action::MarkUnknown("n".into())]
+        );
         assert!(decide(&[view(Some("Unknown"), None)], t(0), GRACE).is_empty());
     }
 
     #[test]
     fn a_renewed_lease_brings_an_unknown_node_back() {
-        assert_eq!(decide(&[view(Some("Unknown"), Some(9))], t(10), GRACE), vec![Action::MarkReady("n".into())]);
+        assert_eq!(
+            decide(&[view(Some("Unknown"), Some(9))], t(10), GRACE),
+            vec![Action::MarkReady("n".into())]
+        );
     }
 
     #[test]
@@ -220,7 +286,10 @@ mod tests {
         set_ready(&mut node, "True", "KubeletReady", "ok", t(1));
         assert_eq!(node["status"]["conditions"][0]["lastTransitionTime"], "old");
         set_ready(&mut node, "Unknown", "NodeStatusUnknown", "gone", t(2));
-        assert_eq!(node["status"]["conditions"][0]["lastTransitionTime"], format_time(t(2)));
+        assert_eq!(
+            node["status"]["conditions"][0]["lastTransitionTime"],
+            format_time(t(2))
+        );
         assert_eq!(node["status"]["conditions"][1]["status"], "Unknown");
     }
 }

@@ -7,23 +7,35 @@ use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use serde_json::Value;
 
+use crate::APISERVER_GROUP;
 use crate::error::ApiError;
 use crate::messages::{ApiReply, ApiRequest, ApiServerMsg};
-use crate::APISERVER_GROUP;
 
 fn apiserver() -> Option<ActorRef<ApiServerMsg>> {
     let local = ractor::pg::get_local_members(&APISERVER_GROUP.to_owned());
-    let cell = local.into_iter().next().or_else(|| ractor::pg::get_members(&APISERVER_GROUP.to_owned()).into_iter().next())?;
+    let cell = local.into_iter().next().or_else(|| {
+        ractor::pg::get_members(&APISERVER_GROUP.to_owned())
+            .into_iter()
+            .next()
+    })?;
     Some(ActorRef::from(cell))
 }
 
 /// Sends `request` to an API server and waits up to `timeout` for the answer.
 pub async fn call(request: ApiRequest, timeout: Duration) -> Result<ApiReply, ApiError> {
-    let server = apiserver().ok_or_else(|| ApiError::Unavailable("no API server is reachable".into()))?;
-    match server.call(|reply| ApiServerMsg::Call(request, reply), Some(timeout)).await {
+    let server =
+        apiserver().ok_or_else(|| ApiError::Unavailable("no API server is reachable".into()))?;
+    match server
+        .call(|reply| ApiServerMsg::Call(request, reply), Some(timeout))
+        .await
+    {
         Ok(CallResult::Success(reply)) => Ok(reply),
-        Ok(CallResult::Timeout) => Err(ApiError::Unavailable("the API server did not answer in time".into())),
-        Ok(CallResult::SenderError) | Err(_) => Err(ApiError::Unavailable("the API server went away".into())),
+        Ok(CallResult::Timeout) => Err(ApiError::Unavailable(
+            "the API server did not answer in time".into(),
+        )),
+        Ok(CallResult::SenderError) | Err(_) => {
+            Err(ApiError::Unavailable("the API server went away".into()))
+        }
     }
 }
 
@@ -40,10 +52,22 @@ pub async fn call_ok(request: ApiRequest, timeout: Duration) -> Result<Value, Ap
 pub fn error_from_status(code: u16, status: &Value) -> ApiError {
     let message = status["message"].as_str().unwrap_or_default().to_owned();
     let subject = crate::error::Subject {
-        group: status.pointer("/details/group").and_then(Value::as_str).unwrap_or_default().to_owned(),
-        resource: status.pointer("/details/kind").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        group: status
+            .pointer("/details/group")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        resource: status
+            .pointer("/details/kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         kind: String::new(),
-        name: status.pointer("/details/name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        name: status
+            .pointer("/details/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
     };
     match code {
         404 => ApiError::NotFound(subject),

@@ -24,11 +24,19 @@ pub struct Subject {
 impl Subject {
     /// `pods` or `deployments.apps`, as Kubernetes names a resource in messages.
     fn qualified_resource(&self) -> String {
-        if self.group.is_empty() { self.resource.clone() } else { format!("{}.{}", self.resource, self.group) }
+        if self.group.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
     }
 
     fn qualified_kind(&self) -> String {
-        if self.group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, self.group) }
+        if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
     }
 }
 
@@ -59,7 +67,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotAcceptable(String),
-    #[error("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")]
+    #[error(
+        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml"
+    )]
     UnsupportedMediaType,
     #[error("the server is currently unable to handle the request ({0})")]
     Unavailable(String),
@@ -68,8 +78,15 @@ pub enum ApiError {
 }
 
 fn causes_text(causes: &[FieldCause]) -> String {
-    let parts: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
-    if parts.len() == 1 { parts[0].clone() } else { format!("[{}]", parts.join(", ")) }
+    let parts: Vec<String> = causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect();
+    if parts.len() == 1 {
+        parts[0].clone()
+    } else {
+        format!("[{}]", parts.join(", "))
+    }
 }
 
 impl ApiError {
@@ -154,9 +171,9 @@ impl ApiError {
                 "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
             })),
             ApiError::MethodNotAllowed { resource, .. } => Some(json!({"kind": resource})),
-            ApiError::Timeout(_) => {
-                Some(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]}))
-            }
+            ApiError::Timeout(_) => Some(
+                json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]}),
+            ),
             _ => None,
         };
         if let Some(details) = details {
@@ -171,12 +188,22 @@ mod tests {
     use super::*;
 
     fn pod(name: &str) -> Subject {
-        Subject { group: String::new(), resource: "pods".into(), kind: "Pod".into(), name: name.into() }
+        Subject {
+            group: String::new(),
+            resource: "pods".into(),
+            kind: "Pod".into(),
+            name: name.into(),
+        }
     }
 
     #[test]
     fn not_found_names_the_resource_and_group() {
-        let s = Subject { group: "apps".into(), resource: "deployments".into(), kind: "Deployment".into(), name: "x".into() };
+        let s = Subject {
+            group: "apps".into(),
+            resource: "deployments".into(),
+            kind: "Deployment".into(),
+            name: "x".into(),
+        };
         let e = ApiError::NotFound(s);
         assert_eq!(e.to_string(), "deployments.apps \"x\" not found");
         let st = e.to_status();
@@ -186,13 +213,23 @@ mod tests {
 
     #[test]
     fn invalid_lists_every_field_cause() {
-        let e = ApiError::invalid_field(pod("Bad_Name"), "metadata.name", "Bad_Name", "a lowercase RFC 1123 label");
+        let e = ApiError::invalid_field(
+            pod("Bad_Name"),
+            "metadata.name",
+            "Bad_Name",
+            "a lowercase RFC 1123 label",
+        );
         let st = e.to_status();
         assert_eq!(st["code"], 422);
         assert_eq!(st["reason"], "Invalid");
         assert_eq!(st["details"]["kind"], "Pod");
         assert_eq!(st["details"]["causes"][0]["field"], "metadata.name");
-        assert!(st["message"].as_str().unwrap_or_default().starts_with("Pod \"Bad_Name\" is invalid: metadata.name"));
+        assert!(
+            st["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Pod \"Bad_Name\" is invalid: metadata.name")
+        );
     }
 
     #[test]
@@ -200,6 +237,11 @@ mod tests {
         let st = ApiError::stale(pod("p")).to_status();
         assert_eq!(st["code"], 409);
         assert_eq!(st["reason"], "Conflict");
-        assert!(st["message"].as_str().unwrap_or_default().contains("the object has been modified"));
+        assert!(
+            st["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("the object has been modified")
+        );
     }
 }

@@ -71,9 +71,21 @@ mod tests {
     #[test]
     fn setting_no_fault_clears_the_rule() {
         let f = Faults::default();
-        f.set("a", PeerFault { partitioned: true, delay_ms: 0 });
+        f.set(
+            "a",
+            PeerFault {
+                partitioned: true,
+                delay_ms: 0,
+            },
+        );
         assert!(f.is_partitioned("a"));
-        f.set("a", PeerFault { partitioned: false, delay_ms: 20 });
+        f.set(
+            "a",
+            PeerFault {
+                partitioned: false,
+                delay_ms: 20,
+            },
+        );
         assert!(!f.is_partitioned("a"));
         assert_eq!(f.delay("a"), Duration::from_millis(20));
         f.set("a", PeerFault::default());

@@ -20,8 +20,19 @@ impl ObjectKey {
     /// The store key of this object.
     pub fn encode(&self) -> String {
         match &self.namespace {
-            Some(ns) => format!("/{}/{}/{}/{}", group_segment(&self.group), self.resource, ns, self.name),
-            None => format!("/{}/{}/{}", group_segment(&self.group), self.resource, self.name),
+            Some(ns) => format!(
+                "/{}/{}/{}/{}",
+                group_segment(&self.group),
+                self.resource,
+                ns,
+                self.name
+            ),
+            None => format!(
+                "/{}/{}/{}",
+                group_segment(&self.group),
+                self.resource,
+                self.name
+            ),
         }
     }
 
@@ -61,22 +72,49 @@ mod tests {
             namespace: Some("kube-node-lease".into()),
             name: "n1".into(),
         };
-        assert_eq!(key.encode(), "/coordination.k8s.io/leases/kube-node-lease/n1");
-        assert!(key.encode().starts_with(&ObjectKey::prefix("coordination.k8s.io", "leases", Some("kube-node-lease"))));
-        assert!(key.encode().starts_with(&ObjectKey::prefix("coordination.k8s.io", "leases", None)));
+        assert_eq!(
+            key.encode(),
+            "/coordination.k8s.io/leases/kube-node-lease/n1"
+        );
+        assert!(key.encode().starts_with(&ObjectKey::prefix(
+            "coordination.k8s.io",
+            "leases",
+            Some("kube-node-lease")
+        )));
+        assert!(key.encode().starts_with(&ObjectKey::prefix(
+            "coordination.k8s.io",
+            "leases",
+            None
+        )));
     }
 
     #[test]
     fn the_core_group_is_spelled_core() {
-        let key = ObjectKey { group: String::new(), resource: "nodes".into(), namespace: None, name: "a".into() };
+        let key = ObjectKey {
+            group: String::new(),
+            resource: "nodes".into(),
+            namespace: None,
+            name: "a".into(),
+        };
         assert_eq!(key.encode(), "/core/nodes/a");
-        assert_eq!(ObjectKey::prefix("", "pods", Some("default")), "/core/pods/default/");
+        assert_eq!(
+            ObjectKey::prefix("", "pods", Some("default")),
+            "/core/pods/default/"
+        );
     }
 
     #[test]
     fn a_resource_prefix_does_not_match_a_longer_resource_name() {
-        let key = ObjectKey { group: String::new(), resource: "podsx".into(), namespace: None, name: "a".into() };
-        assert!(!key.encode().starts_with(&ObjectKey::prefix("", "pods", None)));
+        let key = ObjectKey {
+            group: String::new(),
+            resource: "podsx".into(),
+            namespace: None,
+            name: "a".into(),
+        };
+        assert!(
+            !key.encode()
+                .starts_with(&ObjectKey::prefix("", "pods", None))
+        );
     }
 
     #[test]
@@ -87,8 +125,16 @@ mod tests {
         }
         assert_eq!(shard_for("/x", 1), 0);
         // A fixed value guards the hash against accidental change: keys would move between shards.
-        assert_eq!(shard_for("/core/namespaces/default", 8), shard_for("/core/namespaces/default", 8));
-        let spread: std::collections::HashSet<u32> = (0..64).map(|i| shard_for(&format!("/k{i}"), 8)).collect();
-        assert_eq!(spread.len(), 8, "64 keys should touch every one of 8 shards");
+        assert_eq!(
+            shard_for("/core/namespaces/default", 8),
+            shard_for("/core/namespaces/default", 8)
+        );
+        let spread: std::collections::HashSet<u32> =
+            (0..64).map(|i| shard_for(&format!("/k{i}"), 8)).collect();
+        assert_eq!(
+            spread.len(),
+            8,
+            "64 keys should touch every one of 8 shards"
+        );
     }
 }

@@ -67,7 +67,14 @@ pub struct ApiRequest {
 
 impl ApiRequest {
     /// A request with no body and default options.
-    pub fn new(verb: Verb, group: &str, version: &str, resource: &str, namespace: Option<&str>, name: Option<&str>) -> Self {
+    pub fn new(
+        verb: Verb,
+        group: &str,
+        version: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Self {
         ApiRequest {
             verb,
             group: group.to_owned(),
@@ -100,7 +107,10 @@ pub struct ApiReply {
 impl ApiReply {
     /// A success with a JSON value.
     pub fn ok(code: u16, value: &serde_json::Value) -> ApiReply {
-        ApiReply { code, body: serde_json::to_vec(value).unwrap_or_default() }
+        ApiReply {
+            code,
+            body: serde_json::to_vec(value).unwrap_or_default(),
+        }
     }
 
     /// An error as a `Status` body.
@@ -125,7 +135,9 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard()).ok().map(|(v, _)| v)
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .ok()
+        .map(|(v, _)| v)
 }
 
 impl BytesConvertable for ApiRequest {
@@ -144,7 +156,8 @@ impl BytesConvertable for ApiReply {
     }
 
     fn from_bytes(bytes: Vec<u8>) -> Self {
-        decode(&bytes).unwrap_or_else(|| ApiReply::error(&ApiError::Internal("undecodable reply".into())))
+        decode(&bytes)
+            .unwrap_or_else(|| ApiReply::error(&ApiError::Internal("undecodable reply".into())))
     }
 }
 
@@ -162,8 +175,15 @@ mod tests {
 
     #[test]
     fn requests_survive_the_wire() {
-        let mut req = ApiRequest::new(Verb::Update, "coordination.k8s.io", "v1", "leases", Some("kube-node-lease"), Some("n1"))
-            .with_body(&serde_json::json!({"spec": {"holderIdentity": "n1"}}));
+        let mut req = ApiRequest::new(
+            Verb::Update,
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            Some("kube-node-lease"),
+            Some("n1"),
+        )
+        .with_body(&serde_json::json!({"spec": {"holderIdentity": "n1"}}));
         req.options.resource_version = Some("5".into());
         let back = ApiRequest::from_bytes(req.clone().into_bytes());
         assert_eq!(back, req);

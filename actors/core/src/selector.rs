@@ -51,11 +51,16 @@ fn valid_label_key(key: &str) -> bool {
     };
     let name_ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty() && p.len() <= 253 && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        !p.is_empty()
+            && p.len() <= 253
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
     });
     name_ok && prefix_ok
 }
@@ -63,7 +68,9 @@ fn valid_label_key(key: &str) -> bool {
 fn valid_label_value(value: &str) -> bool {
     value.is_empty()
         || (value.len() <= 63
-            && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
             && value.starts_with(|c: char| c.is_ascii_alphanumeric())
             && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
@@ -73,10 +80,16 @@ fn parse_set(key: &str, rest: &str, whole: &str) -> Result<Vec<String>, Selector
         .trim()
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| SelectorError(format!("{whole}: expected a parenthesised set of values for {key}")))?;
+        .ok_or_else(|| {
+            SelectorError(format!(
+                "{whole}: expected a parenthesised set of values for {key}"
+            ))
+        })?;
     let values: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
     if let Some(bad) = values.iter().find(|v| !valid_label_value(v)) {
-        return Err(SelectorError(format!("{whole}: invalid label value {bad:?}")));
+        return Err(SelectorError(format!(
+            "{whole}: invalid label value {bad:?}"
+        )));
     }
     Ok(values)
 }
@@ -84,7 +97,13 @@ fn parse_set(key: &str, rest: &str, whole: &str) -> Result<Vec<String>, Selector
 fn parse_label_requirement(part: &str) -> Result<LabelRequirement, SelectorError> {
     let p = part.trim();
     let err = |why: &str| SelectorError(format!("{p}: {why}"));
-    let check_key = |k: &str| if valid_label_key(k) { Ok(k.to_owned()) } else { Err(err("invalid label key")) };
+    let check_key = |k: &str| {
+        if valid_label_key(k) {
+            Ok(k.to_owned())
+        } else {
+            Err(err("invalid label key"))
+        }
+    };
     if let Some(key) = p.strip_prefix('!') {
         return Ok(LabelRequirement::DoesNotExist(check_key(key.trim())?));
     }
@@ -108,9 +127,15 @@ fn parse_label_requirement(part: &str) -> Result<LabelRequirement, SelectorError
         None => Ok(LabelRequirement::Exists(check_key(key)?)),
         Some(rest) => {
             if let Some(set) = rest.strip_prefix("notin") {
-                Ok(LabelRequirement::NotIn(check_key(key)?, parse_set(key, set, p)?))
+                Ok(LabelRequirement::NotIn(
+                    check_key(key)?,
+                    parse_set(key, set, p)?,
+                ))
             } else if let Some(set) = rest.strip_prefix("in") {
-                Ok(LabelRequirement::In(check_key(key)?, parse_set(key, set, p)?))
+                Ok(LabelRequirement::In(
+                    check_key(key)?,
+                    parse_set(key, set, p)?,
+                ))
             } else {
                 Err(err("expected one of =, ==, !=, in, notin"))
             }
@@ -124,7 +149,10 @@ impl LabelSelector {
         if text.trim().is_empty() {
             return Ok(LabelSelector::default());
         }
-        let requirements = split_top_level(text).into_iter().map(parse_label_requirement).collect::<Result<_, _>>()?;
+        let requirements = split_top_level(text)
+            .into_iter()
+            .map(parse_label_requirement)
+            .collect::<Result<_, _>>()?;
         Ok(LabelSelector { requirements })
     }
 
@@ -171,12 +199,18 @@ impl FieldSelector {
             } else if let Some((f, v)) = p.split_once('=') {
                 (f, v, false)
             } else {
-                return Err(SelectorError(format!("{p}: expected field=value or field!=value")));
+                return Err(SelectorError(format!(
+                    "{p}: expected field=value or field!=value"
+                )));
             };
             if field.trim().is_empty() {
                 return Err(SelectorError(format!("{p}: empty field name")));
             }
-            requirements.push(FieldRequirement { field: field.trim().to_owned(), value: value.trim().to_owned(), negated });
+            requirements.push(FieldRequirement {
+                field: field.trim().to_owned(),
+                value: value.trim().to_owned(),
+                negated,
+            });
         }
         Ok(FieldSelector { requirements })
     }
@@ -188,7 +222,9 @@ impl FieldSelector {
 
     /// Whether an object is selected; `value_of` gives a field's value (missing fields are "").
     pub fn matches(&self, value_of: impl Fn(&str) -> String) -> bool {
-        self.requirements.iter().all(|r| (value_of(&r.field) == r.value) != r.negated)
+        self.requirements
+            .iter()
+            .all(|r| (value_of(&r.field) == r.value) != r.negated)
     }
 }
 
@@ -197,17 +233,31 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn equality_and_set_based_requirements_combine() {
-        let s = LabelSelector::parse("app=web,tier in (front, back),!legacy,env notin (prod),team").expect("valid");
+        let s = LabelSelector::parse("app=web,tier in (front, back),!legacy,env notin (prod),team")
+            .expect("valid");
         assert_eq!(s.requirements.len(), 5);
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "front"), ("team", "a")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "front"), ("team", "a"), ("legacy", "")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "front"),
+            ("team", "a"),
+            ("legacy", "")
+        ])));
         assert!(!s.matches(&labels(&[("app", "web"), ("tier", "db"), ("team", "a")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "front"), ("team", "a"), ("env", "prod")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "front"),
+            ("team", "a"),
+            ("env", "prod")
+        ])));
     }
 
     #[test]
@@ -233,14 +283,20 @@ mod tests {
 
     #[test]
     fn field_selectors_match_like_describe_node_needs() {
-        let s = FieldSelector::parse("spec.nodeName=n,status.phase!=Succeeded,status.phase!=Failed").expect("valid");
+        let s =
+            FieldSelector::parse("spec.nodeName=n,status.phase!=Succeeded,status.phase!=Failed")
+                .expect("valid");
         let running = |f: &str| match f {
             "spec.nodeName" => "n".to_owned(),
             "status.phase" => "Running".to_owned(),
             _ => String::new(),
         };
         assert!(s.matches(running));
-        assert!(!s.matches(|f: &str| if f == "status.phase" { "Failed".into() } else { "n".into() }));
+        assert!(!s.matches(|f: &str| if f == "status.phase" {
+            "Failed".into()
+        } else {
+            "n".into()
+        }));
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 }

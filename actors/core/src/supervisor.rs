@@ -11,7 +11,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
+};
 use ractor_cluster::RactorMessage;
 use tokio::time::Instant;
 
@@ -33,7 +35,10 @@ impl ChildSpec {
         F: Fn(ActorCell) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ActorCell, SpawnErr>> + Send + 'static,
     {
-        ChildSpec { name: name.into(), spawn: Arc::new(move |cell| Box::pin(spawn(cell))) }
+        ChildSpec {
+            name: name.into(),
+            spawn: Arc::new(move |cell| Box::pin(spawn(cell))),
+        }
     }
 }
 
@@ -71,7 +76,11 @@ impl RestartIntensity {
 
     /// Records a stop at `now` and decides. The first restart in a quiet window is immediate.
     pub fn on_stop(&mut self, now: Instant) -> RestartDecision {
-        while self.recent.front().is_some_and(|t| now.duration_since(*t) > self.window) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
             self.recent.pop_front();
         }
         if self.recent.len() >= self.max_restarts {
@@ -83,7 +92,11 @@ impl RestartIntensity {
             return RestartDecision::Restart(Duration::ZERO);
         }
         let factor = 1u32 << (earlier - 1).min(16);
-        RestartDecision::Restart(self.first_backoff.saturating_mul(factor).min(self.max_backoff))
+        RestartDecision::Restart(
+            self.first_backoff
+                .saturating_mul(factor)
+                .min(self.max_backoff),
+        )
     }
 }
 
@@ -106,7 +119,10 @@ pub struct SupervisorArgs {
 pub struct SupervisorState {
     specs: Vec<ChildSpec>,
     running: HashMap<String, ActorCell>,
+    /// The budget shared by all children: too many restarts in all, and the supervisor gives up.
     intensity: RestartIntensity,
+    /// Each child's own recent restarts, which set its back-off.
+    per_child: HashMap<String, RestartIntensity>,
 }
 
 /// A one-for-one supervisor actor.
@@ -114,11 +130,18 @@ pub struct Supervisor;
 
 impl SupervisorState {
     fn name_of(&self, cell: &ActorCell) -> Option<String> {
-        self.running.iter().find(|(_, c)| c.get_id() == cell.get_id()).map(|(n, _)| n.clone())
+        self.running
+            .iter()
+            .find(|(_, c)| c.get_id() == cell.get_id())
+            .map(|(n, _)| n.clone())
     }
 }
 
-async fn start_child(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, name: &str) -> Result<(), ActorProcessingErr> {
+async fn start_child(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    name: &str,
+) -> Result<(), ActorProcessingErr> {
     let spec = state.specs.iter().find(|s| s.name == name).cloned();
     let Some(spec) = spec else { return Ok(()) };
     match (spec.spawn)(myself.get_cell()).await {
@@ -134,9 +157,23 @@ async fn start_child(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorSta
     }
 }
 
-fn schedule_restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, name: &str) -> Result<(), ActorProcessingErr> {
-    match state.intensity.on_stop(Instant::now()) {
-        RestartDecision::Restart(delay) => {
+fn schedule_restart(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    name: &str,
+) -> Result<(), ActorProcessingErr> {
+    let now = Instant::now();
+    let template = RestartIntensity::new(usize::MAX, state.intensity.window);
+    let own = state
+        .per_child
+        .entry(name.to_owned())
+        .or_insert(template)
+        .on_stop(now);
+    match (state.intensity.on_stop(now), own) {
+        (RestartDecision::GiveUp, _) | (_, RestartDecision::GiveUp) => {
+            Err(format!("child {name} restarted too often; giving up").into())
+        }
+        (RestartDecision::Restart(_), RestartDecision::Restart(delay)) => {
             tracing::info!(child = %name, delay_ms = delay.as_millis() as u64, "restarting");
             let name = name.to_owned();
             if delay.is_zero() {
@@ -146,7 +183,6 @@ fn schedule_restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorStat
             }
             Ok(())
         }
-        RestartDecision::GiveUp => Err(format!("child {name} restarted too often; giving up").into()),
     }
 }
 
@@ -155,11 +191,24 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
-        Ok(SupervisorState { specs: args.children, running: HashMap::new(), intensity: args.intensity })
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            specs: args.children,
+            running: HashMap::new(),
+            intensity: args.intensity,
+            per_child: HashMap::new(),
+        })
     }
 
-    async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         let names: Vec<String> = state.specs.iter().map(|s| s.name.clone()).collect();
         for name in names {
             start_child(&myself, state, &name).await?;
@@ -167,12 +216,21 @@ impl Actor for Supervisor {
         Ok(())
     }
 
-    async fn post_stop(&self, myself: ActorRef<Self::Msg>, _state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         myself.stop_children(Some("supervisor stopped".into()));
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Respawn(name) => {
                 if !state.running.contains_key(&name) {
@@ -195,11 +253,15 @@ impl Actor for Supervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         let (cell, why) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "stopped".into())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".into()))
+            }
             SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
             _ => return Ok(()),
         };
-        let Some(name) = state.name_of(&cell) else { return Ok(()) };
+        let Some(name) = state.name_of(&cell) else {
+            return Ok(());
+        };
         state.running.remove(&name);
         tracing::warn!(child = %name, reason = %why, "child stopped");
         schedule_restart(&myself, state, &name)
@@ -215,8 +277,14 @@ mod tests {
         let mut i = RestartIntensity::new(5, Duration::from_secs(10));
         let t0 = Instant::now();
         assert_eq!(i.on_stop(t0), RestartDecision::Restart(Duration::ZERO));
-        assert_eq!(i.on_stop(t0), RestartDecision::Restart(Duration::from_millis(25)));
-        assert_eq!(i.on_stop(t0), RestartDecision::Restart(Duration::from_millis(50)));
+        assert_eq!(
+            i.on_stop(t0),
+            RestartDecision::Restart(Duration::from_millis(25))
+        );
+        assert_eq!(
+            i.on_stop(t0),
+            RestartDecision::Restart(Duration::from_millis(50))
+        );
     }
 
     #[test]
@@ -226,7 +294,10 @@ mod tests {
         for _ in 0..3 {
             assert!(matches!(i.on_stop(t0), RestartDecision::Restart(_)));
         }
-        assert_eq!(i.on_stop(t0 + Duration::from_secs(1)), RestartDecision::GiveUp);
+        assert_eq!(
+            i.on_stop(t0 + Duration::from_secs(1)),
+            RestartDecision::GiveUp
+        );
     }
 
     #[test]
@@ -235,6 +306,9 @@ mod tests {
         let t0 = Instant::now();
         i.on_stop(t0);
         i.on_stop(t0);
-        assert_eq!(i.on_stop(t0 + Duration::from_secs(11)), RestartDecision::Restart(Duration::ZERO));
+        assert_eq!(
+            i.on_stop(t0 + Duration::from_secs(11)),
+            RestartDecision::Restart(Duration::ZERO)
+        );
     }
 }

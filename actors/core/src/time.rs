@@ -29,7 +29,11 @@ pub fn human_duration(seconds: i64) -> String {
     let m = s / 60;
     if m < 10 {
         let rest = s % 60;
-        return if rest == 0 { format!("{m}m") } else { format!("{m}m{rest}s") };
+        return if rest == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{rest}s")
+        };
     }
     if m < 180 {
         return format!("{m}m");
@@ -37,14 +41,22 @@ pub fn human_duration(seconds: i64) -> String {
     let h = s / 3600;
     if h < 8 {
         let rest = m % 60;
-        return if rest == 0 { format!("{h}h") } else { format!("{h}h{rest}m") };
+        return if rest == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{rest}m")
+        };
     }
     if h < 48 {
         return format!("{h}h");
     }
     if h < 24 * 8 {
         let rest = h % 24;
-        return if rest == 0 { format!("{}d", h / 24) } else { format!("{}d{rest}h", h / 24) };
+        return if rest == 0 {
+            format!("{}d", h / 24)
+        } else {
+            format!("{}d{rest}h", h / 24)
+        };
     }
     if h < 24 * 365 * 2 {
         return format!("{}d", h / 24);

@@ -41,7 +41,11 @@ impl Version {
         }
         if !text.contains('.') {
             let rev: u64 = text.parse().map_err(|_| bad())?;
-            return Ok(if rev == 0 { Version::Any } else { Version::Revision(rev) });
+            return Ok(if rev == 0 {
+                Version::Any
+            } else {
+                Version::Revision(rev)
+            });
         }
         let revisions = text
             .split('.')
@@ -78,7 +82,11 @@ impl fmt::Display for CompositeVersion {
 impl CompositeVersion {
     /// Formats the version; with one shard it is a plain number, like etcd's revision.
     pub fn encode(&self) -> String {
-        if self.revisions.len() == 1 { self.revisions[0].to_string() } else { self.to_string() }
+        if self.revisions.len() == 1 {
+            self.revisions[0].to_string()
+        } else {
+            self.to_string()
+        }
     }
 }
 
@@ -88,14 +96,18 @@ mod tests {
 
     #[test]
     fn composite_versions_round_trip() {
-        let v = CompositeVersion { revisions: vec![3, 0, 17, 9] };
+        let v = CompositeVersion {
+            revisions: vec![3, 0, 17, 9],
+        };
         assert_eq!(v.encode(), "3.0.17.9");
         assert_eq!(Version::parse(&v.encode(), 4), Ok(Version::Composite(v)));
     }
 
     #[test]
     fn a_single_shard_version_is_a_plain_number() {
-        let v = CompositeVersion { revisions: vec![42] };
+        let v = CompositeVersion {
+            revisions: vec![42],
+        };
         assert_eq!(v.encode(), "42");
         assert_eq!(Version::parse("42", 1), Ok(Version::Revision(42)));
     }

@@ -44,8 +44,25 @@ pub struct KubeletState {
 /// The kubelet actor.
 pub struct Kubelet;
 
-async fn get(resource_group: &str, resource: &str, namespace: Option<&str>, name: &str) -> Result<Option<Value>, ApiError> {
-    match call_ok(ApiRequest::new(Verb::Get, resource_group, "v1", resource, namespace, Some(name)), CALL_TIMEOUT).await {
+async fn get(
+    resource_group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Option<Value>, ApiError> {
+    match call_ok(
+        ApiRequest::new(
+            Verb::Get,
+            resource_group,
+            "v1",
+            resource,
+            namespace,
+            Some(name),
+        ),
+        CALL_TIMEOUT,
+    )
+    .await
+    {
         Ok(v) => Ok(Some(v)),
         Err(ApiError::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
@@ -59,27 +76,57 @@ impl KubeletState {
         let now = Timestamp::now();
         let node = match get("", "nodes", None, &id.name).await? {
             None => {
-                let created = call_ok(ApiRequest::new(Verb::Create, "", "v1", "nodes", None, None).with_body(&new_node(id, &self.args.facts, now)), CALL_TIMEOUT).await?;
+                let created = call_ok(
+                    ApiRequest::new(Verb::Create, "", "v1", "nodes", None, None)
+                        .with_body(&new_node(id, &self.args.facts, now)),
+                    CALL_TIMEOUT,
+                )
+                .await?;
                 tracing::info!(node = %id.name, "node registered");
                 created
             }
             Some(mut existing) => {
                 existing["status"] = node_status(id, &self.args.facts, existing.get("status"), now);
-                let mut req = ApiRequest::new(Verb::Update, "", "v1", "nodes", None, Some(&id.name)).with_body(&existing);
+                let mut req =
+                    ApiRequest::new(Verb::Update, "", "v1", "nodes", None, Some(&id.name))
+                        .with_body(&existing);
                 req.subresource = Some("status".into());
                 call_ok(req, CALL_TIMEOUT).await?
             }
         };
-        self.node_uid = node.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned);
+        self.node_uid = node
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         Ok(())
     }
 
     async fn renew_lease(&self) -> Result<(), ApiError> {
         let name = &self.args.identity.name;
-        let fresh = lease(name, self.node_uid.as_deref(), self.args.lease_duration_s, Timestamp::now());
-        match get("coordination.k8s.io", "leases", Some("kube-node-lease"), name).await? {
+        let fresh = lease(
+            name,
+            self.node_uid.as_deref(),
+            self.args.lease_duration_s,
+            Timestamp::now(),
+        );
+        match get(
+            "coordination.k8s.io",
+            "leases",
+            Some("kube-node-lease"),
+            name,
+        )
+        .await?
+        {
             None => {
-                let req = ApiRequest::new(Verb::Create, "coordination.k8s.io", "v1", "leases", Some("kube-node-lease"), None).with_body(&fresh);
+                let req = ApiRequest::new(
+                    Verb::Create,
+                    "coordination.k8s.io",
+                    "v1",
+                    "leases",
+                    Some("kube-node-lease"),
+                    None,
+                )
+                .with_body(&fresh);
                 call_ok(req, CALL_TIMEOUT).await?;
             }
             Some(mut existing) => {
@@ -89,7 +136,15 @@ impl KubeletState {
                         existing["metadata"]["ownerReferences"] = refs.clone();
                     }
                 }
-                let req = ApiRequest::new(Verb::Update, "coordination.k8s.io", "v1", "leases", Some("kube-node-lease"), Some(name)).with_body(&existing);
+                let req = ApiRequest::new(
+                    Verb::Update,
+                    "coordination.k8s.io",
+                    "v1",
+                    "leases",
+                    Some("kube-node-lease"),
+                    Some(name),
+                )
+                .with_body(&existing);
                 call_ok(req, CALL_TIMEOUT).await?;
             }
         }
@@ -110,13 +165,26 @@ impl Actor for Kubelet {
     type State = KubeletState;
     type Arguments = KubeletArgs;
 
-    async fn pre_start(&self, myself: ActorRef<KubeletMsg>, args: KubeletArgs) -> Result<KubeletState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<KubeletMsg>,
+        args: KubeletArgs,
+    ) -> Result<KubeletState, ActorProcessingErr> {
         myself.send_interval(args.renew_interval, || KubeletMsg::Tick);
         myself.send_message(KubeletMsg::Tick)?;
-        Ok(KubeletState { args, node_uid: None, ticks: 0 })
+        Ok(KubeletState {
+            args,
+            node_uid: None,
+            ticks: 0,
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<KubeletMsg>, msg: KubeletMsg, state: &mut KubeletState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<KubeletMsg>,
+        msg: KubeletMsg,
+        state: &mut KubeletState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             KubeletMsg::Tick => {
                 if let Err(err) = state.tick().await {

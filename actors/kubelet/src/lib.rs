@@ -15,6 +15,13 @@ use shoal_core::supervisor::ChildSpec;
 pub fn child_spec(args: KubeletArgs) -> ChildSpec {
     ChildSpec::new("kubelet", move |sup: ActorCell| {
         let args = args.clone();
-        async move { Ok(Actor::spawn_linked(Some("kubelet".into()), Kubelet, args, sup).await?.0.get_cell()) }
+        async move {
+            Ok(
+                Actor::spawn_linked(Some("kubelet".into()), Kubelet, args, sup)
+                    .await?
+                    .0
+                    .get_cell(),
+            )
+        }
     })
 }

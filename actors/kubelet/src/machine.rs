@@ -16,7 +16,9 @@ pub struct MachineFacts {
 }
 
 fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn os_image() -> String {
@@ -49,7 +51,9 @@ pub fn read() -> MachineFacts {
         architecture: go_arch(std::env::consts::ARCH).to_owned(),
         machine_id: read_trimmed("/etc/machine-id"),
         boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
-        container_runtime_version: docker_version(Path::new("/var/run/docker.sock")).map(|v| format!("docker://{v}")).unwrap_or_default(),
+        container_runtime_version: docker_version(Path::new("/var/run/docker.sock"))
+            .map(|v| format!("docker://{v}"))
+            .unwrap_or_default(),
     }
 }
 
@@ -60,7 +64,9 @@ fn docker_version(socket: &Path) -> Option<String> {
     use std::time::Duration;
     let mut stream = UnixStream::connect(socket).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"GET /version HTTP/1.0\r\nHost: docker\r\n\r\n").ok()?;
+    stream
+        .write_all(b"GET /version HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .ok()?;
     let mut response = String::new();
     stream.take(1 << 20).read_to_string(&mut response).ok()?;
     let body = response.split_once("\r\n\r\n")?.1;

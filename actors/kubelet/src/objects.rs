@@ -38,14 +38,22 @@ pub fn labels(id: &NodeIdentity, facts: &MachineFacts) -> Value {
 
 /// The node's status: capacity, identity and a fresh `Ready=True` heartbeat. `previous` is the
 /// stored status, whose condition transition times are kept when nothing changed.
-pub fn node_status(id: &NodeIdentity, facts: &MachineFacts, previous: Option<&Value>, now: Timestamp) -> Value {
+pub fn node_status(
+    id: &NodeIdentity,
+    facts: &MachineFacts,
+    previous: Option<&Value>,
+    now: Timestamp,
+) -> Value {
     let now_text = format_time(now);
     let memory_ki = facts.memory_bytes / 1024;
     let capacity = json!({"cpu": facts.cpus.to_string(), "memory": format!("{memory_ki}Ki"), "pods": MAX_PODS.to_string()});
     let transition = |kind: &str, status: &str| -> Value {
         previous
             .and_then(|p| p["conditions"].as_array())
-            .and_then(|cs| cs.iter().find(|c| c["type"] == kind && c["status"] == status))
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c["type"] == kind && c["status"] == status)
+            })
             .map(|c| c["lastTransitionTime"].clone())
             .unwrap_or_else(|| json!(now_text))
     };
@@ -99,7 +107,8 @@ pub fn lease(name: &str, node_uid: Option<&str>, duration_s: u32, now: Timestamp
         "spec": {"holderIdentity": name, "leaseDurationSeconds": duration_s, "renewTime": format_micro_time(now)},
     });
     if let Some(uid) = node_uid {
-        lease["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]);
+        lease["metadata"]["ownerReferences"] =
+            json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]);
     }
     lease
 }
@@ -109,11 +118,20 @@ mod tests {
     use super::*;
 
     fn facts() -> MachineFacts {
-        MachineFacts { cpus: 2, memory_bytes: 4 * 1024 * 1024 * 1024, architecture: "amd64".into(), ..Default::default() }
+        MachineFacts {
+            cpus: 2,
+            memory_bytes: 4 * 1024 * 1024 * 1024,
+            architecture: "amd64".into(),
+            ..Default::default()
+        }
     }
 
     fn id() -> NodeIdentity {
-        NodeIdentity { name: "n1".into(), address: "127.0.0.2".into(), control_plane: true }
+        NodeIdentity {
+            name: "n1".into(),
+            address: "127.0.0.2".into(),
+            control_plane: true,
+        }
     }
 
     #[test]
@@ -123,7 +141,10 @@ mod tests {
         assert_eq!(node["status"]["capacity"]["cpu"], "2");
         assert_eq!(node["status"]["capacity"]["memory"], "4194304Ki");
         assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "n1");
-        assert_eq!(node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"], "");
+        assert_eq!(
+            node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"],
+            ""
+        );
         assert_eq!(node["status"]["conditions"][3]["type"], "Ready");
         assert_eq!(node["status"]["conditions"][3]["status"], "True");
         // The object decodes as a Kubernetes Node.
@@ -136,8 +157,14 @@ mod tests {
         let t1 = Timestamp::from_second(1_700_000_100).expect("valid");
         let first = node_status(&id(), &facts(), None, t0);
         let second = node_status(&id(), &facts(), Some(&first), t1);
-        assert_eq!(second["conditions"][3]["lastTransitionTime"], format_time(t0));
-        assert_eq!(second["conditions"][3]["lastHeartbeatTime"], format_time(t1));
+        assert_eq!(
+            second["conditions"][3]["lastTransitionTime"],
+            format_time(t0)
+        );
+        assert_eq!(
+            second["conditions"][3]["lastHeartbeatTime"],
+            format_time(t1)
+        );
     }
 
     #[test]
@@ -146,6 +173,7 @@ mod tests {
         let l = lease("n1", Some("uid-1"), 40, now);
         assert_eq!(l["spec"]["holderIdentity"], "n1");
         assert_eq!(l["metadata"]["ownerReferences"][0]["uid"], "uid-1");
-        serde_json::from_value::<k8s_openapi::api::coordination::v1::Lease>(l).expect("a valid Lease");
+        serde_json::from_value::<k8s_openapi::api::coordination::v1::Lease>(l)
+            .expect("a valid Lease");
     }
 }

@@ -9,7 +9,11 @@ pub enum StoreError {
     AlreadyExists(String),
     /// The precondition's revision is not the object's current one.
     #[error("key {key} is at revision {current}, not {expected}")]
-    Conflict { key: String, expected: u64, current: u64 },
+    Conflict {
+        key: String,
+        expected: u64,
+        current: u64,
+    },
     /// The requested revision is older than the retained history.
     #[error("too old resource version: {requested} ({oldest})")]
     Gone { requested: u64, oldest: u64 },
@@ -39,4 +43,10 @@ macro_rules! storage_from {
         }
     )*};
 }
-storage_from!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+storage_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

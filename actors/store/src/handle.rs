@@ -29,7 +29,11 @@ pub struct Store {
 impl Store {
     /// A handle for a store of `shards` shards.
     pub fn new(shards: u32) -> Store {
-        Store { shards: shards.max(1), call_timeout: Duration::from_secs(10), restart_wait: Duration::from_secs(2) }
+        Store {
+            shards: shards.max(1),
+            call_timeout: Duration::from_secs(10),
+            restart_wait: Duration::from_secs(2),
+        }
     }
 
     /// The number of shards.
@@ -38,7 +42,10 @@ impl Store {
     }
 
     fn shard_ref(&self, shard: u32) -> Option<ActorRef<ShardMsg>> {
-        ractor::pg::get_local_members(&shard_group(shard)).into_iter().next().map(ActorRef::from)
+        ractor::pg::get_local_members(&shard_group(shard))
+            .into_iter()
+            .next()
+            .map(ActorRef::from)
     }
 
     /// Sends one request to a shard, waiting out a restart for up to `restart_wait`.
@@ -67,11 +74,17 @@ impl Store {
     /// The value at `key`.
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
         let key = key.to_owned();
-        self.call(shard_for(&key, self.shards), |r| ShardMsg::Get(key.clone(), r)).await
+        self.call(shard_for(&key, self.shards), |r| {
+            ShardMsg::Get(key.clone(), r)
+        })
+        .await
     }
 
     /// Every value under `prefix`, sorted by key, and the composite version of the list.
-    pub async fn list(&self, prefix: &str) -> Result<(Vec<(String, Stored)>, CompositeVersion), StoreError> {
+    pub async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<(Vec<(String, Stored)>, CompositeVersion), StoreError> {
         let calls = (0..self.shards).map(|n| {
             let prefix = prefix.to_owned();
             async move { self.call(n, |r| ShardMsg::List(prefix.clone(), r)).await }
@@ -96,17 +109,32 @@ impl Store {
 
     /// Watches every change under `prefix` after `from` (each shard from its own revision), or
     /// from now when `from` is `None`.
-    pub async fn watch(&self, prefix: &str, from: Option<&CompositeVersion>) -> Result<StoreWatch, StoreError> {
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        from: Option<&CompositeVersion>,
+    ) -> Result<StoreWatch, StoreError> {
         let mut receivers = Vec::with_capacity(self.shards as usize);
         let mut revisions = Vec::with_capacity(self.shards as usize);
         for n in 0..self.shards {
             let start = from.and_then(|c| c.revisions.get(n as usize).copied());
             let prefix = prefix.to_owned();
-            let (rx, at) = self.call(n, |reply| ShardMsg::Watch { prefix: prefix.clone(), from: start, reply }).await?;
+            let (rx, at) = self
+                .call(n, |reply| ShardMsg::Watch {
+                    prefix: prefix.clone(),
+                    from: start,
+                    reply,
+                })
+                .await?;
             receivers.push(rx);
             revisions.push(at);
         }
-        Ok(StoreWatch { receivers, position: CompositeVersion { revisions }, next: 0, ended: HashMap::new() })
+        Ok(StoreWatch {
+            receivers,
+            position: CompositeVersion { revisions },
+            next: 0,
+            ended: HashMap::new(),
+        })
     }
 }
 

@@ -11,6 +11,6 @@ mod shard;
 
 pub use error::StoreError;
 pub use handle::{Store, StoreWatch};
-pub use machine::{EventKind, Stored, StoreEvent, WriteOp, WriteOutcome};
+pub use machine::{EventKind, StoreEvent, Stored, WriteOp, WriteOutcome};
 pub use persist::ShardDb;
 pub use shard::{Shard, ShardArgs, ShardMsg, shard_group, shard_name};

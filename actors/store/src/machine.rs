@@ -17,7 +17,11 @@ pub enum WriteOp {
     /// Fails with `AlreadyExists` when the key is present.
     Create { key: String, value: Vec<u8> },
     /// Fails with `NotFound` when absent, `Conflict` when `expected` is not the current revision.
-    Update { key: String, value: Vec<u8>, expected: Option<u64> },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: Option<u64>,
+    },
     /// Fails with `NotFound` when absent, `Conflict` when `expected` is not the current revision.
     Delete { key: String, expected: Option<u64> },
 }
@@ -26,7 +30,9 @@ impl WriteOp {
     /// The key the write touches.
     pub fn key(&self) -> &str {
         match self {
-            WriteOp::Create { key, .. } | WriteOp::Update { key, .. } | WriteOp::Delete { key, .. } => key,
+            WriteOp::Create { key, .. }
+            | WriteOp::Update { key, .. }
+            | WriteOp::Delete { key, .. } => key,
         }
     }
 }
@@ -72,7 +78,11 @@ pub enum Plan {
 
 fn check_expected(key: &str, expected: Option<u64>, current: &Stored) -> Result<(), StoreError> {
     match expected {
-        Some(exp) if exp != current.rev => Err(StoreError::Conflict { key: key.to_owned(), expected: exp, current: current.rev }),
+        Some(exp) if exp != current.rev => Err(StoreError::Conflict {
+            key: key.to_owned(),
+            expected: exp,
+            current: current.rev,
+        }),
         _ => Ok(()),
     }
 }
@@ -81,14 +91,29 @@ fn check_expected(key: &str, expected: Option<u64>, current: &Stored) -> Result<
 pub fn plan(op: &WriteOp, current: Option<&Stored>) -> Result<Plan, StoreError> {
     match (op, current) {
         (WriteOp::Create { key, .. }, Some(_)) => Err(StoreError::AlreadyExists(key.clone())),
-        (WriteOp::Create { value, .. }, None) => Ok(Plan::Put { value: value.clone(), kind: EventKind::Added }),
-        (WriteOp::Update { key, .. } | WriteOp::Delete { key, .. }, None) => Err(StoreError::NotFound(key.clone())),
-        (WriteOp::Update { key, value, expected }, Some(cur)) => {
+        (WriteOp::Create { value, .. }, None) => Ok(Plan::Put {
+            value: value.clone(),
+            kind: EventKind::Added,
+        }),
+        (WriteOp::Update { key, .. } | WriteOp::Delete { key, .. }, None) => {
+            Err(StoreError::NotFound(key.clone()))
+        }
+        (
+            WriteOp::Update {
+                key,
+                value,
+                expected,
+            },
+            Some(cur),
+        ) => {
             check_expected(key, *expected, cur)?;
             if cur.value.as_slice() == value.as_slice() {
                 Ok(Plan::Unchanged)
             } else {
-                Ok(Plan::Put { value: value.clone(), kind: EventKind::Modified })
+                Ok(Plan::Put {
+                    value: value.clone(),
+                    kind: EventKind::Modified,
+                })
             }
         }
         (WriteOp::Delete { key, expected }, Some(cur)) => {
@@ -102,10 +127,16 @@ pub fn plan(op: &WriteOp, current: Option<&Stored>) -> Result<Plan, StoreError> 
 /// retained revision is `oldest` (every event after `oldest - 1` is kept) at `current`.
 pub fn check_watch_start(from: u64, oldest_kept: u64, current: u64) -> Result<(), StoreError> {
     if from > current {
-        return Err(StoreError::TooLarge { requested: from, current });
+        return Err(StoreError::TooLarge {
+            requested: from,
+            current,
+        });
     }
     if from + 1 < oldest_kept {
-        return Err(StoreError::Gone { requested: from, oldest: oldest_kept });
+        return Err(StoreError::Gone {
+            requested: from,
+            oldest: oldest_kept,
+        });
     }
     Ok(())
 }
@@ -115,39 +146,88 @@ mod tests {
     use super::*;
 
     fn stored(rev: u64, v: &str) -> Stored {
-        Stored { rev, value: Arc::new(v.as_bytes().to_vec()) }
+        Stored {
+            rev,
+            value: Arc::new(v.as_bytes().to_vec()),
+        }
     }
 
     #[test]
     fn create_refuses_an_existing_key() {
-        let op = WriteOp::Create { key: "/k".into(), value: b"x".to_vec() };
-        assert_eq!(plan(&op, Some(&stored(3, "y"))), Err(StoreError::AlreadyExists("/k".into())));
-        assert_eq!(plan(&op, None), Ok(Plan::Put { value: b"x".to_vec(), kind: EventKind::Added }));
+        let op = WriteOp::Create {
+            key: "/k".into(),
+            value: b"x".to_vec(),
+        };
+        assert_eq!(
+            plan(&op, Some(&stored(3, "y"))),
+            Err(StoreError::AlreadyExists("/k".into()))
+        );
+        assert_eq!(
+            plan(&op, None),
+            Ok(Plan::Put {
+                value: b"x".to_vec(),
+                kind: EventKind::Added
+            })
+        );
     }
 
     #[test]
     fn a_stale_revision_is_a_conflict() {
-        let op = WriteOp::Update { key: "/k".into(), value: b"x".to_vec(), expected: Some(2) };
-        assert_eq!(plan(&op, Some(&stored(3, "y"))), Err(StoreError::Conflict { key: "/k".into(), expected: 2, current: 3 }));
-        let del = WriteOp::Delete { key: "/k".into(), expected: Some(2) };
-        assert!(matches!(plan(&del, Some(&stored(3, "y"))), Err(StoreError::Conflict { .. })));
+        let op = WriteOp::Update {
+            key: "/k".into(),
+            value: b"x".to_vec(),
+            expected: Some(2),
+        };
+        assert_eq!(
+            plan(&op, Some(&stored(3, "y"))),
+            Err(StoreError::Conflict {
+                key: "/k".into(),
+                expected: 2,
+                current: 3
+            })
+        );
+        let del = WriteOp::Delete {
+            key: "/k".into(),
+            expected: Some(2),
+        };
+        assert!(matches!(
+            plan(&del, Some(&stored(3, "y"))),
+            Err(StoreError::Conflict { .. })
+        ));
     }
 
     #[test]
     fn an_update_without_precondition_overwrites() {
-        let op = WriteOp::Update { key: "/k".into(), value: b"x".to_vec(), expected: None };
-        assert_eq!(plan(&op, Some(&stored(3, "y"))), Ok(Plan::Put { value: b"x".to_vec(), kind: EventKind::Modified }));
+        let op = WriteOp::Update {
+            key: "/k".into(),
+            value: b"x".to_vec(),
+            expected: None,
+        };
+        assert_eq!(
+            plan(&op, Some(&stored(3, "y"))),
+            Ok(Plan::Put {
+                value: b"x".to_vec(),
+                kind: EventKind::Modified
+            })
+        );
     }
 
     #[test]
     fn an_update_to_the_same_value_changes_nothing() {
-        let op = WriteOp::Update { key: "/k".into(), value: b"y".to_vec(), expected: Some(3) };
+        let op = WriteOp::Update {
+            key: "/k".into(),
+            value: b"y".to_vec(),
+            expected: Some(3),
+        };
         assert_eq!(plan(&op, Some(&stored(3, "y"))), Ok(Plan::Unchanged));
     }
 
     #[test]
     fn writes_to_missing_keys_are_not_found() {
-        let op = WriteOp::Delete { key: "/k".into(), expected: None };
+        let op = WriteOp::Delete {
+            key: "/k".into(),
+            expected: None,
+        };
         assert_eq!(plan(&op, None), Err(StoreError::NotFound("/k".into())));
     }
 
@@ -156,8 +236,20 @@ mod tests {
         // History keeps revisions 5..=10.
         assert!(check_watch_start(4, 5, 10).is_ok());
         assert!(check_watch_start(10, 5, 10).is_ok());
-        assert_eq!(check_watch_start(3, 5, 10), Err(StoreError::Gone { requested: 3, oldest: 5 }));
-        assert_eq!(check_watch_start(11, 5, 10), Err(StoreError::TooLarge { requested: 11, current: 10 }));
+        assert_eq!(
+            check_watch_start(3, 5, 10),
+            Err(StoreError::Gone {
+                requested: 3,
+                oldest: 5
+            })
+        );
+        assert_eq!(
+            check_watch_start(11, 5, 10),
+            Err(StoreError::TooLarge {
+                requested: 11,
+                current: 10
+            })
+        );
         // Nothing compacted yet: every start from 0 is fine.
         assert!(check_watch_start(0, 1, 0).is_ok());
     }

@@ -33,24 +33,40 @@ fn encode_object(rev: u64, value: &[u8]) -> Vec<u8> {
 
 fn decode_object(bytes: &[u8]) -> Result<Stored, StoreError> {
     if bytes.len() < 8 {
-        return Err(StoreError::Storage("object record shorter than its revision".into()));
+        return Err(StoreError::Storage(
+            "object record shorter than its revision".into(),
+        ));
     }
     let (rev, value) = bytes.split_at(8);
     let mut rev_bytes = [0u8; 8];
     rev_bytes.copy_from_slice(rev);
-    Ok(Stored { rev: u64::from_be_bytes(rev_bytes), value: Arc::new(value.to_vec()) })
+    Ok(Stored {
+        rev: u64::from_be_bytes(rev_bytes),
+        value: Arc::new(value.to_vec()),
+    })
 }
 
 fn encode_event(kind: EventKind, key: &str, value: &[u8]) -> Vec<u8> {
-    let record = EventRecord { kind, key: key.to_owned(), value: value.to_vec() };
+    let record = EventRecord {
+        kind,
+        key: key.to_owned(),
+        value: value.to_vec(),
+    };
     // A struct of an enum, a string and bytes always encodes.
     bincode::serde::encode_to_vec(&record, bincode::config::standard()).unwrap_or_default()
 }
 
 fn decode_event(shard: u32, rev: u64, bytes: &[u8]) -> Result<StoreEvent, StoreError> {
-    let (record, _): (EventRecord, usize) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|e| StoreError::Storage(format!("event {rev} is corrupt: {e}")))?;
-    Ok(StoreEvent { shard, rev, kind: record.kind, key: record.key, value: Arc::new(record.value) })
+    let (record, _): (EventRecord, usize) =
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|e| StoreError::Storage(format!("event {rev} is corrupt: {e}")))?;
+    Ok(StoreEvent {
+        shard,
+        rev,
+        kind: record.kind,
+        key: record.key,
+        value: Arc::new(record.value),
+    })
 }
 
 /// The revisions a shard has reached and still remembers.
@@ -83,7 +99,10 @@ impl ShardDb {
             }
         }
         txn.commit()?;
-        Ok(ShardDb { db: Arc::new(db), shard })
+        Ok(ShardDb {
+            db: Arc::new(db),
+            shard,
+        })
     }
 
     /// The shard's index.
@@ -97,7 +116,10 @@ impl ShardDb {
         let meta = txn.open_table(META)?;
         let revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
         let oldest_kept = meta.get("oldest_kept")?.map(|g| g.value()).unwrap_or(1);
-        Ok(Marks { revision, oldest_kept })
+        Ok(Marks {
+            revision,
+            oldest_kept,
+        })
     }
 
     /// The value at `key`.
@@ -127,20 +149,34 @@ impl ShardDb {
     }
 
     /// Applies one write durably. Keeps at most `history_limit` events.
-    pub fn write(&self, op: &WriteOp, history_limit: u64) -> Result<(WriteOutcome, Option<StoreEvent>), StoreError> {
+    pub fn write(
+        &self,
+        op: &WriteOp,
+        history_limit: u64,
+    ) -> Result<(WriteOutcome, Option<StoreEvent>), StoreError> {
         let txn = self.db.begin_write()?;
         let result = {
             let mut objects = txn.open_table(OBJECTS)?;
             let mut events = txn.open_table(EVENTS)?;
             let mut meta = txn.open_table(META)?;
             let revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
-            let current = objects.get(op.key())?.map(|g| decode_object(g.value())).transpose()?;
+            let current = objects
+                .get(op.key())?
+                .map(|g| decode_object(g.value()))
+                .transpose()?;
             let decision = plan(op, current.as_ref())?;
             let rev = revision + 1;
             let (kind, value) = match decision {
                 Plan::Unchanged => {
                     let at = current.as_ref().map_or(revision, |c| c.rev);
-                    return Ok((WriteOutcome { rev: at, previous: current, changed: false }, None));
+                    return Ok((
+                        WriteOutcome {
+                            rev: at,
+                            previous: current,
+                            changed: false,
+                        },
+                        None,
+                    ));
                 }
                 Plan::Put { value, kind } => {
                     objects.insert(op.key(), encode_object(rev, &value).as_slice())?;
@@ -148,7 +184,10 @@ impl ShardDb {
                 }
                 Plan::Remove => {
                     objects.remove(op.key())?;
-                    let last = current.as_ref().map(|c| c.value.as_ref().clone()).unwrap_or_default();
+                    let last = current
+                        .as_ref()
+                        .map(|c| c.value.as_ref().clone())
+                        .unwrap_or_default();
                     (EventKind::Deleted, last)
                 }
             };
@@ -160,8 +199,21 @@ impl ShardDb {
                 events.retain_in(..new_oldest, |_, _| false)?;
                 meta.insert("oldest_kept", new_oldest)?;
             }
-            let event = StoreEvent { shard: self.shard, rev, kind, key: op.key().to_owned(), value: Arc::new(value) };
-            (WriteOutcome { rev, previous: current, changed: true }, Some(event))
+            let event = StoreEvent {
+                shard: self.shard,
+                rev,
+                kind,
+                key: op.key().to_owned(),
+                value: Arc::new(value),
+            };
+            (
+                WriteOutcome {
+                    rev,
+                    previous: current,
+                    changed: true,
+                },
+                Some(event),
+            )
         };
         txn.commit()?;
         Ok(result)
@@ -196,7 +248,10 @@ mod tests {
     }
 
     fn create(key: &str, v: &str) -> WriteOp {
-        WriteOp::Create { key: key.into(), value: v.as_bytes().to_vec() }
+        WriteOp::Create {
+            key: key.into(),
+            value: v.as_bytes().to_vec(),
+        }
     }
 
     #[test]
@@ -217,12 +272,22 @@ mod tests {
     fn history_is_trimmed_to_the_limit() {
         let (db, dir) = temp_db("trim");
         for i in 0..10 {
-            db.write(&create(&format!("/k/{i}"), "v"), 4).expect("write");
+            db.write(&create(&format!("/k/{i}"), "v"), 4)
+                .expect("write");
         }
         let marks = db.marks().expect("marks");
-        assert_eq!(marks, Marks { revision: 10, oldest_kept: 7 });
+        assert_eq!(
+            marks,
+            Marks {
+                revision: 10,
+                oldest_kept: 7
+            }
+        );
         let events = db.events_after(6, "/k/").expect("events");
-        assert_eq!(events.iter().map(|e| e.rev).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
+        assert_eq!(
+            events.iter().map(|e| e.rev).collect::<Vec<_>>(),
+            vec![7, 8, 9, 10]
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -230,7 +295,15 @@ mod tests {
     fn a_delete_event_carries_the_last_state() {
         let (db, dir) = temp_db("delete");
         db.write(&create("/k/a", "last"), 100).expect("write");
-        let (outcome, event) = db.write(&WriteOp::Delete { key: "/k/a".into(), expected: Some(1) }, 100).expect("delete");
+        let (outcome, event) = db
+            .write(
+                &WriteOp::Delete {
+                    key: "/k/a".into(),
+                    expected: Some(1),
+                },
+                100,
+            )
+            .expect("delete");
         assert_eq!(outcome.rev, 2);
         let event = event.expect("an event");
         assert_eq!(event.kind, EventKind::Deleted);
@@ -245,7 +318,12 @@ mod tests {
         db.write(&create("/k/a", "v"), 100).expect("write");
         assert!(db.write(&create("/k/a", "w"), 100).is_err());
         assert_eq!(db.marks().expect("marks").revision, 1);
-        assert_eq!(db.get("/k/a").expect("get").map(|s| s.value.as_ref().clone()), Some(b"v".to_vec()));
+        assert_eq!(
+            db.get("/k/a")
+                .expect("get")
+                .map(|s| s.value.as_ref().clone()),
+            Some(b"v".to_vec())
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

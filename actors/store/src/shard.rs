@@ -28,10 +28,17 @@ pub fn shard_group(n: u32) -> String {
 pub enum ShardMsg {
     Get(String, RpcReplyPort<Result<Option<Stored>, StoreError>>),
     /// Everything under a prefix, and the revision of the list.
-    List(String, RpcReplyPort<Result<(Vec<(String, Stored)>, u64), StoreError>>),
+    List(
+        String,
+        RpcReplyPort<Result<(Vec<(String, Stored)>, u64), StoreError>>,
+    ),
     Write(WriteOp, RpcReplyPort<Result<WriteOutcome, StoreError>>),
     /// Events under `prefix` after revision `from` (or from now, when `None`).
-    Watch { prefix: String, from: Option<u64>, reply: RpcReplyPort<Result<(mpsc::Receiver<StoreEvent>, u64), StoreError>> },
+    Watch {
+        prefix: String,
+        from: Option<u64>,
+        reply: RpcReplyPort<Result<(mpsc::Receiver<StoreEvent>, u64), StoreError>>,
+    },
 }
 
 /// What a shard starts from.
@@ -59,8 +66,12 @@ pub struct ShardState {
 /// The shard actor.
 pub struct Shard;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Storage(format!("storage task failed: {e}")))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Storage(format!("storage task failed: {e}")))?
 }
 
 impl ShardState {
@@ -81,14 +92,22 @@ impl ShardState {
         });
     }
 
-    async fn watch(&mut self, prefix: String, from: Option<u64>) -> Result<(mpsc::Receiver<StoreEvent>, u64), StoreError> {
+    async fn watch(
+        &mut self,
+        prefix: String,
+        from: Option<u64>,
+    ) -> Result<(mpsc::Receiver<StoreEvent>, u64), StoreError> {
         let db = self.db.clone();
         let marks = blocking(move || db.marks()).await?;
         let start = from.unwrap_or(marks.revision);
         check_watch_start(start, marks.oldest_kept, marks.revision)?;
         let db = self.db.clone();
         let replay_prefix = prefix.clone();
-        let backlog = if start < marks.revision { blocking(move || db.events_after(start, &replay_prefix)).await? } else { Vec::new() };
+        let backlog = if start < marks.revision {
+            blocking(move || db.events_after(start, &replay_prefix)).await?
+        } else {
+            Vec::new()
+        };
         let (tx, rx) = mpsc::channel(self.watch_queue.max(backlog.len() + 1));
         for event in backlog {
             // The channel was sized for the whole backlog.
@@ -104,12 +123,26 @@ impl Actor for Shard {
     type State = ShardState;
     type Arguments = ShardArgs;
 
-    async fn pre_start(&self, myself: ActorRef<ShardMsg>, args: ShardArgs) -> Result<ShardState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ShardMsg>,
+        args: ShardArgs,
+    ) -> Result<ShardState, ActorProcessingErr> {
         ractor::pg::join(shard_group(args.db.shard()), vec![myself.get_cell()]);
-        Ok(ShardState { db: args.db, history_limit: args.history_limit.max(1), watch_queue: args.watch_queue.max(1), subscribers: Vec::new() })
+        Ok(ShardState {
+            db: args.db,
+            history_limit: args.history_limit.max(1),
+            watch_queue: args.watch_queue.max(1),
+            subscribers: Vec::new(),
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<ShardMsg>, msg: ShardMsg, state: &mut ShardState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        msg: ShardMsg,
+        state: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ShardMsg::Get(key, reply) => {
                 let _ = reply.send(state.db.get(&key));
@@ -132,7 +165,11 @@ impl Actor for Shard {
                 };
                 let _ = reply.send(outcome);
             }
-            ShardMsg::Watch { prefix, from, reply } => {
+            ShardMsg::Watch {
+                prefix,
+                from,
+                reply,
+            } => {
                 let result = state.watch(prefix, from).await;
                 let _ = reply.send(result);
             }
