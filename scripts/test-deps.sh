@@ -2,7 +2,8 @@
 # Installs what the test suite needs and prints the environment it should run with:
 #   - kubectl 1.20 from Debian's kubernetes-client package, unpacked into a cache folder
 #     (the package's /usr/bin/kubectl would clash with the kubectl 1.32 already installed);
-#   - kubectl 1.32 is expected at /usr/bin/kubectl.
+#   - kubectl 1.32 is expected at /usr/bin/kubectl;
+#   - a running Docker engine (Debian's docker.io), started in the background when it is not up.
 # Usage: eval "$(scripts/test-deps.sh)"
 set -euo pipefail
 cache="${SHOAL_CACHE:-/var/cache/shoal}"
@@ -21,5 +22,18 @@ if [ ! -x "$k120" ]; then
   rm -rf "$work"
 fi
 "$k120" version --client >/dev/null
+
+if ! docker info >/dev/null 2>&1; then
+  if ! command -v dockerd >/dev/null; then
+    (apt-get install -y docker.io >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y docker.io >/dev/null; }) >&2
+  fi
+  nohup dockerd >"$cache/dockerd.log" 2>&1 &
+  echo $! >"$cache/dockerd.pid"
+  for _ in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see $cache/dockerd.log" >&2; exit 1; }
+fi
 echo "export SHOAL_KUBECTL_120=$k120"
 echo "export SHOAL_KUBECTL_132=/usr/bin/kubectl"

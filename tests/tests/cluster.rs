@@ -58,6 +58,13 @@ fn kubectl_sees_the_master_and_two_nodes_ready() {
                     .is_some_and(|m| m.ends_with("Ki"))
             );
             assert_eq!(node["status"]["nodeInfo"]["operatingSystem"], "linux");
+            let runtime = node["status"]["nodeInfo"]["containerRuntimeVersion"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                runtime.starts_with("docker://"),
+                "the Docker engine is up (scripts/test-deps.sh), so nodeInfo names it: {runtime:?}"
+            );
             assert!(
                 !node["status"]["nodeInfo"]["kernelVersion"]
                     .as_str()
@@ -266,20 +273,22 @@ fn killed_actors_are_restarted_and_kubectl_works_again_within_a_second() {
             String::from_utf8_lossy(&out.stderr)
         );
         let killed_at = Instant::now();
-        let pods = wait_for(
+        // The measure is when the first kubectl that succeeds was started: kubectl's own start-up
+        // on a busy machine is not the cluster's downtime.
+        let (started, pods) = wait_for(
             &format!("kubectl after killing {name}"),
             Duration::from_secs(5),
             || {
+                let started = killed_at.elapsed();
                 let out = cluster.kubectl(Kubectl::V132, &["get", "pods", "--no-headers"]);
                 out.status
                     .success()
-                    .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+                    .then(|| (started, String::from_utf8_lossy(&out.stdout).into_owned()))
             },
         );
-        let took = killed_at.elapsed();
         assert!(
-            took <= Duration::from_secs(1),
-            "kubectl came back {took:?} after killing {name}"
+            started <= Duration::from_secs(1),
+            "kubectl still failed {started:?} after killing {name}"
         );
         assert!(
             pods.starts_with("keep-me"),
@@ -491,4 +500,57 @@ fn a_node_with_a_wrong_token_or_hash_is_refused_and_nothing_changes() {
         .output()
         .expect("curl");
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("master-1"));
+}
+
+#[test]
+fn a_node_cut_off_by_the_fault_seam_goes_not_ready_and_recovers_when_healed() {
+    let mut cluster = Cluster::start("faults", &[]);
+    cluster.start_node("node-a", "127.0.0.2");
+    cluster.wait_nodes(
+        &[("master-1", "Ready"), ("node-a", "Ready")],
+        Duration::from_secs(30),
+    );
+    let out_file = cluster.dir.join("node-a.out");
+    let admin = wait_for("node-a's admin endpoint", Duration::from_secs(10), || {
+        std::fs::read_to_string(&out_file)
+            .ok()?
+            .lines()
+            .find_map(|l| l.split("admin endpoint ").nth(1).map(str::to_owned))
+    });
+    let set_fault = |body: &str| {
+        let file = cluster.dir.join("fault.json");
+        std::fs::write(&file, body).expect("write");
+        let file = file.display().to_string();
+        let out = cluster.kubectl(
+            Kubectl::V132,
+            &[
+                "--server",
+                &admin,
+                "--tls-server-name",
+                "node-a",
+                "create",
+                "--raw",
+                "/debug/faults/master-1",
+                "-f",
+                &file,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    set_fault(r#"{"partitioned": true}"#);
+    cluster.wait_nodes(
+        &[("master-1", "Ready"), ("node-a", "NotReady")],
+        Duration::from_secs(10),
+    );
+    set_fault(r#"{"partitioned": false}"#);
+    cluster.wait_nodes(
+        &[("master-1", "Ready"), ("node-a", "Ready")],
+        Duration::from_secs(20),
+    );
+    let log = std::fs::read_to_string(&cluster.node("node-a").log).unwrap_or_default();
+    assert!(log.contains("partitioned by the fault seam"), "{log}");
 }

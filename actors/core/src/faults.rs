@@ -3,6 +3,7 @@
 //! these rules on every dial, accept and write.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct PeerFault {
 #[derive(Default)]
 pub struct Faults {
     rules: Mutex<HashMap<String, PeerFault>>,
+    /// Whether any rule is set: the write path checks this without taking the lock.
+    active: AtomicBool,
 }
 
 static FAULTS: LazyLock<Faults> = LazyLock::new(Faults::default);
@@ -46,15 +49,19 @@ impl Faults {
         } else {
             rules.insert(peer.to_owned(), fault);
         }
+        self.active.store(!rules.is_empty(), Ordering::Release);
     }
 
     /// Whether `peer` is cut off.
     pub fn is_partitioned(&self, peer: &str) -> bool {
-        self.rules().get(peer).is_some_and(|f| f.partitioned)
+        self.active.load(Ordering::Acquire) && self.rules().get(peer).is_some_and(|f| f.partitioned)
     }
 
     /// The delay on writes to `peer`.
     pub fn delay(&self, peer: &str) -> Duration {
+        if !self.active.load(Ordering::Acquire) {
+            return Duration::ZERO;
+        }
         Duration::from_millis(self.rules().get(peer).map_or(0, |f| f.delay_ms))
     }
 

@@ -72,6 +72,8 @@ async fn get(
 impl KubeletState {
     /// Creates the Node, or refreshes the status of the one that exists; returns its uid.
     async fn post_node(&mut self) -> Result<(), ApiError> {
+        self.args.facts.container_runtime_version =
+            crate::machine::container_runtime_version().await;
         let id = &self.args.identity;
         let now = Timestamp::now();
         let node = match get("", "nodes", None, &id.name).await? {

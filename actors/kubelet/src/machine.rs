@@ -1,7 +1,5 @@
 //! Facts about this machine, read once at start.
 
-use std::path::Path;
-
 /// What the Node object reports about the machine.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MachineFacts {
@@ -39,7 +37,8 @@ pub fn go_arch(rust_arch: &str) -> &str {
     }
 }
 
-/// Reads the machine's facts. The container runtime's version is filled in when Docker answers.
+/// Reads the machine's facts. The container runtime's version is asked for separately
+/// ([`container_runtime_version`]), each time the node posts its status.
 pub fn read() -> MachineFacts {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
@@ -51,25 +50,22 @@ pub fn read() -> MachineFacts {
         architecture: go_arch(std::env::consts::ARCH).to_owned(),
         machine_id: read_trimmed("/etc/machine-id"),
         boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
-        container_runtime_version: docker_version(Path::new("/var/run/docker.sock"))
-            .map(|v| format!("docker://{v}"))
-            .unwrap_or_default(),
+        container_runtime_version: String::new(),
     }
 }
 
-/// The Docker engine's version, if its socket answers (a plain HTTP/1.0 `GET /version`).
-fn docker_version(socket: &Path) -> Option<String> {
-    use std::io::{Read, Write};
-    use std::os::unix::net::UnixStream;
-    use std::time::Duration;
-    let mut stream = UnixStream::connect(socket).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(b"GET /version HTTP/1.0\r\nHost: docker\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.take(1 << 20).read_to_string(&mut response).ok()?;
-    let body = response.split_once("\r\n\r\n")?.1;
-    let value: serde_json::Value = serde_json::from_str(body).ok()?;
-    value["Version"].as_str().map(str::to_owned)
+/// The container runtime's version as Kubernetes reports it (`docker://20.10.24`), when the
+/// Docker engine answers within a second; empty otherwise.
+pub async fn container_runtime_version() -> String {
+    let Ok(docker) = bollard::Docker::connect_with_local_defaults() else {
+        return String::new();
+    };
+    let ask = async {
+        let docker = docker.negotiate_version().await.ok()?;
+        docker.version().await.ok()?.version
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(1), ask).await {
+        Ok(Some(version)) => format!("docker://{version}"),
+        _ => String::new(),
+    }
 }
