@@ -109,14 +109,14 @@ async fn run(args: Args) -> Result<(), NodeError> {
     };
     let ca_der = cert_der(&ca_pem)?;
     let ca_hash = ca_cert_hash(&ca_der)?;
-    if let Some(given) = &args.ca_cert_hash {
-        if *given != ca_hash {
-            return Err(NodeError::OtherCluster {
-                saved: ca_hash,
-                given: given.clone(),
-                dir: args.data_dir.display().to_string(),
-            });
-        }
+    if let Some(given) = &args.ca_cert_hash
+        && *given != ca_hash
+    {
+        return Err(NodeError::OtherCluster {
+            saved: ca_hash,
+            given: given.clone(),
+            dir: args.data_dir.display().to_string(),
+        });
     }
     let transport = TransportArgs {
         name: name.clone(),

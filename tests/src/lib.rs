@@ -319,6 +319,37 @@ impl Cluster {
             .1
     }
 
+    /// The `https://address:port` of a node's admin endpoint, as the node printed it.
+    pub fn node_admin(&self, name: &str) -> String {
+        let out = self.dir.join(format!("{name}.out"));
+        wait_for(
+            &format!("{name}'s admin endpoint"),
+            Duration::from_secs(10),
+            || {
+                fs::read_to_string(&out)
+                    .ok()?
+                    .lines()
+                    .find_map(|l| l.split("admin endpoint ").nth(1).map(str::to_owned))
+            },
+        )
+    }
+
+    /// When the node's lease was last renewed, as stored.
+    pub fn lease_renew_time(&self, node: &str) -> String {
+        self.kubectl_ok(
+            Kubectl::V132,
+            &[
+                "get",
+                "lease",
+                node,
+                "-n",
+                "kube-node-lease",
+                "-o",
+                "jsonpath={.spec.renewTime}",
+            ],
+        )
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("master/admin.kubeconfig")
     }

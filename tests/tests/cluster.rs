@@ -236,7 +236,7 @@ fn a_killed_node_goes_not_ready_within_five_seconds_and_returns_as_itself() {
 
 #[test]
 fn killed_actors_are_restarted_and_kubectl_works_again_within_a_second() {
-    let mut cluster = three_node_cluster("actorkill");
+    let cluster = three_node_cluster("actorkill");
     let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"keep-me","labels":{"app":"x"}},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
     let (code, body) = cluster.curl(
         "POST",
@@ -307,21 +307,7 @@ fn killed_actors_are_restarted_and_kubectl_works_again_within_a_second() {
     );
     assert!(!missing.status.success());
     // The node's own admin endpoint kills its kubelet; its supervisor restarts it and the node stays Ready.
-    let log = std::fs::read_to_string(&cluster.node("node-a").log).unwrap_or_default();
-    let admin = log
-        .lines()
-        .rev()
-        .find_map(|l| l.split("admin endpoint ").nth(1))
-        .map(str::to_owned);
-    let out_file = cluster.dir.join("node-a.out");
-    let admin = admin
-        .or_else(|| {
-            std::fs::read_to_string(&out_file)
-                .ok()?
-                .lines()
-                .find_map(|l| l.split("admin endpoint ").nth(1).map(str::to_owned))
-        })
-        .expect("node-a printed its admin endpoint");
+    let admin = cluster.node_admin("node-a");
     let kill = cluster.kubectl(
         Kubectl::V132,
         &[
@@ -380,18 +366,7 @@ fn a_restarted_master_keeps_everything_and_nodes_reconnect() {
         Kubectl::V132,
         &["get", "pods", "-o", "jsonpath={.items[*].metadata.uid}"],
     );
-    let renew_before = cluster.kubectl_ok(
-        Kubectl::V132,
-        &[
-            "get",
-            "lease",
-            "node-b",
-            "-n",
-            "kube-node-lease",
-            "-o",
-            "jsonpath={.spec.renewTime}",
-        ],
-    );
+    let renew_before = cluster.lease_renew_time("node-b");
     cluster.restart_master();
     let after = cluster.kubectl_ok(
         Kubectl::V132,
@@ -403,18 +378,7 @@ fn a_restarted_master_keeps_everything_and_nodes_reconnect() {
         "node-b to renew its lease through the restarted master",
         Duration::from_secs(20),
         || {
-            let now = cluster.kubectl_ok(
-                Kubectl::V132,
-                &[
-                    "get",
-                    "lease",
-                    "node-b",
-                    "-n",
-                    "kube-node-lease",
-                    "-o",
-                    "jsonpath={.spec.renewTime}",
-                ],
-            );
+            let now = cluster.lease_renew_time("node-b");
             (now > renew_before).then_some(())
         },
     );
@@ -510,13 +474,7 @@ fn a_node_cut_off_by_the_fault_seam_goes_not_ready_and_recovers_when_healed() {
         &[("master-1", "Ready"), ("node-a", "Ready")],
         Duration::from_secs(30),
     );
-    let out_file = cluster.dir.join("node-a.out");
-    let admin = wait_for("node-a's admin endpoint", Duration::from_secs(10), || {
-        std::fs::read_to_string(&out_file)
-            .ok()?
-            .lines()
-            .find_map(|l| l.split("admin endpoint ").nth(1).map(str::to_owned))
-    });
+    let admin = cluster.node_admin("node-a");
     let set_fault = |body: &str| {
         let file = cluster.dir.join("fault.json");
         std::fs::write(&file, body).expect("write");

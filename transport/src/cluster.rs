@@ -71,10 +71,10 @@ impl Peers {
     }
 
     fn insert(&self, name: &str, conn: &quinn::Connection) {
-        if let Some(old) = self.lock().insert(name.to_owned(), conn.clone()) {
-            if old.stable_id() != conn.stable_id() {
-                old.close(0u32.into(), b"replaced");
-            }
+        if let Some(old) = self.lock().insert(name.to_owned(), conn.clone())
+            && old.stable_id() != conn.stable_id()
+        {
+            old.close(0u32.into(), b"replaced");
         }
     }
 

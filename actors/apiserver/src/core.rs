@@ -117,21 +117,21 @@ fn random_suffix() -> String {
 }
 
 fn check_type_meta(info: &ResourceInfo, object: &Map<String, Value>) -> Result<(), ApiError> {
-    if let Some(api_version) = object.get("apiVersion").and_then(Value::as_str) {
-        if api_version != info.api_version() {
-            return Err(ApiError::BadRequest(format!(
-                "the API version in the data ({api_version}) does not match the expected API version ({})",
-                info.api_version()
-            )));
-        }
+    if let Some(api_version) = object.get("apiVersion").and_then(Value::as_str)
+        && api_version != info.api_version()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            info.api_version()
+        )));
     }
-    if let Some(kind) = object.get("kind").and_then(Value::as_str) {
-        if kind != info.kind {
-            return Err(ApiError::BadRequest(format!(
-                "the kind in the data ({kind}) does not match the expected kind ({})",
-                info.kind
-            )));
-        }
+    if let Some(kind) = object.get("kind").and_then(Value::as_str)
+        && kind != info.kind
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            info.kind
+        )));
     }
     Ok(())
 }
@@ -351,12 +351,12 @@ impl ApiCore {
         };
         check_name(info, &name)?;
         if let Some(ns) = namespace {
-            if let Some(body_ns) = meta_str(&object, "namespace") {
-                if body_ns != ns {
-                    return Err(ApiError::BadRequest(
+            if let Some(body_ns) = meta_str(&object, "namespace")
+                && body_ns != ns
+            {
+                return Err(ApiError::BadRequest(
                         "the namespace of the provided object does not match the namespace sent on the request".into(),
                     ));
-                }
             }
             check_namespace_name(info, &name, ns)?;
             self.namespace_exists(ns).await?;
@@ -432,26 +432,26 @@ impl ApiCore {
     ) -> Result<Value, ApiError> {
         let object = parse_object(body)?;
         check_type_meta(info, &object)?;
-        if let Some(body_name) = meta_str(&object, "name") {
-            if body_name != name {
-                return Err(ApiError::BadRequest(format!(
-                    "the name of the object ({body_name}) does not match the name on the URL ({name})"
-                )));
-            }
+        if let Some(body_name) = meta_str(&object, "name")
+            && body_name != name
+        {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
-        if let (Some(ns), Some(body_ns)) = (namespace, meta_str(&object, "namespace")) {
-            if body_ns != ns {
-                return Err(ApiError::BadRequest("the namespace of the provided object does not match the namespace sent on the request".into()));
-            }
+        if let (Some(ns), Some(body_ns)) = (namespace, meta_str(&object, "namespace"))
+            && body_ns != ns
+        {
+            return Err(ApiError::BadRequest("the namespace of the provided object does not match the namespace sent on the request".into()));
         }
         let key = Self::key(info, namespace, name);
         let wanted = self.precondition(info, name, &key, meta_str(&object, "resourceVersion"))?;
         for _ in 0..UPDATE_ATTEMPTS {
             let (_, current) = self.load(info, namespace, name).await?;
-            if let Some(rev) = wanted {
-                if rev != current.rev {
-                    return Err(ApiError::stale(subject(info, name)));
-                }
+            if let Some(rev) = wanted
+                && rev != current.rev
+            {
+                return Err(ApiError::stale(subject(info, name)));
             }
             let old = parse_object(&current.value)?;
             let merged = merge_update(info, &old, object.clone(), status_only);
@@ -500,18 +500,17 @@ impl ApiCore {
             .get("preconditions")
             .and_then(|p| p.get("uid"))
             .and_then(Value::as_str)
+            && old.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
         {
-            if old.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
-                return Err(ApiError::Conflict(
-                    subject(info, name),
-                    format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        old.pointer("/metadata/uid")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                    ),
-                ));
-            }
+            return Err(ApiError::Conflict(
+                subject(info, name),
+                format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    old.pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                ),
+            ));
         }
         let wanted_text = options
             .get("preconditions")
@@ -695,10 +694,8 @@ fn merge_update(
         };
     }
     meta.remove("resourceVersion");
-    if spec_changed {
-        if let Some(generation) = old_meta.get("generation").and_then(Value::as_i64) {
-            meta.insert("generation".into(), json!(generation + 1));
-        }
+    if spec_changed && let Some(generation) = old_meta.get("generation").and_then(Value::as_i64) {
+        meta.insert("generation".into(), json!(generation + 1));
     }
     Value::Object(new)
 }

@@ -149,19 +149,17 @@ pub fn check_semantics(info: &ResourceInfo, name: &str, object: &Value) -> Resul
             }
         }
     }
-    if info.kind == "Lease" {
-        if let Some(d) = object
+    if info.kind == "Lease"
+        && let Some(d) = object
             .pointer("/spec/leaseDurationSeconds")
             .and_then(Value::as_i64)
-        {
-            if d <= 0 {
-                causes.push(FieldCause {
-                    reason: "FieldValueInvalid",
-                    field: "spec.leaseDurationSeconds".into(),
-                    message: format!("Invalid value: {d}: must be greater than 0"),
-                });
-            }
-        }
+        && d <= 0
+    {
+        causes.push(FieldCause {
+            reason: "FieldValueInvalid",
+            field: "spec.leaseDurationSeconds".into(),
+            message: format!("Invalid value: {d}: must be greater than 0"),
+        });
     }
     if causes.is_empty() {
         Ok(())

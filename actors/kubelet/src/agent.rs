@@ -133,10 +133,10 @@ impl KubeletState {
             }
             Some(mut existing) => {
                 existing["spec"] = fresh["spec"].clone();
-                if existing.pointer("/metadata/ownerReferences").is_none() {
-                    if let Some(refs) = fresh.pointer("/metadata/ownerReferences") {
-                        existing["metadata"]["ownerReferences"] = refs.clone();
-                    }
+                if existing.pointer("/metadata/ownerReferences").is_none()
+                    && let Some(refs) = fresh.pointer("/metadata/ownerReferences")
+                {
+                    existing["metadata"]["ownerReferences"] = refs.clone();
                 }
                 let req = ApiRequest::new(
                     Verb::Update,
@@ -154,7 +154,7 @@ impl KubeletState {
     }
 
     async fn tick(&mut self) -> Result<(), ApiError> {
-        if self.node_uid.is_none() || self.ticks % self.args.status_every.max(1) == 0 {
+        if self.node_uid.is_none() || self.ticks.is_multiple_of(self.args.status_every.max(1)) {
             self.post_node().await?;
         }
         self.ticks = self.ticks.wrapping_add(1);

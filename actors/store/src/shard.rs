@@ -23,15 +23,15 @@ pub fn shard_group(n: u32) -> String {
     format!("shard/{n}")
 }
 
+/// A shard's answer to a list: the entries under the prefix and the revision it was taken at.
+pub type ListReply = Result<(Vec<(String, Stored)>, u64), StoreError>;
+
 /// Messages of a shard (local only).
 #[derive(RactorMessage)]
 pub enum ShardMsg {
     Get(String, RpcReplyPort<Result<Option<Stored>, StoreError>>),
     /// Everything under a prefix, and the revision of the list.
-    List(
-        String,
-        RpcReplyPort<Result<(Vec<(String, Stored)>, u64), StoreError>>,
-    ),
+    List(String, RpcReplyPort<ListReply>),
     Write(WriteOp, RpcReplyPort<Result<WriteOutcome, StoreError>>),
     /// Events under `prefix` after revision `from` (or from now, when `None`).
     Watch {
