@@ -14,7 +14,7 @@ use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -120,8 +120,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, TlsError> {
     }
 }
 
-/// Serves `router` over TLS on `listener` until the returned future is dropped; every
-/// connection is owned by it and closes with it.
+/// How long open connections may finish their requests once the server stops.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Serves `router` over TLS on `listener` until the returned future is dropped. Then every
+/// connection stops taking requests, finishes the ones in flight for up to [`DRAIN`] (a
+/// request that killed the server still gets its answer), and closes.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
@@ -129,38 +133,65 @@ pub async fn serve(
     tokens: Arc<Tokens>,
 ) {
     let acceptor = TlsAcceptor::from(config);
-    let mut connections = JoinSet::new();
+    // Dropped with this future: every connection sees its receiver close.
+    let (_running, stopped) = watch::channel(());
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, peer)) = accepted else { continue };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let router = router.clone();
-                let tokens = tokens.clone();
-                connections.spawn(async move {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, router, tokens, mut stopped) = (
+            acceptor.clone(),
+            router.clone(),
+            tokens.clone(),
+            stopped.clone(),
+        );
+        tokio::spawn(async move {
+            let tls = tokio::select! {
+                handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)) => match handshake {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                },
+                _ = stopped.changed() => return,
+            };
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(identity_of)
+                .unwrap_or_default();
+            let service =
+                router.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    let who = if identity.user.is_some() {
+                        identity.clone()
+                    } else {
+                        bearer_identity(&req, &tokens)
                     };
-                    let identity = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(identity_of).unwrap_or_default();
-                    let tokens = tokens.clone();
-                    let service = router.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        let who = if identity.user.is_some() { identity.clone() } else { bearer_identity(&req, &tokens) };
-                        req.extensions_mut().insert(who);
-                        req
-                    });
-                    let hyper_service = TowerToHyperService::new(service);
-                    if let Err(err) = Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(tls), hyper_service).await {
+                    req.extensions_mut().insert(who);
+                    req
+                });
+            let builder = Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(
+                TokioIo::new(tls),
+                TowerToHyperService::new(service),
+            );
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(err) = result {
                         tracing::debug!(%peer, error = %err, "connection ended with an error");
                     }
-                });
+                }
+                _ = stopped.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(DRAIN, connection).await;
+                }
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
+        });
     }
 }
