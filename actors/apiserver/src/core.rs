@@ -1,12 +1,8 @@
 //! The request core: every read and write of cluster state goes through [`ApiCore::handle`]
 //! (validate → default → route to a shard), whether it came over HTTP or as an actor message.
 
-use std::collections::BTreeMap;
-
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
-use shoal_core::error::Subject;
-use shoal_core::selector::{FieldSelector, LabelSelector};
 use shoal_core::time::format_time;
 use shoal_core::version::Version;
 use shoal_core::{
@@ -14,6 +10,12 @@ use shoal_core::{
 };
 use shoal_store::{EventKind, Store, StoreError, StoreEvent, StoreWatch, Stored, WriteOp};
 
+pub use crate::filters::Filters;
+pub use crate::objects::list_object;
+use crate::objects::{
+    check_type_meta, merge_update, meta_str, metadata_mut, parse_object, random_suffix,
+    with_version,
+};
 use crate::resources::{self, ResourceInfo};
 use crate::validate::{
     apply_defaults, check_name, check_namespace_name, check_semantics, check_typed, subject,
@@ -39,12 +41,6 @@ pub struct WatchStart {
     pub stream: StoreWatch,
 }
 
-/// Parsed list filters.
-pub struct Filters {
-    labels: LabelSelector,
-    fields: FieldSelector,
-}
-
 fn map_store_error(info: &ResourceInfo, name: &str, err: StoreError) -> ApiError {
     match err {
         StoreError::NotFound(_) => ApiError::NotFound(subject(info, name)),
@@ -60,118 +56,6 @@ fn map_store_error(info: &ResourceInfo, name: &str, err: StoreError) -> ApiError
             ApiError::Unavailable(format!("store shard {shard} is restarting"))
         }
         StoreError::Storage(why) => ApiError::Internal(why),
-    }
-}
-
-/// Parses a JSON body that must be an object.
-pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::BadRequest(
-            "the request body must be a JSON object".into(),
-        )),
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "the request body is not valid JSON: {e}"
-        ))),
-    }
-}
-
-fn meta_str<'a>(object: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
-    object
-        .get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
-fn metadata_mut(object: &mut Map<String, Value>) -> &mut Map<String, Value> {
-    let entry = object.entry("metadata").or_insert_with(|| json!({}));
-    if !entry.is_object() {
-        *entry = json!({});
-    }
-    match entry {
-        Value::Object(map) => map,
-        // Just replaced by an object above.
-        _ => unreachable!("metadata is an object"),
-    }
-}
-
-/// The object as stored JSON, with its version set.
-fn with_version(value: &[u8], rev: &str) -> Result<Value, ApiError> {
-    let mut object: Value = serde_json::from_slice(value)
-        .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
-    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("resourceVersion".into(), json!(rev));
-    }
-    Ok(object)
-}
-
-fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let id = uuid::Uuid::new_v4();
-    id.as_bytes()
-        .iter()
-        .take(5)
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
-}
-
-fn check_type_meta(info: &ResourceInfo, object: &Map<String, Value>) -> Result<(), ApiError> {
-    if let Some(api_version) = object.get("apiVersion").and_then(Value::as_str)
-        && api_version != info.api_version()
-    {
-        return Err(ApiError::BadRequest(format!(
-            "the API version in the data ({api_version}) does not match the expected API version ({})",
-            info.api_version()
-        )));
-    }
-    if let Some(kind) = object.get("kind").and_then(Value::as_str)
-        && kind != info.kind
-    {
-        return Err(ApiError::BadRequest(format!(
-            "the kind in the data ({kind}) does not match the expected kind ({})",
-            info.kind
-        )));
-    }
-    Ok(())
-}
-
-impl Filters {
-    /// From a request's options; malformed or unsupported selectors are 400s.
-    pub fn parse(info: &ResourceInfo, options: &RequestOptions) -> Result<Filters, ApiError> {
-        let labels = LabelSelector::parse(options.label_selector.as_deref().unwrap_or_default())
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let fields = FieldSelector::parse(options.field_selector.as_deref().unwrap_or_default())
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        if let Some(bad) = fields.fields().find(|f| !info.supports_field(f)) {
-            return Err(ApiError::BadRequest(format!(
-                "field label not supported: {bad}"
-            )));
-        }
-        Ok(Filters { labels, fields })
-    }
-
-    /// Whether an object passes both selectors.
-    pub fn matches(&self, object: &Value) -> bool {
-        let labels: BTreeMap<String, String> = object
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.labels.matches(&labels)
-            && self.fields.matches(|field| {
-                let pointer = format!("/{}", field.replace('.', "/"));
-                match object.pointer(&pointer) {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Bool(b)) => b.to_string(),
-                    Some(Value::Number(n)) => n.to_string(),
-                    _ => String::new(),
-                }
-            })
     }
 }
 
@@ -645,136 +529,5 @@ impl ApiCore {
             }
         }
         Ok(())
-    }
-}
-
-/// The stored form of an update: identity and bookkeeping from the old object; for kinds with
-/// a status subresource, a main-resource update keeps the old status and a status update keeps
-/// everything but the status.
-fn merge_update(
-    info: &ResourceInfo,
-    old: &Map<String, Value>,
-    mut new: Map<String, Value>,
-    status_only: bool,
-) -> Value {
-    if status_only {
-        let mut merged = old.clone();
-        match new.remove("status") {
-            Some(status) => merged.insert("status".into(), status),
-            None => merged.remove("status"),
-        };
-        return Value::Object(merged);
-    }
-    if info.has_status {
-        match old.get("status") {
-            Some(status) => new.insert("status".into(), status.clone()),
-            None => new.remove("status"),
-        };
-    }
-    new.insert("apiVersion".into(), json!(info.api_version()));
-    new.insert("kind".into(), json!(info.kind));
-    let old_meta = old
-        .get("metadata")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let spec_changed = old.get("spec") != new.get("spec");
-    let meta = metadata_mut(&mut new);
-    for field in [
-        "name",
-        "namespace",
-        "uid",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "generation",
-    ] {
-        match old_meta.get(field) {
-            Some(v) => meta.insert(field.into(), v.clone()),
-            None => meta.remove(field),
-        };
-    }
-    meta.remove("resourceVersion");
-    if spec_changed && let Some(generation) = old_meta.get("generation").and_then(Value::as_i64) {
-        meta.insert("generation".into(), json!(generation + 1));
-    }
-    Value::Object(new)
-}
-
-/// A `<Kind>List` object.
-pub fn list_object(info: &ResourceInfo, items: Vec<Value>, version: &str) -> Value {
-    json!({
-        "kind": format!("{}List", info.kind),
-        "apiVersion": info.api_version(),
-        "metadata": {"resourceVersion": version},
-        "items": items,
-    })
-}
-
-/// The subject of an error about a resource of `info`.
-pub fn subject_of(info: &ResourceInfo, name: &str) -> Subject {
-    subject(info, name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pods() -> &'static ResourceInfo {
-        resources::find("", "v1", "pods").expect("served")
-    }
-
-    #[test]
-    fn a_main_update_keeps_status_and_identity() {
-        let old = json!({"metadata": {"name": "p", "uid": "u1", "creationTimestamp": "t", "generation": 1}, "spec": {"a": 1}, "status": {"phase": "Running"}});
-        let new = json!({"metadata": {"name": "p", "uid": "forged", "labels": {"x": "y"}}, "spec": {"a": 2}, "status": {"phase": "Failed"}});
-        let merged = merge_update(
-            pods(),
-            old.as_object().expect("obj"),
-            new.as_object().cloned().expect("obj"),
-            false,
-        );
-        assert_eq!(merged["status"]["phase"], "Running");
-        assert_eq!(merged["metadata"]["uid"], "u1");
-        assert_eq!(merged["metadata"]["labels"]["x"], "y");
-        assert_eq!(merged["metadata"]["generation"], 2);
-    }
-
-    #[test]
-    fn a_status_update_changes_only_the_status() {
-        let old = json!({"metadata": {"name": "p", "labels": {"keep": "me"}}, "spec": {"a": 1}, "status": {"phase": "Pending"}});
-        let new = json!({"metadata": {"name": "p", "labels": {}}, "spec": {"a": 9}, "status": {"phase": "Running"}});
-        let merged = merge_update(
-            pods(),
-            old.as_object().expect("obj"),
-            new.as_object().cloned().expect("obj"),
-            true,
-        );
-        assert_eq!(merged["status"]["phase"], "Running");
-        assert_eq!(merged["spec"]["a"], 1);
-        assert_eq!(merged["metadata"]["labels"]["keep"], "me");
-    }
-
-    #[test]
-    fn filters_read_fields_and_labels() {
-        let opts = RequestOptions {
-            label_selector: Some("app in (web)".into()),
-            field_selector: Some("spec.nodeName=n1,status.phase!=Failed".into()),
-            ..Default::default()
-        };
-        let f = Filters::parse(pods(), &opts).expect("valid");
-        assert!(f.matches(&json!({"metadata": {"labels": {"app": "web"}}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}})));
-        assert!(
-            !f.matches(
-                &json!({"metadata": {"labels": {"app": "web"}}, "spec": {"nodeName": "n2"}})
-            )
-        );
-        let bad = RequestOptions {
-            field_selector: Some("spec.bogus=1".into()),
-            ..Default::default()
-        };
-        assert!(matches!(
-            Filters::parse(pods(), &bad),
-            Err(ApiError::BadRequest(_))
-        ));
     }
 }

@@ -8,8 +8,10 @@
 pub mod admin;
 pub mod core;
 pub mod discovery;
+pub mod filters;
 pub mod http;
 pub mod negotiate;
+pub mod objects;
 pub mod resources;
 pub mod server;
 pub mod table;
