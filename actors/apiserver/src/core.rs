@@ -6,7 +6,8 @@ use serde_json::{Map, Value, json};
 use shoal_core::time::format_time;
 use shoal_core::version::Version;
 use shoal_core::{
-    ApiError, ApiReply, ApiRequest, CompositeVersion, ObjectKey, RequestOptions, Verb, shard_for,
+    ApiError, ApiReply, ApiRequest, CompositeVersion, ObjectKey, PatchKind, RequestOptions, Verb,
+    shard_for,
 };
 use shoal_store::{EventKind, Store, StoreError, StoreEvent, StoreWatch, Stored, WriteOp};
 
@@ -90,7 +91,7 @@ impl ApiCore {
             if sub != "status" || !info.has_status {
                 return Err(ApiError::UnknownResource);
             }
-            if !matches!(req.verb, Verb::Get | Verb::Update) {
+            if !matches!(req.verb, Verb::Get | Verb::Update | Verb::Patch) {
                 return Err(ApiError::MethodNotAllowed {
                     verb: req.verb.as_str().into(),
                     resource: format!("{}/{sub}", info.resource),
@@ -118,6 +119,21 @@ impl ApiCore {
                 .create(info, namespace, &req.body, req.options.dry_run)
                 .await
                 .map(|v| (201, v)),
+            (Verb::Patch, Some(name)) => {
+                let status_only = req.subresource.as_deref() == Some("status");
+                let kind = req.options.patch.ok_or(ApiError::UnsupportedMediaType)?;
+                self.patch(
+                    info,
+                    namespace,
+                    name,
+                    kind,
+                    &req.body,
+                    status_only,
+                    req.options.dry_run,
+                )
+                .await
+                .map(|v| (200, v))
+            }
             (Verb::Update, Some(name)) => {
                 let status_only = req.subresource.as_deref() == Some("status");
                 self.update(
@@ -303,6 +319,38 @@ impl ApiCore {
             )
         })?;
         Ok(parsed.revision_for_shard(shard_for(key, self.shards()) as usize))
+    }
+
+    /// Applies a patch to the stored object and stores the result as an update. A patch that
+    /// names a `resourceVersion` is a precondition; one that does not is retried when another
+    /// writer got in between, as Kubernetes does.
+    #[allow(clippy::too_many_arguments)]
+    async fn patch(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        kind: PatchKind,
+        body: &[u8],
+        status_only: bool,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get(info, namespace, name).await?;
+            let loaded_version = current.pointer("/metadata/resourceVersion").cloned();
+            let patched = crate::patch::apply(info, name, &current, kind, body)?;
+            let explicit = patched.pointer("/metadata/resourceVersion") != loaded_version.as_ref();
+            let bytes =
+                serde_json::to_vec(&patched).map_err(|e| ApiError::Internal(e.to_string()))?;
+            match self
+                .update(info, namespace, name, &bytes, status_only, dry_run)
+                .await
+            {
+                Err(ApiError::Conflict(..)) if !explicit => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::stale(subject(info, name)))
     }
 
     async fn update(

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use shoal_core::{ApiError, ApiRequest, RequestOptions, Verb};
 
 use crate::core::{ApiCore, Filters};
-use crate::negotiate::{Representation, body_to_json, choose};
+use crate::negotiate::{Representation, body_to_json, choose, patch_kind};
 use crate::resources::{self, ResourceInfo};
 use crate::table::{IncludeObject, render};
 use crate::tls::Identity;
@@ -130,6 +130,7 @@ fn options_from(query: &HashMap<String, String>) -> RequestOptions {
         field_selector: query.get("fieldSelector").cloned(),
         resource_version: query.get("resourceVersion").cloned(),
         dry_run: query.get("dryRun").is_some_and(|v| v == "All"),
+        patch: None,
     }
 }
 
@@ -204,6 +205,7 @@ async fn dispatch(
         (&Method::POST, None) => Verb::Create,
         (&Method::PUT, Some(_)) => Verb::Update,
         (&Method::DELETE, Some(_)) => Verb::Delete,
+        (&Method::PATCH, Some(_)) => Verb::Patch,
         _ => {
             let verb = match method {
                 Method::PATCH => "patch",
@@ -218,18 +220,23 @@ async fn dispatch(
             });
         }
     };
-    let body = if matches!(verb, Verb::Create | Verb::Update | Verb::Delete) {
-        match body_to_json(
-            headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-            &body,
-        ) {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let mut options = options;
+    let body = match verb {
+        Verb::Create | Verb::Update | Verb::Delete => match body_to_json(content_type, &body) {
             Ok(b) => b,
             Err(err) => return error_response(&err),
-        }
-    } else {
-        Vec::new()
+        },
+        Verb::Patch => match patch_kind(content_type) {
+            Ok(kind) => {
+                options.patch = Some(kind);
+                body.to_vec()
+            }
+            Err(err) => return error_response(&err),
+        },
+        _ => Vec::new(),
     };
     let request = ApiRequest {
         verb,

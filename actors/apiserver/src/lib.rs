@@ -12,6 +12,7 @@ pub mod filters;
 pub mod http;
 pub mod negotiate;
 pub mod objects;
+pub mod patch;
 pub mod resources;
 pub mod server;
 pub mod table;

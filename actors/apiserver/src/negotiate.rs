@@ -1,7 +1,7 @@
 //! Content negotiation (kubectl-contract §2): which representation a response takes, and how a
 //! request body is read.
 
-use shoal_core::ApiError;
+use shoal_core::{ApiError, PatchKind};
 
 /// A response representation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +75,20 @@ pub fn body_to_json(content_type: Option<&str>, body: &[u8]) -> Result<Vec<u8>, 
     }
 }
 
+/// The patch format a PATCH's `Content-Type` names. Strategic merge patch and server-side
+/// apply are not served yet: they are refused as unsupported media types.
+pub fn patch_kind(content_type: Option<&str>) -> Result<PatchKind, ApiError> {
+    match content_type
+        .map(|c| params(c).0)
+        .unwrap_or_default()
+        .as_str()
+    {
+        "application/json-patch+json" => Ok(PatchKind::Json),
+        "application/merge-patch+json" => Ok(PatchKind::Merge),
+        _ => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +117,23 @@ mod tests {
             Err(406)
         );
         assert_eq!(choose(None), Ok(Representation::Json));
+    }
+
+    #[test]
+    fn patch_types_are_read_from_the_content_type() {
+        assert_eq!(
+            patch_kind(Some("application/merge-patch+json")),
+            Ok(PatchKind::Merge)
+        );
+        assert_eq!(
+            patch_kind(Some("application/json-patch+json; charset=utf-8")),
+            Ok(PatchKind::Json)
+        );
+        assert_eq!(
+            patch_kind(Some("application/strategic-merge-patch+json")).map_err(|e| e.code()),
+            Err(415)
+        );
+        assert_eq!(patch_kind(None).map_err(|e| e.code()), Err(415));
     }
 
     #[test]

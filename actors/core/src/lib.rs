@@ -13,7 +13,7 @@ pub mod version;
 
 pub use error::ApiError;
 pub use keys::{ObjectKey, shard_for};
-pub use messages::{ApiReply, ApiRequest, ApiServerMsg, RequestOptions, Verb};
+pub use messages::{ApiReply, ApiRequest, ApiServerMsg, PatchKind, RequestOptions, Verb};
 pub use version::CompositeVersion;
 
 /// The process group every ApiServer actor joins; callers find the API through it.

@@ -18,6 +18,8 @@ pub enum Verb {
     Create,
     Update,
     Delete,
+    /// Change part of an object; `RequestOptions::patch` says how the body reads.
+    Patch,
     /// A request whose envelope could not be decoded; answered with 400.
     Malformed,
 }
@@ -31,9 +33,19 @@ impl Verb {
             Verb::Create => "create",
             Verb::Update => "update",
             Verb::Delete => "delete",
+            Verb::Patch => "patch",
             Verb::Malformed => "malformed",
         }
     }
+}
+
+/// How a PATCH body is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PatchKind {
+    /// RFC 6902, `application/json-patch+json`.
+    Json,
+    /// RFC 7396, `application/merge-patch+json`.
+    Merge,
 }
 
 /// Query options that shape a request.
@@ -43,6 +55,8 @@ pub struct RequestOptions {
     pub field_selector: Option<String>,
     pub resource_version: Option<String>,
     pub dry_run: bool,
+    /// For `Verb::Patch`: the patch's format.
+    pub patch: Option<PatchKind>,
 }
 
 /// One request to the API, from HTTP or from an actor: the single door to cluster state.
