@@ -386,7 +386,12 @@ impl ApiCore {
                 return Err(ApiError::stale(subject(info, name)));
             }
             let old = parse_object(&current.value)?;
-            let merged = merge_update(info, &old, object.clone(), status_only);
+            let mut merged = merge_update(info, &old, object.clone(), status_only);
+            if info.kind == "Secret"
+                && let Some(map) = merged.as_object_mut()
+            {
+                crate::validate::fold_string_data(map);
+            }
             check_typed(info, &merged)?;
             check_semantics(info, name, &merged)?;
             let bytes =

@@ -112,6 +112,22 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             Column("Holder", "string", 0, "The holder of the lease."),
             age,
         ],
+        "ConfigMap" => vec![
+            name,
+            Column("Data", "integer", 0, "The number of keys."),
+            age,
+        ],
+        "Secret" => vec![
+            name,
+            Column("Type", "string", 0, "The type of secret."),
+            Column("Data", "integer", 0, "The number of keys."),
+            age,
+        ],
+        "ServiceAccount" => vec![
+            name,
+            Column("Secrets", "integer", 0, "The number of secrets."),
+            age,
+        ],
         _ => vec![
             name,
             Column("Created At", "date", 0, "The creation time of the object."),
@@ -130,6 +146,15 @@ fn age(object: &Value, now: Timestamp) -> String {
         Some(created) => human_duration(now.as_second() - created.as_second()),
         None => "<unknown>".into(),
     }
+}
+
+fn count_keys(object: &Value, fields: &[&str]) -> usize {
+    fields
+        .iter()
+        .filter_map(|f| object.get(*f))
+        .filter_map(Value::as_object)
+        .map(|m| m.len())
+        .sum()
 }
 
 fn or_none(s: String) -> String {
@@ -276,6 +301,27 @@ fn cells(info: &ResourceInfo, object: &Value, now: Timestamp) -> Vec<Value> {
             json!(str_at(object, "/spec/holderIdentity")),
             json!(age(object, now)),
         ],
+        "ConfigMap" => vec![
+            json!(str_at(object, "/metadata/name")),
+            json!(count_keys(object, &["data", "binaryData"])),
+            json!(age(object, now)),
+        ],
+        "Secret" => vec![
+            json!(str_at(object, "/metadata/name")),
+            json!(str_at(object, "/type")),
+            json!(count_keys(object, &["data"])),
+            json!(age(object, now)),
+        ],
+        "ServiceAccount" => vec![
+            json!(str_at(object, "/metadata/name")),
+            json!(
+                object
+                    .get("secrets")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+            ),
+            json!(age(object, now)),
+        ],
         _ => vec![
             json!(str_at(object, "/metadata/name")),
             json!(str_at(object, "/metadata/creationTimestamp")),
@@ -390,5 +436,29 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"][6], "<none>");
         assert!(t["rows"][0].get("object").is_none());
         assert_eq!(t["columnDefinitions"], json!([]));
+    }
+
+    #[test]
+    fn config_rows_count_their_keys() {
+        let cm = find("", "v1", "configmaps").expect("served");
+        let t = render(
+            cm,
+            &[json!({"metadata": {"name": "c"}, "data": {"a": "1"}, "binaryData": {"b": "AA=="}})],
+            "1",
+            IncludeObject::None,
+            true,
+        );
+        assert_eq!(t["rows"][0]["cells"][1], 2);
+        let secret = find("", "v1", "secrets").expect("served");
+        let t = render(
+            secret,
+            &[json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"a": "eA=="}})],
+            "1",
+            IncludeObject::None,
+            true,
+        );
+        assert_eq!(t["rows"][0]["cells"][1], "Opaque");
+        assert_eq!(t["rows"][0]["cells"][2], 1);
+        assert_eq!(t["columnDefinitions"][2]["name"], "Data");
     }
 }

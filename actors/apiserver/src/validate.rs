@@ -88,12 +88,15 @@ pub fn check_namespace_name(
 /// before anything is stored.
 pub fn check_typed(info: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, ServiceAccount};
     let result = match info.kind {
         "Namespace" => serde_json::from_value::<Namespace>(object.clone()).map(|_| ()),
         "Node" => serde_json::from_value::<Node>(object.clone()).map(|_| ()),
         "Pod" => serde_json::from_value::<Pod>(object.clone()).map(|_| ()),
         "Lease" => serde_json::from_value::<Lease>(object.clone()).map(|_| ()),
+        "ConfigMap" => serde_json::from_value::<ConfigMap>(object.clone()).map(|_| ()),
+        "Secret" => serde_json::from_value::<Secret>(object.clone()).map(|_| ()),
+        "ServiceAccount" => serde_json::from_value::<ServiceAccount>(object.clone()).map(|_| ()),
         _ => Ok(()),
     };
     result.map_err(|e| ApiError::BadRequest(format!("unable to decode {} body: {e}", info.kind)))
@@ -161,11 +164,32 @@ pub fn check_semantics(info: &ResourceInfo, name: &str, object: &Value) -> Resul
             message: format!("Invalid value: {d}: must be greater than 0"),
         });
     }
+    if matches!(info.kind, "ConfigMap" | "Secret") {
+        causes.extend(config_key_causes(object));
+    }
     if causes.is_empty() {
         Ok(())
     } else {
         Err(ApiError::Invalid(subject(info, name), causes))
     }
+}
+
+/// A ConfigMap's or Secret's keys must be valid config keys.
+fn config_key_causes(object: &Value) -> Vec<FieldCause> {
+    let keys = ["data", "binaryData", "stringData"]
+        .into_iter()
+        .filter_map(|f| object.get(f))
+        .filter_map(Value::as_object)
+        .flat_map(|m| m.keys());
+    keys.filter(|key| {
+        key.is_empty() || key.len() > 253 || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    })
+    .map(|key| FieldCause {
+        reason: "FieldValueInvalid",
+        field: format!("data[{key}]"),
+        message: format!("Invalid value: {key:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.'"),
+    })
+    .collect()
 }
 
 fn ensure_object<'a>(parent: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
@@ -218,7 +242,31 @@ pub fn apply_defaults(info: &ResourceInfo, object: &mut Map<String, Value>) {
             default_field(status, "phase", json!("Pending"));
             default_field(status, "qosClass", json!("BestEffort"));
         }
+        "Secret" => {
+            default_field(object, "type", json!("Opaque"));
+            fold_string_data(object);
+        }
         _ => {}
+    }
+}
+
+/// Moves a Secret's `stringData` into `data`, base64-encoded, as Kubernetes does on every write;
+/// `stringData` wins over `data` for the same key.
+pub fn fold_string_data(object: &mut Map<String, Value>) {
+    use base64::Engine;
+    let Some(Value::Object(strings)) = object.remove("stringData") else {
+        return;
+    };
+    let data = ensure_object(object, "data");
+    for (key, value) in strings {
+        let text = value
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
+        data.insert(
+            key,
+            json!(base64::engine::general_purpose::STANDARD.encode(text)),
+        );
     }
 }
 
@@ -279,6 +327,35 @@ mod tests {
             .cloned()
             .unwrap_or_default();
         assert_eq!(causes.len(), 2);
+    }
+
+    #[test]
+    fn secret_string_data_becomes_base64_data() {
+        let info = find("", "v1", "secrets").expect("served");
+        let mut secret = json!({"data": {"a": "eA=="}, "stringData": {"b": "hello", "a": "y"}});
+        apply_defaults(info, secret.as_object_mut().expect("object"));
+        assert_eq!(secret["type"], "Opaque");
+        assert_eq!(secret["data"], json!({"a": "eQ==", "b": "aGVsbG8="}));
+        assert!(secret.get("stringData").is_none());
+    }
+
+    #[test]
+    fn config_keys_are_checked_and_base64_is_required() {
+        let cm = find("", "v1", "configmaps").expect("served");
+        assert!(check_semantics(cm, "c", &json!({"data": {"ok.key_1": "v"}})).is_ok());
+        let err =
+            check_semantics(cm, "c", &json!({"data": {"bad key": "v"}})).expect_err("invalid");
+        assert_eq!(
+            err.to_status()["details"]["causes"][0]["field"],
+            "data[bad key]"
+        );
+        let secret = find("", "v1", "secrets").expect("served");
+        assert_eq!(
+            check_typed(secret, &json!({"data": {"a": "not base64!"}}))
+                .expect_err("bad")
+                .code(),
+            400
+        );
     }
 
     #[test]
