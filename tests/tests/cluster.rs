@@ -232,6 +232,33 @@ fn a_killed_node_goes_not_ready_within_five_seconds_and_returns_as_itself() {
         uid_before, uid_after,
         "the restarted node must keep its Node object"
     );
+    // The node controller recorded both transitions; describe shows them, as do events.
+    for k in Kubectl::ALL {
+        let describe = cluster.kubectl_ok(k, &["describe", "node", "node-a"]);
+        let events = describe.split("Events:").nth(1).unwrap_or_default();
+        for reason in ["Starting", "NodeNotReady", "NodeReady"] {
+            assert!(
+                events.contains(reason),
+                "{k:?}: no {reason} event in:\n{describe}"
+            );
+        }
+    }
+    let listed = cluster.kubectl_ok(
+        Kubectl::V132,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=node-a,reason=NodeNotReady",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(
+        listed.lines().count(),
+        1,
+        "one NodeNotReady event for node-a: {listed}"
+    );
 }
 
 #[test]

@@ -43,7 +43,12 @@ impl Filters {
             .unwrap_or_default();
         self.labels.matches(&labels)
             && self.fields.matches(|field| {
-                let pointer = format!("/{}", field.replace('.', "/"));
+                // An event's `source` selects on its component, as Kubernetes does.
+                let pointer = if field == "source" {
+                    "/source/component".to_owned()
+                } else {
+                    format!("/{}", field.replace('.', "/"))
+                };
                 match object.pointer(&pointer) {
                     Some(Value::String(s)) => s.clone(),
                     Some(Value::Bool(b)) => b.to_string(),

@@ -112,6 +112,38 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             Column("Holder", "string", 0, "The holder of the lease."),
             age,
         ],
+        "Event" => vec![
+            Column(
+                "Last Seen",
+                "string",
+                0,
+                "The time since the event was last seen.",
+            ),
+            Column("Type", "string", 0, "The type of the event."),
+            Column("Reason", "string", 0, "Why the event happened."),
+            Column("Object", "string", 0, "The object the event is about."),
+            Column(
+                "Subobject",
+                "string",
+                1,
+                "The part of the object the event is about.",
+            ),
+            Column(
+                "Source",
+                "string",
+                1,
+                "The component that reported the event.",
+            ),
+            Column("Message", "string", 0, "What happened."),
+            Column(
+                "First Seen",
+                "string",
+                1,
+                "The time since the event was first seen.",
+            ),
+            Column("Count", "string", 1, "How often the event happened."),
+            Column("Name", "string", 1, "The event's name."),
+        ],
         "ConfigMap" => vec![
             name,
             Column("Data", "integer", 0, "The number of keys."),
@@ -146,6 +178,52 @@ fn age(object: &Value, now: Timestamp) -> String {
         Some(created) => human_duration(now.as_second() - created.as_second()),
         None => "<unknown>".into(),
     }
+}
+
+fn since(object: &Value, pointer: &str, now: Timestamp) -> String {
+    match parse_time(str_at(object, pointer)) {
+        Some(t) => human_duration(now.as_second() - t.as_second()),
+        None => "<unknown>".into(),
+    }
+}
+
+fn event_cells(event: &Value, now: Timestamp) -> Vec<Value> {
+    let first = since(event, "/firstTimestamp", now);
+    let last_pointer = if str_at(event, "/lastTimestamp").is_empty() {
+        "/eventTime"
+    } else {
+        "/lastTimestamp"
+    };
+    let last = since(event, last_pointer, now);
+    let count = event["count"].as_i64().unwrap_or(1);
+    let seen = if count > 1 {
+        format!("{last} (x{count} over {first})")
+    } else {
+        last
+    };
+    let component = str_at(event, "/source/component");
+    let host = str_at(event, "/source/host");
+    let source = if host.is_empty() {
+        component.to_owned()
+    } else {
+        format!("{component}, {host}")
+    };
+    vec![
+        json!(seen),
+        json!(str_at(event, "/type")),
+        json!(str_at(event, "/reason")),
+        json!(format!(
+            "{}/{}",
+            str_at(event, "/involvedObject/kind").to_lowercase(),
+            str_at(event, "/involvedObject/name")
+        )),
+        json!(str_at(event, "/involvedObject/fieldPath")),
+        json!(source),
+        json!(str_at(event, "/message")),
+        json!(first),
+        json!(count.to_string()),
+        json!(str_at(event, "/metadata/name")),
+    ]
 }
 
 fn count_keys(object: &Value, fields: &[&str]) -> usize {
@@ -301,6 +379,7 @@ fn cells(info: &ResourceInfo, object: &Value, now: Timestamp) -> Vec<Value> {
             json!(str_at(object, "/spec/holderIdentity")),
             json!(age(object, now)),
         ],
+        "Event" => event_cells(object, now),
         "ConfigMap" => vec![
             json!(str_at(object, "/metadata/name")),
             json!(count_keys(object, &["data", "binaryData"])),
@@ -460,5 +539,24 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"][1], "Opaque");
         assert_eq!(t["rows"][0]["cells"][2], 1);
         assert_eq!(t["columnDefinitions"][2]["name"], "Data");
+    }
+
+    #[test]
+    fn an_event_row_reads_like_kubectl_get_events() {
+        let info = find("", "v1", "events").expect("served");
+        let event = json!({
+            "metadata": {"name": "n1.1"}, "type": "Normal", "reason": "NodeNotReady", "message": "gone",
+            "involvedObject": {"kind": "Node", "name": "n1"}, "source": {"component": "node-controller"},
+            "firstTimestamp": "2020-01-01T00:00:00Z", "lastTimestamp": "2020-01-01T00:00:00Z", "count": 3,
+        });
+        let t = render(info, &[event], "1", IncludeObject::None, true);
+        let cells = &t["rows"][0]["cells"];
+        assert!(
+            cells[0].as_str().unwrap_or_default().contains("(x3 over"),
+            "{cells}"
+        );
+        assert_eq!(cells[3], "node/n1");
+        assert_eq!(cells[5], "node-controller");
+        assert_eq!(t["columnDefinitions"][0]["name"], "Last Seen");
     }
 }

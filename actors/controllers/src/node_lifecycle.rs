@@ -9,6 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use serde_json::{Value, json};
 use shoal_core::client::call_ok;
+use shoal_core::events::{InvolvedObject, Occurrence, Recorder};
 use shoal_core::time::{format_time, parse_time};
 use shoal_core::{ApiRequest, Verb};
 
@@ -107,6 +108,7 @@ pub struct NodeLifecycleArgs {
 /// The controller's state: only its settings; everything else is read from the API each time.
 pub struct NodeLifecycleState {
     grace: Duration,
+    recorder: Recorder,
 }
 
 /// The node-lifecycle controller actor.
@@ -164,6 +166,20 @@ async fn observe() -> Result<(Vec<NodeView>, HashMap<String, Value>), shoal_core
     Ok((views, objects))
 }
 
+/// The Event that tells what an action did, in the node controller's words.
+pub fn event_for(action: &Action) -> Occurrence {
+    let (name, reason) = match action {
+        Action::MarkUnknown(n) => (n, "NodeNotReady"),
+        Action::MarkReady(n) => (n, "NodeReady"),
+    };
+    Occurrence {
+        object: InvolvedObject::node(name),
+        kind: "Normal",
+        reason: reason.into(),
+        message: format!("Node {name} status is now: {reason}"),
+    }
+}
+
 async fn act(
     action: &Action,
     objects: &HashMap<String, Value>,
@@ -201,7 +217,10 @@ impl Actor for NodeLifecycle {
         args: NodeLifecycleArgs,
     ) -> Result<NodeLifecycleState, ActorProcessingErr> {
         myself.send_interval(args.period, || NodeLifecycleMsg::Tick);
-        Ok(NodeLifecycleState { grace: args.grace })
+        Ok(NodeLifecycleState {
+            grace: args.grace,
+            recorder: Recorder::new("node-controller", ""),
+        })
     }
 
     async fn handle(
@@ -224,6 +243,10 @@ impl Actor for NodeLifecycle {
                     // A conflict means the node changed meanwhile; the next tick sees it.
                     if let Err(err) = act(&action, &objects, now).await {
                         tracing::debug!(?action, error = %err, "node update failed; will retry");
+                        continue;
+                    }
+                    if let Err(err) = state.recorder.record(event_for(&action)).await {
+                        tracing::debug!(?action, error = %err, "recording the event failed");
                     }
                 }
             }

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod error;
+pub mod events;
 pub mod faults;
 pub mod keys;
 pub mod messages;

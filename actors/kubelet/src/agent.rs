@@ -9,6 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use serde_json::Value;
 use shoal_core::client::call_ok;
+use shoal_core::events::{InvolvedObject, Occurrence, Recorder};
 use shoal_core::{ApiError, ApiRequest, Verb};
 
 use crate::machine::MachineFacts;
@@ -39,6 +40,9 @@ pub struct KubeletState {
     args: KubeletArgs,
     node_uid: Option<String>,
     ticks: u32,
+    recorder: Recorder,
+    /// Whether this incarnation has recorded its `Starting` event.
+    announced: bool,
 }
 
 /// The kubelet actor.
@@ -69,6 +73,16 @@ async fn get(
     }
 }
 
+/// Whether a stored Node's `Ready` condition is `True`.
+fn is_ready(node: &Value) -> bool {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
 impl KubeletState {
     /// Creates the Node, or refreshes the status of the one that exists; returns its uid.
     async fn post_node(&mut self) -> Result<(), ApiError> {
@@ -76,7 +90,9 @@ impl KubeletState {
             crate::machine::container_runtime_version().await;
         let id = &self.args.identity;
         let now = Timestamp::now();
-        let node = match get("", "nodes", None, &id.name).await? {
+        let existing = get("", "nodes", None, &id.name).await?;
+        let was_ready = existing.as_ref().is_some_and(is_ready);
+        let node = match existing {
             None => {
                 let created = call_ok(
                     ApiRequest::new(Verb::Create, "", "v1", "nodes", None, None)
@@ -100,6 +116,17 @@ impl KubeletState {
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
             .map(str::to_owned);
+        if !was_ready {
+            let ready = Occurrence {
+                object: InvolvedObject::node(&self.args.identity.name),
+                kind: "Normal",
+                reason: "NodeReady".into(),
+                message: format!("Node {} status is now: NodeReady", self.args.identity.name),
+            };
+            if let Err(err) = self.recorder.record(ready).await {
+                tracing::debug!(error = %err, "recording NodeReady failed");
+            }
+        }
         Ok(())
     }
 
@@ -157,6 +184,15 @@ impl KubeletState {
         if self.node_uid.is_none() || self.ticks.is_multiple_of(self.args.status_every.max(1)) {
             self.post_node().await?;
         }
+        if !self.announced {
+            let starting = Occurrence {
+                object: InvolvedObject::node(&self.args.identity.name),
+                kind: "Normal",
+                reason: "Starting".into(),
+                message: "Starting kubelet.".into(),
+            };
+            self.announced = self.recorder.record(starting).await.is_ok();
+        }
         self.ticks = self.ticks.wrapping_add(1);
         self.renew_lease().await
     }
@@ -174,10 +210,13 @@ impl Actor for Kubelet {
     ) -> Result<KubeletState, ActorProcessingErr> {
         myself.send_interval(args.renew_interval, || KubeletMsg::Tick);
         myself.send_message(KubeletMsg::Tick)?;
+        let recorder = Recorder::new("kubelet", &args.identity.name);
         Ok(KubeletState {
             args,
             node_uid: None,
             ticks: 0,
+            recorder,
+            announced: false,
         })
     }
 
