@@ -28,15 +28,7 @@ pub(crate) fn meta_str<'a>(object: &'a Map<String, Value>, field: &str) -> Optio
 }
 
 pub(crate) fn metadata_mut(object: &mut Map<String, Value>) -> &mut Map<String, Value> {
-    let entry = object.entry("metadata").or_insert_with(|| json!({}));
-    if !entry.is_object() {
-        *entry = json!({});
-    }
-    match entry {
-        Value::Object(map) => map,
-        // Just replaced by an object above.
-        _ => unreachable!("metadata is an object"),
-    }
+    crate::validate::ensure_object(object, "metadata")
 }
 
 /// The object as stored JSON, with its version set.

@@ -195,7 +195,11 @@ fn config_key_causes(object: &Value) -> Vec<FieldCause> {
     .collect()
 }
 
-fn ensure_object<'a>(parent: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+/// The object at `key`, made an empty object first when it is missing or not an object.
+pub(crate) fn ensure_object<'a>(
+    parent: &'a mut Map<String, Value>,
+    key: &str,
+) -> &'a mut Map<String, Value> {
     let entry = parent.entry(key.to_owned()).or_insert_with(|| json!({}));
     if !entry.is_object() {
         *entry = json!({});
