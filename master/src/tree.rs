@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, SpawnErr};
+use ractor::{Actor, SpawnErr};
 use shoal_apiserver::tls::{Identity, server_config};
 use shoal_apiserver::{ApiServer, ApiServerArgs};
 use shoal_controllers::{NodeLifecycle, NodeLifecycleArgs};
@@ -125,86 +125,26 @@ fn prepare_pki(args: &Args, pki_dir: &Path) -> Result<MasterPki, MasterError> {
 }
 
 fn store_tree(dbs: Vec<ShardDb>, history: u64) -> ChildSpec {
-    ChildSpec::new("store", move |parent: ActorCell| {
-        let children: Vec<ChildSpec> = dbs
-            .iter()
-            .cloned()
-            .map(|db| {
-                let name = shard_name(db.shard());
-                ChildSpec::new(name.clone(), move |sup: ActorCell| {
-                    let args = ShardArgs {
-                        db: db.clone(),
-                        history_limit: history,
-                        watch_queue: 4096,
-                    };
-                    let name = name.clone();
-                    async move {
-                        Ok(Actor::spawn_linked(Some(name), Shard, args, sup)
-                            .await?
-                            .0
-                            .get_cell())
-                    }
-                })
-            })
-            .collect();
-        async move {
-            let args = SupervisorArgs {
-                children,
-                intensity: RestartIntensity::new(20, Duration::from_secs(10)),
-            };
-            Ok(
-                Actor::spawn_linked(Some("store".into()), Supervisor, args, parent)
-                    .await?
-                    .0
-                    .get_cell(),
+    let shards = dbs
+        .into_iter()
+        .map(|db| {
+            let name = shard_name(db.shard());
+            ChildSpec::actor(
+                name,
+                Shard,
+                ShardArgs {
+                    db,
+                    history_limit: history,
+                    watch_queue: 4096,
+                },
             )
-        }
-    })
-}
-
-fn apiserver_child(args: ApiServerArgs) -> ChildSpec {
-    ChildSpec::new("apiserver", move |sup: ActorCell| {
-        let args = args.clone();
-        async move {
-            Ok(
-                Actor::spawn_linked(Some("apiserver".into()), ApiServer, args, sup)
-                    .await?
-                    .0
-                    .get_cell(),
-            )
-        }
-    })
-}
-
-fn transport_child(args: TransportArgs) -> ChildSpec {
-    ChildSpec::new("transport", move |sup: ActorCell| {
-        let args = args.clone();
-        async move {
-            Ok(
-                Actor::spawn_linked(Some("transport".into()), Transport, args, sup)
-                    .await?
-                    .0
-                    .get_cell(),
-            )
-        }
-    })
-}
-
-fn node_lifecycle_child(grace: Duration) -> ChildSpec {
-    ChildSpec::new("node-lifecycle", move |sup: ActorCell| {
-        let args = NodeLifecycleArgs {
-            grace,
-            period: Duration::from_millis(250),
-        };
-        async move {
-            Ok(
-                Actor::spawn_linked(Some("node-lifecycle".into()), NodeLifecycle, args, sup)
-                    .await?
-                    .0
-                    .get_cell(),
-            )
-        }
-    })
+        })
+        .collect();
+    ChildSpec::supervisor(
+        "store",
+        shards,
+        RestartIntensity::new(20, Duration::from_secs(10)),
+    )
 }
 
 /// Sets up the master and runs it until its tree gives up or the process is interrupted.
@@ -243,10 +183,17 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         cookie: pki.ca_hash.clone(),
     };
     let mut children = vec![
-        transport_child(transport_args),
+        ChildSpec::actor("transport", Transport, transport_args),
         store_tree(dbs, args.watch_history),
-        apiserver_child(api_args),
-        node_lifecycle_child(args.node_monitor_grace()),
+        ChildSpec::actor("apiserver", ApiServer, api_args),
+        ChildSpec::actor(
+            "node-lifecycle",
+            NodeLifecycle,
+            NodeLifecycleArgs {
+                grace: args.node_monitor_grace(),
+                period: Duration::from_millis(250),
+            },
+        ),
     ];
     if args.with_node {
         children.push(shoal_kubelet::child_spec(KubeletArgs {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use ractor::{Actor, ActorCell};
+use ractor::Actor;
 use shoal_core::supervisor::{ChildSpec, RestartIntensity, Supervisor, SupervisorArgs};
 use shoal_kubelet::KubeletArgs;
 use shoal_kubelet::objects::NodeIdentity;
@@ -139,17 +139,7 @@ async fn run(args: Args) -> Result<(), NodeError> {
         status_every: 10,
     };
     let children = vec![
-        ChildSpec::new("transport", move |sup: ActorCell| {
-            let args = transport.clone();
-            async move {
-                Ok(
-                    Actor::spawn_linked(Some("transport".into()), Transport, args, sup)
-                        .await?
-                        .0
-                        .get_cell(),
-                )
-            }
-        }),
+        ChildSpec::actor("transport", Transport, transport),
         shoal_kubelet::child_spec(kubelet),
     ];
     let root_args = SupervisorArgs {

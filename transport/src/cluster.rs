@@ -151,6 +151,7 @@ pub struct TransportState {
 }
 
 /// The Transport actor.
+#[derive(Clone)]
 pub struct Transport;
 
 /// The node part of a ractor name `node@host`.

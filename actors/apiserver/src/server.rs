@@ -42,6 +42,7 @@ pub struct ApiServerState {
 }
 
 /// The ApiServer actor.
+#[derive(Clone)]
 pub struct ApiServer;
 
 impl Actor for ApiServer {

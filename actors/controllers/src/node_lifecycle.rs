@@ -100,6 +100,7 @@ pub enum NodeLifecycleMsg {
 }
 
 /// Arguments: how long a lease may go unrenewed, and how often to look.
+#[derive(Clone)]
 pub struct NodeLifecycleArgs {
     pub grace: Duration,
     pub period: Duration,
@@ -112,6 +113,7 @@ pub struct NodeLifecycleState {
 }
 
 /// The node-lifecycle controller actor.
+#[derive(Clone)]
 pub struct NodeLifecycle;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);

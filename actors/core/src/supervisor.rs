@@ -40,6 +40,42 @@ impl ChildSpec {
             spawn: Arc::new(move |cell| Box::pin(spawn(cell))),
         }
     }
+
+    /// A spec that spawns `handler` with a copy of `args`, linked to the supervisor and
+    /// registered under the spec's name: the usual child.
+    pub fn actor<A>(name: impl Into<String>, handler: A, args: A::Arguments) -> ChildSpec
+    where
+        A: Actor + Clone + Sync,
+        A::Arguments: Clone + Sync,
+    {
+        let name = name.into();
+        let registered = name.clone();
+        ChildSpec::new(name, move |supervisor: ActorCell| {
+            let (name, handler, args) = (registered.clone(), handler.clone(), args.clone());
+            async move {
+                Ok(Actor::spawn_linked(Some(name), handler, args, supervisor)
+                    .await?
+                    .0
+                    .get_cell())
+            }
+        })
+    }
+
+    /// A nested supervisor with these children and restart budget.
+    pub fn supervisor(
+        name: impl Into<String>,
+        children: Vec<ChildSpec>,
+        intensity: RestartIntensity,
+    ) -> ChildSpec {
+        ChildSpec::actor(
+            name,
+            Supervisor,
+            SupervisorArgs {
+                children,
+                intensity,
+            },
+        )
+    }
 }
 
 /// What to do after a child stopped.
@@ -110,6 +146,7 @@ pub enum SupervisorMsg {
 }
 
 /// Arguments: the children, in start order, and the restart budget shared by them.
+#[derive(Clone)]
 pub struct SupervisorArgs {
     pub children: Vec<ChildSpec>,
     pub intensity: RestartIntensity,
@@ -126,6 +163,7 @@ pub struct SupervisorState {
 }
 
 /// A one-for-one supervisor actor.
+#[derive(Clone)]
 pub struct Supervisor;
 
 impl SupervisorState {
@@ -309,6 +347,87 @@ mod tests {
         assert_eq!(
             i.on_stop(t0 + Duration::from_secs(11)),
             RestartDecision::Restart(Duration::ZERO)
+        );
+    }
+
+    #[derive(Clone)]
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _myself: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn child(name: &str) -> Option<ActorCell> {
+        ractor::registry::where_is(name.to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_killed_child_is_restarted_under_its_name() {
+        let spec = ChildSpec::actor("supervisor-test-restarted", Idle, ());
+        let args = SupervisorArgs {
+            children: vec![spec],
+            intensity: RestartIntensity::new(5, Duration::from_secs(10)),
+        };
+        let (sup, _) = Actor::spawn(None, Supervisor, args).await.expect("spawns");
+        wait_until("the child to start", || {
+            child("supervisor-test-restarted").is_some()
+        })
+        .await;
+        let first = child("supervisor-test-restarted").expect("started");
+        first.kill();
+        wait_until("a new incarnation", || {
+            child("supervisor-test-restarted").is_some_and(|c| c.get_id() != first.get_id())
+        })
+        .await;
+        sup.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_supervisor_gives_up_after_too_many_restarts() {
+        let spec = ChildSpec::actor("supervisor-test-meltdown", Idle, ());
+        let args = SupervisorArgs {
+            children: vec![spec],
+            intensity: RestartIntensity::new(2, Duration::from_secs(10)),
+        };
+        let (_sup, handle) = Actor::spawn(None, Supervisor, args).await.expect("spawns");
+        let mut kills = 0;
+        while !handle.is_finished() {
+            assert!(
+                kills <= 3,
+                "the supervisor restarted its child more than twice"
+            );
+            wait_until("the child to run", || {
+                child("supervisor-test-meltdown").is_some() || handle.is_finished()
+            })
+            .await;
+            if let Some(cell) = child("supervisor-test-meltdown") {
+                let id = cell.get_id();
+                cell.kill();
+                kills += 1;
+                wait_until("the child to go", || {
+                    child("supervisor-test-meltdown").is_none_or(|c| c.get_id() != id)
+                        || handle.is_finished()
+                })
+                .await;
+            }
+        }
+        assert_eq!(
+            kills, 3,
+            "two restarts are allowed, the third stop gives up"
         );
     }
 }

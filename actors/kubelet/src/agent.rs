@@ -46,6 +46,7 @@ pub struct KubeletState {
 }
 
 /// The kubelet actor.
+#[derive(Clone)]
 pub struct Kubelet;
 
 async fn get(

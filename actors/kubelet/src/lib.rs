@@ -8,20 +8,9 @@ pub mod objects;
 
 pub use agent::{Kubelet, KubeletArgs};
 
-use ractor::{Actor, ActorCell};
 use shoal_core::supervisor::ChildSpec;
 
 /// The kubelet as a supervised child named `kubelet`.
 pub fn child_spec(args: KubeletArgs) -> ChildSpec {
-    ChildSpec::new("kubelet", move |sup: ActorCell| {
-        let args = args.clone();
-        async move {
-            Ok(
-                Actor::spawn_linked(Some("kubelet".into()), Kubelet, args, sup)
-                    .await?
-                    .0
-                    .get_cell(),
-            )
-        }
-    })
+    ChildSpec::actor("kubelet", Kubelet, args)
 }

@@ -42,6 +42,7 @@ pub enum ShardMsg {
 }
 
 /// What a shard starts from.
+#[derive(Clone)]
 pub struct ShardArgs {
     pub db: ShardDb,
     /// Events retained for watches; older starts get 410 Gone.
@@ -64,6 +65,7 @@ pub struct ShardState {
 }
 
 /// The shard actor.
+#[derive(Clone)]
 pub struct Shard;
 
 async fn blocking<T: Send + 'static>(
