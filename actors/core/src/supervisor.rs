@@ -372,7 +372,7 @@ mod tests {
     }
 
     fn child(name: &str) -> Option<ActorCell> {
-        ractor::registry::where_is(name.to_owned())
+        ractor::registry::where_is(name)
     }
 
     #[tokio::test]
