@@ -27,12 +27,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    shoal_core::logging::init("warn");
     let result = match Cli::parse().command {
         Command::Actors(options) => actors::run(options).await,
         Command::ActorsPeer(options) => actors::peer(options).await,

@@ -78,14 +78,7 @@ fn sysinfo_hostname() -> String {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,ractor_cluster=warn,quinn=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    shoal_core::logging::init(shoal_core::logging::PROCESS_DEFAULT);
     let args = Args::parse();
     match tree::run(args).await {
         Ok(()) => {}

@@ -334,6 +334,56 @@ impl Cluster {
         )
     }
 
+    /// kubectl against the master (`None`) or a node's admin endpoint (`Some(name)`), with the
+    /// admin credentials.
+    pub fn kubectl_admin(&self, node: Option<&str>, args: &[&str]) -> Output {
+        match node {
+            None => self.kubectl(Kubectl::V132, args),
+            Some(name) => {
+                let server = self.node_admin(name);
+                let mut full = vec!["--server", &server, "--tls-server-name", name];
+                full.extend_from_slice(args);
+                self.kubectl(Kubectl::V132, &full)
+            }
+        }
+    }
+
+    /// POSTs `body` to an admin path of the master or a node.
+    pub fn post_admin(&self, node: Option<&str>, path: &str, body: &str) -> Output {
+        let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
+        let file = self.dir.join(format!("admin-body-{n}.json"));
+        fs::write(&file, body).expect("write the body");
+        self.kubectl_admin(
+            node,
+            &["create", "--raw", path, "-f", &file.display().to_string()],
+        )
+    }
+
+    /// Kills an actor by name through the master's (`None`) or a node's admin endpoint.
+    pub fn kill_actor(&self, node: Option<&str>, actor: &str) -> Output {
+        self.post_admin(node, &format!("/debug/actors/{actor}/kill"), "")
+    }
+
+    /// Creates a one-container pod in `default` with these labels, through the API.
+    pub fn create_pod(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+            .collect();
+        let pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        });
+        let (code, body) = self.curl(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            "application/json",
+            &pod.to_string(),
+        );
+        assert_eq!(code, 201, "creating pod {name}: {body}");
+    }
+
     /// When the node's lease was last renewed, as stored.
     pub fn lease_renew_time(&self, node: &str) -> String {
         self.kubectl_ok(

@@ -264,14 +264,7 @@ fn a_killed_node_goes_not_ready_within_five_seconds_and_returns_as_itself() {
 #[test]
 fn killed_actors_are_restarted_and_kubectl_works_again_within_a_second() {
     let cluster = three_node_cluster("actorkill");
-    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"keep-me","labels":{"app":"x"}},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
-    let (code, body) = cluster.curl(
-        "POST",
-        "/api/v1/namespaces/default/pods",
-        "application/json",
-        pod,
-    );
-    assert_eq!(code, 201, "{body}");
+    cluster.create_pod("keep-me", &[("app", "x")]);
     let actors = cluster.kubectl_ok(Kubectl::V132, &["get", "--raw", "/debug/actors"]);
     for name in [
         "apiserver",
@@ -284,16 +277,7 @@ fn killed_actors_are_restarted_and_kubectl_works_again_within_a_second() {
         assert!(actors.contains(&format!("\"{name}\"")), "{actors}");
     }
     for name in ["apiserver", "node-lifecycle", "shard-0", "shard-5"] {
-        let out = cluster.kubectl(
-            Kubectl::V132,
-            &[
-                "create",
-                "--raw",
-                &format!("/debug/actors/{name}/kill"),
-                "-f",
-                "/dev/null",
-            ],
-        );
+        let out = cluster.kill_actor(None, name);
         assert!(
             out.status.success(),
             "killing {name}: {}",
@@ -322,51 +306,25 @@ fn killed_actors_are_restarted_and_kubectl_works_again_within_a_second() {
             "the pod was lost after killing {name}: {pods}"
         );
     }
-    let missing = cluster.kubectl(
-        Kubectl::V132,
-        &[
-            "create",
-            "--raw",
-            "/debug/actors/no-such-actor/kill",
-            "-f",
-            "/dev/null",
-        ],
-    );
+    let missing = cluster.kill_actor(None, "no-such-actor");
     assert!(!missing.status.success());
     // The node's own admin endpoint kills its kubelet; its supervisor restarts it and the node stays Ready.
-    let admin = cluster.node_admin("node-a");
-    let kill = cluster.kubectl(
-        Kubectl::V132,
-        &[
-            "--server",
-            &admin,
-            "--tls-server-name",
-            "node-a",
-            "create",
-            "--raw",
-            "/debug/actors/kubelet/kill",
-            "-f",
-            "/dev/null",
-        ],
-    );
+    let kill = cluster.kill_actor(Some("node-a"), "kubelet");
     assert!(
         kill.status.success(),
         "{}",
         String::from_utf8_lossy(&kill.stderr)
     );
-    let after = cluster.kubectl_ok(
-        Kubectl::V132,
-        &[
-            "--server",
-            &admin,
-            "--tls-server-name",
-            "node-a",
-            "get",
-            "--raw",
-            "/debug/actors",
-        ],
+    wait_for(
+        "node-a's kubelet to be restarted",
+        Duration::from_secs(5),
+        || {
+            let out = cluster.kubectl_admin(Some("node-a"), &["get", "--raw", "/debug/actors"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("\"kubelet\"")
+                .then_some(())
+        },
     );
-    assert!(after.contains("\"kubelet\""), "{after}");
     cluster.wait_nodes(ALL_READY, Duration::from_secs(10));
 }
 
@@ -374,20 +332,7 @@ fn killed_actors_are_restarted_and_kubectl_works_again_within_a_second() {
 fn a_restarted_master_keeps_everything_and_nodes_reconnect() {
     let mut cluster = three_node_cluster("masterrestart");
     for i in 0..5 {
-        let pod = format!(
-            r#"{{"metadata":{{"name":"p{i}"}},"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
-        );
-        assert_eq!(
-            cluster
-                .curl(
-                    "POST",
-                    "/api/v1/namespaces/default/pods",
-                    "application/json",
-                    &pod
-                )
-                .0,
-            201
-        );
+        cluster.create_pod(&format!("p{i}"), &[]);
     }
     let before = cluster.kubectl_ok(
         Kubectl::V132,
@@ -502,25 +447,8 @@ fn a_node_cut_off_by_the_fault_seam_goes_not_ready_and_recovers_when_healed() {
         &[("master-1", "Ready"), ("node-a", "Ready")],
         Duration::from_secs(30),
     );
-    let admin = cluster.node_admin("node-a");
     let set_fault = |body: &str| {
-        let file = cluster.dir.join("fault.json");
-        std::fs::write(&file, body).expect("write");
-        let file = file.display().to_string();
-        let out = cluster.kubectl(
-            Kubectl::V132,
-            &[
-                "--server",
-                &admin,
-                "--tls-server-name",
-                "node-a",
-                "create",
-                "--raw",
-                "/debug/faults/master-1",
-                "-f",
-                &file,
-            ],
-        );
+        let out = cluster.post_admin(Some("node-a"), "/debug/faults/master-1", body);
         assert!(
             out.status.success(),
             "{}",

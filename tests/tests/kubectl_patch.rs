@@ -14,18 +14,7 @@ fn labels(cluster: &Cluster) -> serde_json::Value {
 #[test]
 fn label_annotate_and_patch_change_the_live_object() {
     let cluster = Cluster::start("patch", &[]);
-    let pod = r#"{"metadata":{"name":"p","labels":{"app":"web"}},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
-    assert_eq!(
-        cluster
-            .curl(
-                "POST",
-                "/api/v1/namespaces/default/pods",
-                "application/json",
-                pod
-            )
-            .0,
-        201
-    );
+    cluster.create_pod("p", &[("app", "web")]);
     for k in Kubectl::ALL {
         let v = format!("{k:?}").to_lowercase();
         let out = cluster.kubectl_ok(k, &["label", "pod", "p", &format!("tier={v}")]);

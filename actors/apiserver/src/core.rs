@@ -206,9 +206,21 @@ impl ApiCore {
     ) -> Result<(Vec<Value>, String), ApiError> {
         let filters = Filters::parse(info, options)?;
         let prefix = ObjectKey::prefix(info.group, info.resource, namespace);
+        let (items, version) = self.list_prefix(info, &prefix, &filters).await?;
+        Ok((items, version.encode()))
+    }
+
+    /// The objects under `prefix` that pass `filters`, each with its version, and the list's
+    /// composite version.
+    async fn list_prefix(
+        &self,
+        info: &ResourceInfo,
+        prefix: &str,
+        filters: &Filters,
+    ) -> Result<(Vec<Value>, CompositeVersion), ApiError> {
         let (items, version) = self
             .store
-            .list(&prefix)
+            .list(prefix)
             .await
             .map_err(|e| map_store_error(info, "", e))?;
         let mut out = Vec::with_capacity(items.len());
@@ -218,7 +230,7 @@ impl ApiCore {
                 out.push(object);
             }
         }
-        Ok((out, version.encode()))
+        Ok((out, version))
     }
 
     async fn namespace_exists(&self, namespace: &str) -> Result<(), ApiError> {
@@ -520,18 +532,7 @@ impl ApiCore {
             Version::Revision(_) => None,
             Version::Latest | Version::Any => {
                 let filters = Filters::parse(info, options)?;
-                let (items, list_version) = self
-                    .store
-                    .list(&prefix)
-                    .await
-                    .map_err(|e| map_store_error(info, "", e))?;
-                let mut initial = Vec::with_capacity(items.len());
-                for (_, stored) in items {
-                    let object = with_version(&stored.value, &stored.rev.to_string())?;
-                    if filters.matches(&object) {
-                        initial.push(object);
-                    }
-                }
+                let (initial, list_version) = self.list_prefix(info, &prefix, &filters).await?;
                 let stream = self
                     .store
                     .watch(&prefix, Some(&list_version))

@@ -6,6 +6,7 @@ pub mod error;
 pub mod events;
 pub mod faults;
 pub mod keys;
+pub mod logging;
 pub mod messages;
 pub mod selector;
 pub mod supervisor;
