@@ -7,10 +7,13 @@ mod error;
 mod handle;
 mod machine;
 mod persist;
+pub mod raft;
 mod shard;
+mod watch;
 
 pub use error::StoreError;
 pub use handle::{Store, StoreWatch};
 pub use machine::{EventKind, StoreEvent, Stored, WriteOp, WriteOutcome};
-pub use persist::ShardDb;
+pub use persist::{Image, ShardDb};
 pub use shard::{Shard, ShardArgs, ShardMsg, shard_group, shard_name};
+pub use watch::WatchHub;

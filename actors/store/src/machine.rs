@@ -5,14 +5,14 @@ use std::sync::Arc;
 use crate::error::StoreError;
 
 /// A stored value and the shard revision of its last write.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stored {
     pub rev: u64,
     pub value: Arc<Vec<u8>>,
 }
 
-/// A write to one key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A write to one key: the command a shard's Raft log carries.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WriteOp {
     /// Fails with `AlreadyExists` when the key is present.
     Create { key: String, value: Vec<u8> },
@@ -37,6 +37,20 @@ impl WriteOp {
     }
 }
 
+impl std::fmt::Display for WriteOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteOp::Create { key, value } => write!(f, "create {key} ({} bytes)", value.len()),
+            WriteOp::Update {
+                key,
+                value,
+                expected,
+            } => write!(f, "update {key} ({} bytes, at {expected:?})", value.len()),
+            WriteOp::Delete { key, expected } => write!(f, "delete {key} (at {expected:?})"),
+        }
+    }
+}
+
 /// The kind of a watch event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EventKind {
@@ -57,7 +71,7 @@ pub struct StoreEvent {
 
 /// What a write did: the revision it committed at (or the unchanged one for a no-op), and the
 /// value before it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WriteOutcome {
     pub rev: u64,
     pub previous: Option<Stored>,

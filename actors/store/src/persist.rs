@@ -16,6 +16,10 @@ const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// `revision`: the last committed revision; `oldest_kept`: the oldest revision still in EVENTS.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Raft's view of this state: the last applied log id, the last applied membership and the
+/// current snapshot, as opaque bytes owned by the Raft layer, changed in the same transaction
+/// as the objects they describe.
+const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
 
 #[derive(Serialize, Deserialize)]
 struct EventRecord {
@@ -77,6 +81,19 @@ pub struct Marks {
     pub oldest_kept: u64,
 }
 
+/// A shard's whole state as a snapshot carries it: objects in their stored form and the
+/// retained event history, so watches resume across a snapshot exactly as before it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub revision: u64,
+    pub oldest_kept: u64,
+    pub objects: Vec<(String, Vec<u8>)>,
+    pub events: Vec<(u64, Vec<u8>)>,
+}
+
+/// Raft bookkeeping values read back, one per key asked for.
+pub type RaftValues = Vec<Option<Vec<u8>>>;
+
 /// One shard's database. Cheap to clone; all methods block on disk.
 #[derive(Clone)]
 pub struct ShardDb {
@@ -87,11 +104,21 @@ pub struct ShardDb {
 impl ShardDb {
     /// Opens (or creates) the shard's database file.
     pub fn open(path: &Path, shard: u32) -> Result<ShardDb, StoreError> {
-        let db = Database::create(path)?;
+        ShardDb::with_db(Database::create(path)?, shard)
+    }
+
+    /// A shard database in memory, for simulations and tests.
+    pub fn in_memory(shard: u32) -> Result<ShardDb, StoreError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        ShardDb::with_db(db, shard)
+    }
+
+    fn with_db(db: Database, shard: u32) -> Result<ShardDb, StoreError> {
         let txn = db.begin_write()?;
         {
             txn.open_table(OBJECTS)?;
             txn.open_table(EVENTS)?;
+            txn.open_table(RAFT)?;
             let mut meta = txn.open_table(META)?;
             if meta.get("oldest_kept")?.is_none() {
                 meta.insert("oldest_kept", 1)?;
@@ -154,69 +181,183 @@ impl ShardDb {
         op: &WriteOp,
         history_limit: u64,
     ) -> Result<(WriteOutcome, Option<StoreEvent>), StoreError> {
+        let mut results = self.apply_batch(std::slice::from_ref(op), &[], history_limit)?;
+        // One op in, one result out.
+        results
+            .pop()
+            .unwrap_or(Err(StoreError::Storage("no result".into())))
+    }
+
+    /// Applies `ops` in order in one durable transaction, together with the Raft bookkeeping in
+    /// `raft` (key, bytes). A write that fails its own checks (conflict, missing key) changes
+    /// nothing and gets its error in the result; the outer error means the disk failed and
+    /// nothing was applied.
+    #[allow(clippy::type_complexity)]
+    pub fn apply_batch(
+        &self,
+        ops: &[WriteOp],
+        raft: &[(&str, Vec<u8>)],
+        history_limit: u64,
+    ) -> Result<Vec<Result<(WriteOutcome, Option<StoreEvent>), StoreError>>, StoreError> {
         let txn = self.db.begin_write()?;
-        let result = {
+        let mut results = Vec::with_capacity(ops.len());
+        {
             let mut objects = txn.open_table(OBJECTS)?;
             let mut events = txn.open_table(EVENTS)?;
             let mut meta = txn.open_table(META)?;
-            let revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
-            let current = objects
-                .get(op.key())?
-                .map(|g| decode_object(g.value()))
-                .transpose()?;
-            let decision = plan(op, current.as_ref())?;
-            let rev = revision + 1;
-            let (kind, value) = match decision {
-                Plan::Unchanged => {
-                    let at = current.as_ref().map_or(revision, |c| c.rev);
-                    return Ok((
-                        WriteOutcome {
-                            rev: at,
-                            previous: current,
-                            changed: false,
-                        },
-                        None,
-                    ));
+            let mut revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
+            let mut oldest_kept = meta.get("oldest_kept")?.map(|g| g.value()).unwrap_or(1);
+            for op in ops {
+                let current = objects
+                    .get(op.key())?
+                    .map(|g| decode_object(g.value()))
+                    .transpose()?;
+                let decision = match plan(op, current.as_ref()) {
+                    Ok(decision) => decision,
+                    Err(err) => {
+                        results.push(Err(err));
+                        continue;
+                    }
+                };
+                let rev = revision + 1;
+                let (kind, value) = match decision {
+                    Plan::Unchanged => {
+                        let at = current.as_ref().map_or(revision, |c| c.rev);
+                        results.push(Ok((
+                            WriteOutcome {
+                                rev: at,
+                                previous: current,
+                                changed: false,
+                            },
+                            None,
+                        )));
+                        continue;
+                    }
+                    Plan::Put { value, kind } => {
+                        objects.insert(op.key(), encode_object(rev, &value).as_slice())?;
+                        (kind, value)
+                    }
+                    Plan::Remove => {
+                        objects.remove(op.key())?;
+                        let last = current
+                            .as_ref()
+                            .map(|c| c.value.as_ref().clone())
+                            .unwrap_or_default();
+                        (EventKind::Deleted, last)
+                    }
+                };
+                events.insert(rev, encode_event(kind, op.key(), &value).as_slice())?;
+                revision = rev;
+                if rev >= oldest_kept + history_limit {
+                    let new_oldest = rev + 1 - history_limit;
+                    events.retain_in(..new_oldest, |_, _| false)?;
+                    oldest_kept = new_oldest;
                 }
-                Plan::Put { value, kind } => {
-                    objects.insert(op.key(), encode_object(rev, &value).as_slice())?;
-                    (kind, value)
-                }
-                Plan::Remove => {
-                    objects.remove(op.key())?;
-                    let last = current
-                        .as_ref()
-                        .map(|c| c.value.as_ref().clone())
-                        .unwrap_or_default();
-                    (EventKind::Deleted, last)
-                }
-            };
-            events.insert(rev, encode_event(kind, op.key(), &value).as_slice())?;
-            meta.insert("revision", rev)?;
-            let oldest_kept = meta.get("oldest_kept")?.map(|g| g.value()).unwrap_or(1);
-            if rev >= oldest_kept + history_limit {
-                let new_oldest = rev + 1 - history_limit;
-                events.retain_in(..new_oldest, |_, _| false)?;
-                meta.insert("oldest_kept", new_oldest)?;
-            }
-            let event = StoreEvent {
-                shard: self.shard,
-                rev,
-                kind,
-                key: op.key().to_owned(),
-                value: Arc::new(value),
-            };
-            (
-                WriteOutcome {
+                let event = StoreEvent {
+                    shard: self.shard,
                     rev,
-                    previous: current,
-                    changed: true,
-                },
-                Some(event),
-            )
-        };
+                    kind,
+                    key: op.key().to_owned(),
+                    value: Arc::new(value),
+                };
+                results.push(Ok((
+                    WriteOutcome {
+                        rev,
+                        previous: current,
+                        changed: true,
+                    },
+                    Some(event),
+                )));
+            }
+            meta.insert("revision", revision)?;
+            meta.insert("oldest_kept", oldest_kept)?;
+            let mut raft_table = txn.open_table(RAFT)?;
+            for (key, bytes) in raft {
+                raft_table.insert(*key, bytes.as_slice())?;
+            }
+        }
         txn.commit()?;
-        Ok(result)
+        Ok(results)
+    }
+
+    /// The Raft bookkeeping stored under `key`.
+    pub fn raft_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RAFT)?;
+        Ok(table.get(key)?.map(|g| g.value().to_vec()))
+    }
+
+    /// Stores Raft bookkeeping on its own (a snapshot that was built, say).
+    pub fn raft_put(&self, entries: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(RAFT)?;
+            for (key, bytes) in entries {
+                table.insert(*key, bytes.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The whole state (objects, retained history, marks) and the Raft bookkeeping under
+    /// `raft_keys`, read at one point in time.
+    pub fn export(&self, raft_keys: &[&str]) -> Result<(Image, RaftValues), StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
+        let oldest_kept = meta.get("oldest_kept")?.map(|g| g.value()).unwrap_or(1);
+        let mut objects = Vec::new();
+        for entry in txn.open_table(OBJECTS)?.iter()? {
+            let (k, v) = entry?;
+            objects.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        let mut events = Vec::new();
+        for entry in txn.open_table(EVENTS)?.iter()? {
+            let (k, v) = entry?;
+            events.push((k.value(), v.value().to_vec()));
+        }
+        let raft_table = txn.open_table(RAFT)?;
+        let mut raft = Vec::with_capacity(raft_keys.len());
+        for key in raft_keys {
+            raft.push(raft_table.get(*key)?.map(|g| g.value().to_vec()));
+        }
+        Ok((
+            Image {
+                revision,
+                oldest_kept,
+                objects,
+                events,
+            },
+            raft,
+        ))
+    }
+
+    /// Replaces the whole state with `image` and sets the Raft bookkeeping, in one transaction.
+    pub fn import(&self, image: &Image, raft: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut objects = txn.open_table(OBJECTS)?;
+            objects.retain(|_, _| false)?;
+            for (k, v) in &image.objects {
+                decode_object(v)?;
+                objects.insert(k.as_str(), v.as_slice())?;
+            }
+            let mut events = txn.open_table(EVENTS)?;
+            events.retain(|_, _| false)?;
+            for (rev, bytes) in &image.events {
+                events.insert(*rev, bytes.as_slice())?;
+            }
+            let mut meta = txn.open_table(META)?;
+            meta.insert("revision", image.revision)?;
+            meta.insert("oldest_kept", image.oldest_kept)?;
+            let mut raft_table = txn.open_table(RAFT)?;
+            for (key, bytes) in raft {
+                raft_table.insert(*key, bytes.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// The events after `from` under `prefix`, oldest first.

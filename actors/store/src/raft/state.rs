@@ -1,0 +1,226 @@
+//! The state machine of one shard replica: the shard database, the Raft bookkeeping kept in
+//! the same transactions, snapshots, and the watch hub fed by every applied batch.
+
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+
+use super::{
+    Applied, Io, LogId, ShardRaft, Snapshot, SnapshotMeta, StoredMembership, decode, encode,
+};
+use crate::error::StoreError;
+use crate::machine::WriteOp;
+use crate::persist::{Image, ShardDb};
+use crate::watch::WatchHub;
+
+const APPLIED: &str = "applied";
+const MEMBERSHIP: &str = "membership";
+const SNAPSHOT_META: &str = "snapshot_meta";
+const SNAPSHOT_DATA: &str = "snapshot_data";
+
+/// A shard replica's state machine. Cheap to clone (the database and hub are shared).
+#[derive(Clone)]
+pub struct ShardMachine {
+    db: ShardDb,
+    hub: WatchHub,
+    history_limit: u64,
+    io: Io,
+}
+
+impl ShardMachine {
+    /// A state machine over `db`, publishing to `hub`, keeping `history_limit` events.
+    pub fn new(db: ShardDb, hub: WatchHub, history_limit: u64, io: Io) -> ShardMachine {
+        ShardMachine {
+            db,
+            hub,
+            history_limit: history_limit.max(1),
+            io,
+        }
+    }
+
+    /// The shard database (for reads after a linearizable barrier).
+    pub fn db(&self) -> &ShardDb {
+        &self.db
+    }
+
+    /// The watch hub.
+    pub fn hub(&self) -> &WatchHub {
+        &self.hub
+    }
+
+    fn read_applied(db: &ShardDb) -> Result<(Option<LogId>, StoredMembership), StoreError> {
+        let applied = match db.raft_get(APPLIED)? {
+            Some(bytes) => decode::<Option<LogId>>(APPLIED, &bytes)?,
+            None => None,
+        };
+        let membership = match db.raft_get(MEMBERSHIP)? {
+            Some(bytes) => decode::<StoredMembership>(MEMBERSHIP, &bytes)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+}
+
+/// Builds a snapshot from a consistent read of the shard database.
+pub struct SnapshotBuilder {
+    db: ShardDb,
+    io: Io,
+}
+
+impl RaftSnapshotBuilder<ShardRaft> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, std::io::Error> {
+        let db = self.db.clone();
+        self.io
+            .run(move || {
+                let (image, raft) = db.export(&[APPLIED, MEMBERSHIP])?;
+                let applied = match &raft[0] {
+                    Some(bytes) => decode::<Option<LogId>>(APPLIED, bytes)?,
+                    None => None,
+                };
+                let membership = match &raft[1] {
+                    Some(bytes) => decode::<StoredMembership>(MEMBERSHIP, bytes)?,
+                    None => StoredMembership::default(),
+                };
+                let meta = SnapshotMeta {
+                    last_log_id: applied,
+                    last_membership: membership,
+                };
+                let data = encode(&image)?;
+                db.raft_put(&[
+                    (SNAPSHOT_META, encode(&meta)?),
+                    (SNAPSHOT_DATA, data.clone()),
+                ])?;
+                Ok(Snapshot {
+                    meta,
+                    snapshot: data,
+                })
+            })
+            .await
+    }
+}
+
+impl RaftStateMachine<ShardRaft> for ShardMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
+        let db = self.db.clone();
+        self.io.run(move || ShardMachine::read_applied(&db)).await
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), std::io::Error>
+    where
+        Strm:
+            Stream<Item = Result<EntryResponder<ShardRaft>, std::io::Error>> + Unpin + OptionalSend,
+    {
+        let mut ops: Vec<WriteOp> = Vec::new();
+        // Per entry: the index of its op in `ops`, if it carried one, and its responder.
+        let mut slots = Vec::new();
+        let mut last: Option<LogId> = None;
+        let mut membership: Option<StoredMembership> = None;
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            match entry.payload {
+                EntryPayload::Normal(op) => {
+                    slots.push((Some(ops.len()), responder));
+                    ops.push(op);
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                    slots.push((None, responder));
+                }
+                EntryPayload::Blank => slots.push((None, responder)),
+            }
+            last = Some(entry.log_id);
+        }
+        if last.is_none() {
+            return Ok(());
+        }
+        let mut raft = vec![(APPLIED, encode(&last).map_err(std::io::Error::other)?)];
+        if let Some(m) = &membership {
+            raft.push((MEMBERSHIP, encode(m).map_err(std::io::Error::other)?));
+        }
+        let db = self.db.clone();
+        let limit = self.history_limit;
+        let results = self
+            .io
+            .run(move || {
+                let raft: Vec<(&str, Vec<u8>)> = raft;
+                db.apply_batch(&ops, &raft, limit)
+            })
+            .await?;
+        let events: Vec<_> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().and_then(|(_, e)| e.clone()))
+            .collect();
+        self.hub.publish(&events);
+        let mut results = results.into_iter().map(|r| r.map(|(outcome, _)| outcome));
+        for (slot, responder) in slots {
+            let reply = match slot {
+                Some(_) => Applied::Write(
+                    results
+                        .next()
+                        .unwrap_or(Err(StoreError::Storage("a write lost its result".into()))),
+                ),
+                None => Applied::Nothing,
+            };
+            if let Some(responder) = responder {
+                responder.send(reply);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            io: self.io,
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: Vec<u8>,
+    ) -> Result<(), std::io::Error> {
+        let db = self.db.clone();
+        let meta = meta.clone();
+        let revision = self
+            .io
+            .run(move || {
+                let image: Image = decode("snapshot", &data)?;
+                db.import(
+                    &image,
+                    &[
+                        (APPLIED, encode(&meta.last_log_id)?),
+                        (MEMBERSHIP, encode(&meta.last_membership)?),
+                        (SNAPSHOT_META, encode(&meta)?),
+                        (SNAPSHOT_DATA, data),
+                    ],
+                )?;
+                Ok(image.revision)
+            })
+            .await?;
+        self.hub.reset(revision);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, std::io::Error> {
+        let db = self.db.clone();
+        self.io
+            .run(move || {
+                let (Some(meta), Some(data)) =
+                    (db.raft_get(SNAPSHOT_META)?, db.raft_get(SNAPSHOT_DATA)?)
+                else {
+                    return Ok(None);
+                };
+                Ok(Some(Snapshot {
+                    meta: decode("snapshot metadata", &meta)?,
+                    snapshot: data,
+                }))
+            })
+            .await
+    }
+}
