@@ -143,7 +143,11 @@ pub async fn peer(options: PeerOptions) -> Result<(), BenchError> {
             let args = transport_args(
                 &options.pki,
                 "bench-server",
-                Role::Master { listen, join: None },
+                Role::Master {
+                    listen,
+                    join: None,
+                    raft: None,
+                },
             )?;
             Actor::spawn(Some("transport".into()), Transport, args)
                 .await

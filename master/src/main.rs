@@ -2,6 +2,7 @@
 //! and runs the master's supervision tree; prints how nodes join.
 
 mod kubeconfig;
+mod raft;
 mod tree;
 
 use std::net::{IpAddr, SocketAddr};

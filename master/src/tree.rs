@@ -21,13 +21,15 @@ use shoal_controllers::{NodeLifecycle, NodeLifecycleArgs};
 use shoal_core::supervisor::{ChildSpec, RestartIntensity, Supervisor, SupervisorArgs};
 use shoal_kubelet::KubeletArgs;
 use shoal_kubelet::objects::NodeIdentity;
-use shoal_store::{Shard, ShardArgs, ShardDb, Store, shard_name};
+use shoal_store::raft::{Io, LogStore, Member, NodeId, RaftHost, Router};
+use shoal_store::{Shard, ShardArgs, ShardDb, Store, raft_config, shard_name};
 use shoal_transport::bootstrap::JoinAuthority;
 use shoal_transport::pki::{CertPair, ClusterCa, Usage, load_or_create_token};
-use shoal_transport::{Role, Transport, TransportArgs};
+use shoal_transport::{RaftLink, RaftService, Role, Transport, TransportArgs};
 
 use crate::Args;
 use crate::kubeconfig::admin_kubeconfig;
+use crate::raft;
 
 /// Why the master could not start.
 #[derive(Debug, thiserror::Error)]
@@ -124,18 +126,37 @@ fn prepare_pki(args: &Args, pki_dir: &Path) -> Result<MasterPki, MasterError> {
     })
 }
 
-fn store_tree(dbs: Vec<ShardDb>, history: u64) -> ChildSpec {
-    let shards = dbs
+/// What every shard replica of this master shares.
+struct Replication {
+    id: NodeId,
+    member: Member,
+    router: Router,
+    host: RaftHost,
+    config: Arc<shoal_store::raft::RaftConfig>,
+    bootstrap: bool,
+}
+
+fn store_tree(files: Vec<(ShardDb, LogStore)>, history: u64, r: &Replication) -> ChildSpec {
+    let shards = files
         .into_iter()
-        .map(|db| {
-            let name = shard_name(db.shard());
+        .map(|(db, log)| {
+            let group = db.shard();
             ChildSpec::actor(
-                name,
+                shard_name(group),
                 Shard,
                 ShardArgs {
+                    group,
+                    id: r.id,
+                    member: r.member.clone(),
                     db,
+                    log,
+                    router: r.router.clone(),
+                    host: r.host.clone(),
+                    config: r.config.clone(),
                     history_limit: history,
                     watch_queue: 4096,
+                    bootstrap: r.bootstrap,
+                    io: Io::Blocking,
                 },
             )
         })
@@ -158,9 +179,21 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
     let pki = prepare_pki(&args, &pki_dir)?;
     let store_dir = args.data_dir.join("store");
     std::fs::create_dir_all(&store_dir).map_err(dir_err)?;
-    let dbs = (0..args.shards)
-        .map(|n| ShardDb::open(&store_dir.join(format!("shard-{n}.redb")), n))
-        .collect::<Result<Vec<_>, _>>()?;
+    let files = raft::open_shards(&store_dir, args.shards)?;
+    let id = raft::member_id(&store_dir).map_err(dir_err)?;
+    let link = RaftLink::new();
+    let host = RaftHost::new();
+    let replication = Replication {
+        id,
+        member: Member {
+            name: args.master_name(),
+            addr: args.quic_addr().to_string(),
+        },
+        router: raft::router(link.clone()),
+        host: host.clone(),
+        config: raft_config()?,
+        bootstrap: true,
+    };
     let store = Store::new(args.shards);
     let api_args = ApiServerArgs {
         listen: args.api_addr(),
@@ -179,12 +212,16 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
                 ca: pki.ca.clone(),
                 token: pki.token.clone(),
             })),
+            raft: Some(RaftService {
+                link,
+                handler: raft::handler(host),
+            }),
         },
         cookie: pki.ca_hash.clone(),
     };
     let mut children = vec![
         ChildSpec::actor("transport", Transport, transport_args),
-        store_tree(dbs, args.watch_history),
+        store_tree(files, args.watch_history, &replication),
         ChildSpec::actor("apiserver", ApiServer, api_args),
         ChildSpec::actor(
             "node-lifecycle",

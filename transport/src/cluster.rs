@@ -19,8 +19,9 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::bootstrap::JoinAuthority;
-use crate::pki::{CertPair, common_name};
+use crate::pki::{CertPair, MASTERS_GROUP, common_name, organizations};
 use crate::quic::{MASTER_SERVER_NAME, client_config, peer_chain, server_config};
+use crate::raft::{RaftHandler, RaftService, serve_stream};
 use crate::stream::{QuicSession, StreamKind};
 
 /// What this process is in the cluster.
@@ -30,6 +31,8 @@ pub enum Role {
     Master {
         listen: SocketAddr,
         join: Option<Arc<JoinAuthority>>,
+        /// Answers and sends Raft traffic between masters.
+        raft: Option<RaftService>,
     },
     /// Dials every master and keeps the connections up.
     Node { masters: Vec<SocketAddr> },
@@ -130,6 +133,7 @@ pub enum TransportMsg {
 /// Stops everything the actor started when its state is dropped, however it ended.
 struct Teardown {
     tasks: Vec<JoinHandle<()>>,
+    raft: Option<RaftService>,
     endpoint: quinn::Endpoint,
     node_server: ActorRef<NodeServerMessage>,
 }
@@ -138,6 +142,9 @@ impl Drop for Teardown {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(raft) = &self.raft {
+            raft.link.set_endpoint(None);
         }
         self.endpoint.close(0u32.into(), b"transport stopped");
         self.node_server.stop(Some("transport stopped".into()));
@@ -267,9 +274,14 @@ async fn serve_connection(
     node_server: ActorRef<NodeServerMessage>,
     peers: Peers,
     join: Option<Arc<JoinAuthority>>,
+    raft: Option<RaftHandler>,
     local: String,
 ) {
-    let peer = peer_chain(&conn).and_then(|c| c.first().and_then(common_name));
+    let chain = peer_chain(&conn);
+    let leaf = chain.as_ref().and_then(|c| c.first());
+    let peer = leaf.and_then(common_name);
+    let is_master = leaf.is_some_and(|c| organizations(c).iter().any(|o| o == MASTERS_GROUP));
+    let mut requests = JoinSet::new();
     if let Some(name) = &peer {
         if Faults::global().is_partitioned(name) {
             conn.close(1u32.into(), b"partitioned");
@@ -279,6 +291,7 @@ async fn serve_connection(
     }
     let mut joins = JoinSet::new();
     while let Ok((send, mut recv)) = conn.accept_bi().await {
+        while requests.try_join_next().is_some() {}
         let mut kind = [0u8; 1];
         if recv.read_exact(&mut kind).await.is_err() {
             continue;
@@ -315,6 +328,19 @@ async fn serve_connection(
                     break;
                 }
             },
+            (Some(StreamKind::Raft), Some(_)) if is_master => match &raft {
+                Some(handler) => {
+                    requests.spawn(serve_stream(handler.clone(), send, recv));
+                }
+                None => {
+                    conn.close(6u32.into(), b"this process serves no raft");
+                    break;
+                }
+            },
+            (Some(StreamKind::Raft), _) => {
+                conn.close(7u32.into(), b"raft traffic is for masters only");
+                break;
+            }
             (None, _) => {
                 conn.close(4u32.into(), b"unknown stream kind");
                 break;
@@ -331,6 +357,7 @@ async fn accept_loop(
     node_server: ActorRef<NodeServerMessage>,
     peers: Peers,
     join: Option<Arc<JoinAuthority>>,
+    raft: Option<RaftHandler>,
     local: String,
 ) {
     let mut connections = JoinSet::new();
@@ -338,10 +365,10 @@ async fn accept_loop(
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                let (node_server, peers, join, local) = (node_server.clone(), peers.clone(), join.clone(), local.clone());
+                let (node_server, peers, join, raft, local) = (node_server.clone(), peers.clone(), join.clone(), raft.clone(), local.clone());
                 connections.spawn(async move {
                     match incoming.await {
-                        Ok(conn) => serve_connection(conn, node_server, peers, join, local).await,
+                        Ok(conn) => serve_connection(conn, node_server, peers, join, raft, local).await,
                         Err(err) => tracing::debug!(error = %err, "incoming connection failed"),
                     }
                 });
@@ -432,14 +459,20 @@ impl Actor for Transport {
             tokio::spawn(watch_sessions(rx, peers.clone())),
             tokio::spawn(enforce_partitions(peers.clone())),
         ];
+        let mut raft_service = None;
         match &args.role {
-            Role::Master { listen, join } => {
+            Role::Master { listen, join, raft } => {
                 tracing::info!(%listen, name = %args.name, "QUIC transport listening");
+                if let Some(service) = raft {
+                    service.link.set_endpoint(Some(endpoint.clone()));
+                    raft_service = Some(service.clone());
+                }
                 tasks.push(tokio::spawn(accept_loop(
                     endpoint.clone(),
                     node_server.clone(),
                     peers.clone(),
                     join.clone(),
+                    raft.as_ref().map(|r| r.handler.clone()),
                     args.name.clone(),
                 )));
             }
@@ -459,6 +492,7 @@ impl Actor for Transport {
             peers,
             _teardown: Teardown {
                 tasks,
+                raft: raft_service,
                 endpoint,
                 node_server,
             },

@@ -6,6 +6,8 @@ pub mod bootstrap;
 pub mod cluster;
 pub mod pki;
 pub mod quic;
+pub mod raft;
 pub mod stream;
 
 pub use cluster::{Role, Transport, TransportArgs, TransportMsg};
+pub use raft::{RaftHandler, RaftLink, RaftService};

@@ -111,6 +111,21 @@ pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The organizations (Kubernetes groups) a certificate's subject names.
+pub fn organizations(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    parsed
+        .subject()
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_owned))
+        .collect()
+}
+
+/// The group every master's peer certificate carries; Raft traffic is accepted only from it.
+pub const MASTERS_GROUP: &str = "shoal:masters";
+
 /// What a certificate is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Usage {

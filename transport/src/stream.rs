@@ -18,6 +18,8 @@ pub enum StreamKind {
     Actors = 1,
     /// A node asking to join with a bootstrap token.
     Join = 2,
+    /// One Raft request between masters and its response.
+    Raft = 3,
 }
 
 impl StreamKind {
@@ -26,6 +28,7 @@ impl StreamKind {
         match byte {
             1 => Some(StreamKind::Actors),
             2 => Some(StreamKind::Join),
+            3 => Some(StreamKind::Raft),
             _ => None,
         }
     }

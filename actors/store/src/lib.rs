@@ -1,7 +1,8 @@
 //! The store (DESIGN §4): the key space split into shards, each an actor that owns its slice of
 //! the cluster state, persisted in redb, with revisions, preconditions and watches.
 //!
-//! One replica per shard in this form; the interface ([`Store`]) stays when Raft comes in.
+//! Each shard is a Raft group with a replica on every master ([`raft`]); callers see only
+//! [`Store`].
 
 mod error;
 mod handle;
@@ -15,5 +16,5 @@ pub use error::StoreError;
 pub use handle::{Store, StoreWatch};
 pub use machine::{EventKind, StoreEvent, Stored, WriteOp, WriteOutcome};
 pub use persist::{Image, ShardDb};
-pub use shard::{Shard, ShardArgs, ShardMsg, shard_group, shard_name};
+pub use shard::{Shard, ShardArgs, ShardMsg, raft_config, shard_group, shard_name};
 pub use watch::WatchHub;

@@ -1,17 +1,27 @@
-//! The shard actor: serializes the writes of one shard, persists them, and fans committed
-//! changes out to watchers. A restarted shard rebuilds everything from its database; watchers
-//! of the old incarnation see their stream end and resume from their last version.
+//! The shard actor: owns this master's replica of one shard group (DESIGN §4). It starts the
+//! group's Raft node over the shard's log and database, registers it with the [`RaftHost`] so
+//! other masters reach it, and serves the store's requests: writes and linearizable reads go
+//! through the leader, watches come from the local applied state.
 //!
-//! Messages, in any order: `Get`, `List`, `Write`, `Watch`. Writes are applied one at a time,
-//! in arrival order; a watch registered after a write never sees that write twice.
+//! A restarted shard stops the Raft node of its previous incarnation and starts a new one
+//! from the same files; watchers of the old incarnation see their stream end and resume
+//! from their last version.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use tokio::sync::mpsc;
 
 use crate::error::StoreError;
-use crate::machine::{StoreEvent, Stored, WriteOp, WriteOutcome, check_watch_start};
+use crate::machine::{StoreEvent, Stored, WriteOp, WriteOutcome};
 use crate::persist::ShardDb;
+use crate::raft::{
+    ClientOp, ClientReply, GroupNetwork, Io, LogStore, Member, NodeId, RaftHost, Replica, Router,
+    ShardMachine,
+};
+use crate::watch::WatchHub;
 
 /// The registry name of shard `n`'s actor.
 pub fn shard_name(n: u32) -> String {
@@ -22,6 +32,9 @@ pub fn shard_name(n: u32) -> String {
 pub fn shard_group(n: u32) -> String {
     format!("shard/{n}")
 }
+
+/// How many times a request may be forwarded between masters looking for the leader.
+const HOPS: u8 = 2;
 
 /// A shard's answer to a list: the entries under the prefix and the revision it was taken at.
 pub type ListReply = Result<(Vec<(String, Stored)>, u64), StoreError>;
@@ -41,83 +54,87 @@ pub enum ShardMsg {
     },
 }
 
+/// The Raft timing of every shard group: heartbeats every 100 ms, elections after 500 to
+/// 1000 ms of silence, so a dead leader is replaced well inside two seconds; a snapshot every
+/// 5,000 entries, keeping 1,000 entries behind it for followers that lag a little.
+pub fn raft_config() -> Result<Arc<openraft::Config>, StoreError> {
+    let config = openraft::Config {
+        cluster_name: "shoal".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|e| StoreError::Storage(format!("raft configuration: {e}")))
+}
+
 /// What a shard starts from.
 #[derive(Clone)]
 pub struct ShardArgs {
+    pub group: u32,
+    /// This master's Raft id and address.
+    pub id: NodeId,
+    pub member: Member,
     pub db: ShardDb,
+    pub log: LogStore,
+    pub router: Router,
+    pub host: RaftHost,
+    pub config: Arc<openraft::Config>,
     /// Events retained for watches; older starts get 410 Gone.
     pub history_limit: u64,
     /// Events buffered per watcher before it is cut off as too slow.
     pub watch_queue: usize,
+    /// Whether an empty group starts as a cluster of this master alone (the first master);
+    /// a joining master waits to be added by the leader instead.
+    pub bootstrap: bool,
+    pub io: Io,
 }
 
-struct Subscriber {
-    prefix: String,
-    tx: mpsc::Sender<StoreEvent>,
-}
-
-/// The shard's state: its database and its watchers.
+/// The shard's state: its replica.
 pub struct ShardState {
-    db: ShardDb,
-    history_limit: u64,
-    watch_queue: usize,
-    subscribers: Vec<Subscriber>,
+    replica: Replica,
+    host: RaftHost,
+    group: u32,
 }
 
 /// The shard actor.
 #[derive(Clone)]
 pub struct Shard;
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Storage(format!("storage task failed: {e}")))?
-}
-
-impl ShardState {
-    /// Delivers an event to every watcher of its prefix; a full or closed queue drops the watcher.
-    fn fan_out(&mut self, event: &StoreEvent) {
-        self.subscribers.retain(|s| {
-            if !event.key.starts_with(&s.prefix) {
-                return !s.tx.is_closed();
-            }
-            match s.tx.try_send(event.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(shard = event.shard, prefix = %s.prefix, "watcher too slow; cutting it off");
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
+async fn start_replica(args: &ShardArgs) -> Result<Replica, ActorProcessingErr> {
+    if let Some(old) = args.host.remove(args.group) {
+        // The previous incarnation died without stopping its node.
+        let _ = old.raft().shutdown().await;
+        old.machine().hub().close();
     }
-
-    async fn watch(
-        &mut self,
-        prefix: String,
-        from: Option<u64>,
-    ) -> Result<(mpsc::Receiver<StoreEvent>, u64), StoreError> {
-        let db = self.db.clone();
-        let marks = blocking(move || db.marks()).await?;
-        let start = from.unwrap_or(marks.revision);
-        check_watch_start(start, marks.oldest_kept, marks.revision)?;
-        let db = self.db.clone();
-        let replay_prefix = prefix.clone();
-        let backlog = if start < marks.revision {
-            blocking(move || db.events_after(start, &replay_prefix)).await?
-        } else {
-            Vec::new()
-        };
-        let (tx, rx) = mpsc::channel(self.watch_queue.max(backlog.len() + 1));
-        for event in backlog {
-            // The channel was sized for the whole backlog.
-            let _ = tx.try_send(event);
-        }
-        self.subscribers.push(Subscriber { prefix, tx });
-        Ok((rx, start))
+    let db = args.db.clone();
+    let revision = args.io.run(move || Ok(db.marks()?.revision)).await?;
+    let hub = WatchHub::new(revision, args.watch_queue);
+    let machine = ShardMachine::new(args.db.clone(), hub, args.history_limit, args.io);
+    let network = GroupNetwork {
+        router: args.router.clone(),
+        group: args.group,
+    };
+    let raft = openraft::Raft::new(
+        args.id,
+        args.config.clone(),
+        network,
+        args.log.clone(),
+        machine.clone(),
+    )
+    .await?;
+    if args.bootstrap && !raft.is_initialized().await? {
+        let members = BTreeMap::from([(args.id, args.member.clone())]);
+        raft.initialize(members).await?;
     }
+    let replica = Replica::new(args.group, raft, machine, args.router.clone());
+    args.host.insert(args.group, replica.clone());
+    Ok(replica)
 }
 
 impl Actor for Shard {
@@ -130,13 +147,24 @@ impl Actor for Shard {
         myself: ActorRef<ShardMsg>,
         args: ShardArgs,
     ) -> Result<ShardState, ActorProcessingErr> {
-        ractor::pg::join(shard_group(args.db.shard()), vec![myself.get_cell()]);
+        let replica = start_replica(&args).await?;
+        ractor::pg::join(shard_group(args.group), vec![myself.get_cell()]);
         Ok(ShardState {
-            db: args.db,
-            history_limit: args.history_limit.max(1),
-            watch_queue: args.watch_queue.max(1),
-            subscribers: Vec::new(),
+            replica,
+            host: args.host,
+            group: args.group,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        state: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.host.remove(state.group);
+        let _ = state.replica.raft().shutdown().await;
+        state.replica.machine().hub().close();
+        Ok(())
     }
 
     async fn handle(
@@ -145,35 +173,45 @@ impl Actor for Shard {
         msg: ShardMsg,
         state: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
+        let replica = state.replica.clone();
+        // Requests run beside the mailbox: Raft batches concurrent writes, and a request
+        // waiting for a leader holds up no other.
         match msg {
             ShardMsg::Get(key, reply) => {
-                let _ = reply.send(state.db.get(&key));
+                tokio::spawn(async move {
+                    let result = match replica.execute(ClientOp::Get(key), HOPS).await {
+                        ClientReply::Get(r) => r,
+                        _ => Err(StoreError::Storage("mismatched reply".into())),
+                    };
+                    let _ = reply.send(result);
+                });
             }
             ShardMsg::List(prefix, reply) => {
-                let _ = reply.send(state.db.list(&prefix));
+                tokio::spawn(async move {
+                    let result = match replica.execute(ClientOp::List(prefix), HOPS).await {
+                        ClientReply::List(r) => r,
+                        _ => Err(StoreError::Storage("mismatched reply".into())),
+                    };
+                    let _ = reply.send(result);
+                });
             }
             ShardMsg::Write(op, reply) => {
-                let db = state.db.clone();
-                let limit = state.history_limit;
-                let result = blocking(move || db.write(&op, limit)).await;
-                let outcome = match result {
-                    Ok((outcome, event)) => {
-                        if let Some(event) = event {
-                            state.fan_out(&event);
-                        }
-                        Ok(outcome)
-                    }
-                    Err(err) => Err(err),
-                };
-                let _ = reply.send(outcome);
+                tokio::spawn(async move {
+                    let result = match replica.execute(ClientOp::Write(op), HOPS).await {
+                        ClientReply::Write(r) => r,
+                        _ => Err(StoreError::Storage("mismatched reply".into())),
+                    };
+                    let _ = reply.send(result);
+                });
             }
             ShardMsg::Watch {
                 prefix,
                 from,
                 reply,
             } => {
-                let result = state.watch(prefix, from).await;
-                let _ = reply.send(result);
+                tokio::spawn(async move {
+                    let _ = reply.send(replica.watch(prefix, from).await);
+                });
             }
         }
         Ok(())

@@ -27,6 +27,8 @@ struct Inner {
 pub struct WatchHub {
     inner: Arc<Mutex<Inner>>,
     queue: usize,
+    /// The published revision, for callers waiting for this replica to catch up.
+    progress: tokio::sync::watch::Sender<u64>,
 }
 
 impl WatchHub {
@@ -39,7 +41,17 @@ impl WatchHub {
                 subscribers: Vec::new(),
             })),
             queue: queue.max(1),
+            progress: tokio::sync::watch::Sender::new(revision),
         }
+    }
+
+    /// Waits until events up to `revision` are published, for at most `patience`. Returns
+    /// whether they are.
+    pub async fn caught_up(&self, revision: u64, patience: std::time::Duration) -> bool {
+        let mut rx = self.progress.subscribe();
+        tokio::time::timeout(patience, rx.wait_for(|p| *p >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -61,6 +73,7 @@ impl WatchHub {
                 continue;
             }
             inner.published = event.rev;
+            self.progress.send_replace(event.rev);
             inner.subscribers.retain(|s| {
                 if !event.key.starts_with(&s.prefix) {
                     return !s.tx.is_closed();
@@ -83,6 +96,7 @@ impl WatchHub {
         let mut inner = self.lock();
         inner.subscribers.clear();
         inner.published = revision;
+        self.progress.send_replace(revision);
     }
 
     /// Ends every watcher's stream (the replica is stopping).

@@ -6,6 +6,8 @@
 //! events are published only for entries that were committed and applied.
 
 mod log;
+pub mod net;
+mod replica;
 mod state;
 
 use std::fmt;
@@ -13,6 +15,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use log::LogStore;
+pub use net::{ClientOp, ClientReply, GroupNetwork, RaftHost, Router, Wire, WireFuture};
+pub use replica::Replica;
 pub use state::{ShardMachine, SnapshotBuilder};
 
 use crate::error::StoreError;
@@ -65,6 +69,8 @@ pub type Snapshot = openraft::type_config::alias::SnapshotOf<ShardRaft, Vec<u8>>
 pub type Entry = openraft::type_config::alias::EntryOf<ShardRaft>;
 /// A vote.
 pub type Vote = openraft::type_config::alias::VoteOf<ShardRaft>;
+/// Raft's timing and limits.
+pub type RaftConfig = openraft::Config;
 /// A shard's Raft handle.
 pub type ShardRaftHandle = openraft::Raft<ShardRaft, ShardMachine>;
 

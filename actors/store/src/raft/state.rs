@@ -43,6 +43,11 @@ impl ShardMachine {
         &self.db
     }
 
+    /// How this machine runs its disk work.
+    pub fn io(&self) -> Io {
+        self.io
+    }
+
     /// The watch hub.
     pub fn hub(&self) -> &WatchHub {
         &self.hub

@@ -1,0 +1,371 @@
+//! Raft traffic between masters, independent of how bytes travel: the request and response
+//! types, the [`Wire`] a transport provides (QUIC streams in a process, an in-memory switch in
+//! a simulation), the [`Router`] that openraft-multi's adapter drives for every shard group
+//! over one wire, and the [`RaftHost`] that answers requests for the local replicas.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RaftNetworkFactory};
+use openraft_multi::{GroupNetworkAdapter, GroupRouter};
+use serde::{Deserialize, Serialize};
+
+use super::replica::Replica;
+use super::{Member, NodeId, ShardRaft, Snapshot, SnapshotMeta, Vote, decode, encode};
+use crate::error::StoreError;
+use crate::machine::{Stored, WriteOp, WriteOutcome};
+
+/// A future a wire returns.
+pub type WireFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+
+/// How Raft bytes reach another master: one request, one response, each on a stream of its
+/// own so that no group or snapshot waits behind another.
+pub trait Wire: Send + Sync + 'static {
+    /// Sends `request` to `to` and returns its response, or why there is none.
+    fn call(&self, to: &Member, request: Vec<u8>, timeout: Duration) -> WireFuture;
+}
+
+/// A request a replica makes on the shard's behalf to a leader: writes and linearizable
+/// reads go to the leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ClientOp {
+    Write(WriteOp),
+    Get(String),
+    List(String),
+}
+
+/// What a [`ClientOp`] answered.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ClientReply {
+    Write(Result<WriteOutcome, StoreError>),
+    Get(Result<Option<Stored>, StoreError>),
+    List(Result<(Vec<(String, Stored)>, u64), StoreError>),
+}
+
+/// Everything one master asks another about a shard group.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRequest {
+    Append(u32, AppendEntriesRequest<ShardRaft>),
+    Vote(u32, VoteRequest<ShardRaft>),
+    PreVote(u32, VoteRequest<ShardRaft>),
+    Snapshot {
+        group: u32,
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    },
+    Client {
+        group: u32,
+        op: ClientOp,
+        /// How many more times the request may be forwarded.
+        hops: u8,
+    },
+}
+
+/// The answers, in the order of [`RaftRequest`]. `Err` is the remote's reason in words (its
+/// replica is stopping or missing).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftResponse {
+    Append(Result<AppendEntriesResponse<ShardRaft>, String>),
+    Vote(Result<VoteResponse<ShardRaft>, String>),
+    Snapshot(Result<SnapshotResponse<ShardRaft>, String>),
+    Client(ClientReply),
+}
+
+/// The local replicas, by group, answering requests from other masters.
+#[derive(Clone, Default)]
+pub struct RaftHost {
+    replicas: Arc<RwLock<HashMap<u32, Replica>>>,
+}
+
+impl RaftHost {
+    /// A host with no replicas yet.
+    pub fn new() -> RaftHost {
+        RaftHost::default()
+    }
+
+    /// The replica of `group`, if it runs here.
+    pub fn replica(&self, group: u32) -> Option<Replica> {
+        let map = self.replicas.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&group).cloned()
+    }
+
+    /// Registers `replica` for its group, returning the one it replaces.
+    pub fn insert(&self, group: u32, replica: Replica) -> Option<Replica> {
+        let mut map = self.replicas.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(group, replica)
+    }
+
+    /// Removes the replica of `group`.
+    pub fn remove(&self, group: u32) -> Option<Replica> {
+        let mut map = self.replicas.write().unwrap_or_else(|p| p.into_inner());
+        map.remove(&group)
+    }
+
+    /// Every local replica.
+    pub fn all(&self) -> Vec<(u32, Replica)> {
+        let map = self.replicas.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = map.iter().map(|(g, r)| (*g, r.clone())).collect();
+        all.sort_by_key(|(g, _)| *g);
+        all
+    }
+
+    /// Answers one encoded request; the reply is encoded too.
+    pub async fn handle(&self, request: &[u8]) -> Result<Vec<u8>, String> {
+        let request: RaftRequest = decode("raft request", request).map_err(|e| e.to_string())?;
+        let response = self.dispatch(request).await?;
+        encode(&response).map_err(|e| e.to_string())
+    }
+
+    async fn dispatch(&self, request: RaftRequest) -> Result<RaftResponse, String> {
+        let missing = |g: u32| format!("shard {g} has no replica here");
+        Ok(match request {
+            RaftRequest::Append(group, rpc) => {
+                let replica = self.replica(group).ok_or_else(|| missing(group))?;
+                RaftResponse::Append(
+                    replica
+                        .raft()
+                        .append_entries(rpc)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            RaftRequest::Vote(group, rpc) => {
+                let replica = self.replica(group).ok_or_else(|| missing(group))?;
+                RaftResponse::Vote(replica.raft().vote(rpc).await.map_err(|e| e.to_string()))
+            }
+            RaftRequest::PreVote(group, rpc) => {
+                let replica = self.replica(group).ok_or_else(|| missing(group))?;
+                RaftResponse::Vote(
+                    replica
+                        .raft()
+                        .pre_vote(rpc)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            RaftRequest::Snapshot {
+                group,
+                vote,
+                meta,
+                data,
+            } => {
+                let replica = self.replica(group).ok_or_else(|| missing(group))?;
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: data,
+                };
+                RaftResponse::Snapshot(
+                    replica
+                        .raft()
+                        .install_full_snapshot(vote, snapshot)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            RaftRequest::Client { group, op, hops } => {
+                let reply = match self.replica(group) {
+                    Some(replica) => replica.execute(op, hops).await,
+                    None => ClientReply::unavailable(&op, group),
+                };
+                RaftResponse::Client(reply)
+            }
+        })
+    }
+}
+
+impl ClientReply {
+    /// The reply for `op` when the shard can't be reached.
+    pub fn unavailable(op: &ClientOp, group: u32) -> ClientReply {
+        let err = StoreError::Unavailable(group);
+        match op {
+            ClientOp::Write(_) => ClientReply::Write(Err(err)),
+            ClientOp::Get(_) => ClientReply::Get(Err(err)),
+            ClientOp::List(_) => ClientReply::List(Err(err)),
+        }
+    }
+}
+
+/// Sends the Raft RPCs of every group over one [`Wire`] (openraft-multi's router).
+#[derive(Clone)]
+pub struct Router {
+    wire: Arc<dyn Wire>,
+    /// Who each member is, for members the caller has not been told about in a membership.
+    members: Arc<RwLock<HashMap<NodeId, Member>>>,
+}
+
+impl Router {
+    /// A router over `wire`.
+    pub fn new(wire: Arc<dyn Wire>) -> Router {
+        Router {
+            wire,
+            members: Arc::default(),
+        }
+    }
+
+    /// Remembers where `id` is reached.
+    pub fn learn(&self, id: NodeId, member: Member) {
+        let mut map = self.members.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(id, member);
+    }
+
+    fn member(&self, id: NodeId) -> Option<Member> {
+        let map = self.members.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&id).cloned()
+    }
+
+    /// Sends one request to `to` and decodes its response.
+    pub async fn send(
+        &self,
+        to: &Member,
+        request: &RaftRequest,
+        timeout: Duration,
+    ) -> Result<RaftResponse, String> {
+        let bytes = encode(request).map_err(|e| e.to_string())?;
+        let reply = self.wire.call(to, bytes, timeout).await?;
+        decode("raft response", &reply).map_err(|e| e.to_string())
+    }
+
+    async fn rpc(
+        &self,
+        target: NodeId,
+        request: RaftRequest,
+        option: &RPCOption,
+    ) -> Result<RaftResponse, RPCError<ShardRaft>> {
+        let member = self.member(target).ok_or_else(|| {
+            RPCError::Unreachable(Unreachable::from_string(format!(
+                "member {target} has no known address"
+            )))
+        })?;
+        self.send(&member, &request, option.soft_ttl())
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+    }
+}
+
+fn unexpected(what: &str) -> RPCError<ShardRaft> {
+    RPCError::Unreachable(Unreachable::from_string(format!(
+        "unexpected reply to {what}"
+    )))
+}
+
+impl GroupRouter<ShardRaft, u32> for Router {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &self,
+        target: NodeId,
+        group: u32,
+        rpc: AppendEntriesRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<ShardRaft>, RPCError<ShardRaft>> {
+        match self
+            .rpc(target, RaftRequest::Append(group, rpc), &option)
+            .await?
+        {
+            RaftResponse::Append(r) => {
+                r.map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+            }
+            _ => Err(unexpected("append")),
+        }
+    }
+
+    async fn vote(
+        &self,
+        target: NodeId,
+        group: u32,
+        rpc: VoteRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>> {
+        match self
+            .rpc(target, RaftRequest::Vote(group, rpc), &option)
+            .await?
+        {
+            RaftResponse::Vote(r) => {
+                r.map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+            }
+            _ => Err(unexpected("vote")),
+        }
+    }
+
+    async fn pre_vote(
+        &self,
+        target: NodeId,
+        group: u32,
+        rpc: VoteRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>> {
+        match self
+            .rpc(target, RaftRequest::PreVote(group, rpc), &option)
+            .await?
+        {
+            RaftResponse::Vote(r) => {
+                r.map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+            }
+            _ => Err(unexpected("pre-vote")),
+        }
+    }
+
+    async fn full_snapshot(
+        &self,
+        target: NodeId,
+        group: u32,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<ShardRaft>, StreamingError<ShardRaft>> {
+        let request = RaftRequest::Snapshot {
+            group,
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot,
+        };
+        let send = async {
+            match self.rpc(target, request, &option).await {
+                Ok(RaftResponse::Snapshot(r)) => {
+                    r.map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))
+                }
+                Ok(_) => Err(StreamingError::Unreachable(Unreachable::from_string(
+                    "unexpected reply to snapshot",
+                ))),
+                Err(RPCError::Unreachable(u)) => Err(StreamingError::Unreachable(u)),
+                Err(other) => Err(StreamingError::Unreachable(Unreachable::from_string(other))),
+            }
+        };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = send => result,
+        }
+    }
+
+    fn backoff(&self) -> Option<openraft::network::Backoff> {
+        Some(openraft::network::Backoff::new(std::iter::repeat(
+            Duration::from_millis(100),
+        )))
+    }
+}
+
+/// Makes the per-target network clients of one group; openraft asks for one per peer.
+#[derive(Clone)]
+pub struct GroupNetwork {
+    pub router: Router,
+    pub group: u32,
+}
+
+impl RaftNetworkFactory<ShardRaft> for GroupNetwork {
+    type Network = GroupNetworkAdapter<ShardRaft, u32, Router>;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
+        self.router.learn(target, node.clone());
+        GroupNetworkAdapter::new(self.router.clone(), target, self.group)
+    }
+}

@@ -1,0 +1,220 @@
+//! One local replica of a shard group: its Raft handle and state machine, and the rules for
+//! serving a request: writes and linearizable reads on the leader (forwarded there when this
+//! replica is not it), watches from the local applied state.
+
+use std::time::Duration;
+
+use openraft::ReadPolicy;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::net::{ClientOp, ClientReply, RaftRequest, RaftResponse, Router};
+use super::{Applied, Member, NodeId, ShardMachine, ShardRaft, ShardRaftHandle};
+use crate::error::StoreError;
+use crate::machine::StoreEvent;
+
+/// How long a request waits for a leader (an election, a forwarded call) before it fails
+/// with `Unavailable`.
+const PATIENCE: Duration = Duration::from_secs(4);
+/// How long a watch from a version waits for this replica to reach it.
+const CATCH_UP: Duration = Duration::from_secs(3);
+
+/// A shard replica. Cheap to clone.
+#[derive(Clone)]
+pub struct Replica {
+    group: u32,
+    raft: ShardRaftHandle,
+    machine: ShardMachine,
+    router: Router,
+}
+
+/// What one local attempt came to.
+enum Attempt {
+    Done(ClientReply),
+    /// Not the leader: the leader if known.
+    Forward(Option<(NodeId, Member)>),
+    /// No quorum or leader yet: try again until the patience runs out.
+    Retry,
+}
+
+fn forward_target<E>(err: &RaftError<ShardRaft, E>) -> Option<Option<(NodeId, Member)>>
+where
+    E: openraft::TryAsRef<openraft::error::ForwardToLeader<ShardRaft>> + std::fmt::Debug,
+{
+    let f = err.forward_to_leader()?;
+    Some(match (&f.leader_id, &f.leader_node) {
+        (Some(id), Some(node)) => Some((*id, node.clone())),
+        _ => None,
+    })
+}
+
+impl Replica {
+    /// A replica of `group`.
+    pub fn new(
+        group: u32,
+        raft: ShardRaftHandle,
+        machine: ShardMachine,
+        router: Router,
+    ) -> Replica {
+        Replica {
+            group,
+            raft,
+            machine,
+            router,
+        }
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &ShardRaftHandle {
+        &self.raft
+    }
+
+    /// The state machine.
+    pub fn machine(&self) -> &ShardMachine {
+        &self.machine
+    }
+
+    /// Serves `op` here if this replica leads, else on the leader (at most `hops` forwards).
+    pub async fn execute(&self, op: ClientOp, hops: u8) -> ClientReply {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return ClientReply::unavailable(&op, self.group);
+            }
+            match self.attempt(&op, remaining).await {
+                Attempt::Done(reply) => return reply,
+                Attempt::Forward(Some((id, member))) if id != *self.raft.node_id() && hops > 0 => {
+                    let request = RaftRequest::Client {
+                        group: self.group,
+                        op: op.clone(),
+                        hops: hops - 1,
+                    };
+                    match self.router.send(&member, &request, remaining).await {
+                        Ok(RaftResponse::Client(reply)) if !reply.is_unavailable() => return reply,
+                        Ok(_) | Err(_) => self.pause(remaining).await,
+                    }
+                }
+                Attempt::Forward(_) | Attempt::Retry => self.pause(remaining).await,
+            }
+        }
+    }
+
+    /// Waits a little for the group's leadership to change or settle.
+    async fn pause(&self, remaining: Duration) {
+        let wait = remaining.min(Duration::from_millis(50));
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(wait, metrics.changed()).await;
+    }
+
+    async fn attempt(&self, op: &ClientOp, remaining: Duration) -> Attempt {
+        match op {
+            ClientOp::Write(write) => {
+                let result =
+                    tokio::time::timeout(remaining, self.raft.client_write(write.clone())).await;
+                match result {
+                    Err(_) => {
+                        Attempt::Done(ClientReply::Write(Err(StoreError::Unavailable(self.group))))
+                    }
+                    Ok(Ok(response)) => Attempt::Done(ClientReply::Write(match response.data {
+                        Applied::Write(r) => r,
+                        Applied::Nothing => {
+                            Err(StoreError::Storage("a write applied as nothing".into()))
+                        }
+                    })),
+                    Ok(Err(err)) => {
+                        if let Some(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) =
+                            Some(&err)
+                        {
+                            // It may or may not have committed elsewhere: the caller must
+                            // not be told either way.
+                            return Attempt::Done(ClientReply::Write(Err(
+                                StoreError::Unavailable(self.group),
+                            )));
+                        }
+                        match forward_target(&err) {
+                            Some(target) => Attempt::Forward(target),
+                            None => Attempt::Done(ClientReply::Write(Err(
+                                StoreError::Unavailable(self.group),
+                            ))),
+                        }
+                    }
+                }
+            }
+            ClientOp::Get(_) | ClientOp::List(_) => {
+                let barrier = tokio::time::timeout(
+                    remaining,
+                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                )
+                .await;
+                match barrier {
+                    Err(_) => Attempt::Retry,
+                    Ok(Ok(_)) => Attempt::Done(self.read_local(op).await),
+                    Ok(Err(err)) => match forward_target(&err) {
+                        Some(target) => Attempt::Forward(target),
+                        None => match err {
+                            RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)) => {
+                                Attempt::Retry
+                            }
+                            _ => Attempt::Done(ClientReply::unavailable(op, self.group)),
+                        },
+                    },
+                }
+            }
+        }
+    }
+
+    async fn read_local(&self, op: &ClientOp) -> ClientReply {
+        let db = self.machine.db().clone();
+        let io = self.machine.io();
+        match op.clone() {
+            ClientOp::Get(key) => {
+                ClientReply::Get(io.run(move || db.get(&key)).await.map_err(storage))
+            }
+            ClientOp::List(prefix) => {
+                ClientReply::List(io.run(move || db.list(&prefix)).await.map_err(storage))
+            }
+            ClientOp::Write(_) => ClientReply::unavailable(op, self.group),
+        }
+    }
+
+    /// Watches `prefix` on this replica after revision `from` (or from now), waiting a while
+    /// for the replica to reach `from` first.
+    pub async fn watch(
+        &self,
+        prefix: String,
+        from: Option<u64>,
+    ) -> Result<(mpsc::Receiver<StoreEvent>, u64), StoreError> {
+        let hub = self.machine.hub().clone();
+        if let Some(from) = from {
+            hub.caught_up(from, CATCH_UP).await;
+        }
+        let db = self.machine.db().clone();
+        self.machine
+            .io()
+            .run(move || hub.subscribe(&db, prefix, from))
+            .await
+            .map_err(storage)
+    }
+}
+
+fn storage(err: std::io::Error) -> StoreError {
+    match err.get_ref().and_then(|e| e.downcast_ref::<StoreError>()) {
+        Some(store) => store.clone(),
+        None => StoreError::Storage(err.to_string()),
+    }
+}
+
+impl ClientReply {
+    /// Whether the reply says only that the shard could not be reached.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ClientReply::Write(Err(StoreError::Unavailable(_)))
+                | ClientReply::Get(Err(StoreError::Unavailable(_)))
+                | ClientReply::List(Err(StoreError::Unavailable(_)))
+        )
+    }
+}

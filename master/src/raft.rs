@@ -1,0 +1,68 @@
+//! The master's side of the replicated store: its Raft id, the shard groups' files, and the
+//! bridge between the store's Raft traffic and the transport's QUIC streams.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_store::raft::{LogStore, Member, NodeId, RaftHost, Router, Wire, WireFuture};
+use shoal_store::{ShardDb, StoreError};
+use shoal_transport::{RaftHandler, RaftLink};
+
+/// Raft traffic over the transport's QUIC streams.
+pub struct QuicWire(pub RaftLink);
+
+impl Wire for QuicWire {
+    fn call(&self, to: &Member, request: Vec<u8>, timeout: Duration) -> WireFuture {
+        let link = self.0.clone();
+        let to = to.clone();
+        Box::pin(async move { link.call(&to.name, &to.addr, request, timeout).await })
+    }
+}
+
+/// The transport's handler for Raft requests: the local replicas answer them.
+pub fn handler(host: RaftHost) -> RaftHandler {
+    Arc::new(move |request: Vec<u8>| {
+        let host = host.clone();
+        Box::pin(async move { host.handle(&request).await })
+    })
+}
+
+/// This master's Raft id: made once, when its data directory is new, and kept in
+/// `store/member-id`. A master that lost its data comes back with a new id, as a new member.
+pub fn member_id(store_dir: &Path) -> Result<NodeId, std::io::Error> {
+    let path = store_dir.join("member-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            // Ids are random so that a re-created master never reuses a departed member's.
+            let id = rand::random::<u64>() >> 1;
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{id}\n"))?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// The files of every shard group: its state database and its Raft log.
+pub fn open_shards(store_dir: &Path, shards: u32) -> Result<Vec<(ShardDb, LogStore)>, StoreError> {
+    (0..shards)
+        .map(|n| {
+            let db = ShardDb::open(&store_dir.join(format!("shard-{n}.redb")), n)?;
+            let log = LogStore::open(&store_dir.join(format!("shard-{n}.raft.redb")))?;
+            Ok((db, log))
+        })
+        .collect()
+}
+
+/// A router over the QUIC link.
+pub fn router(link: RaftLink) -> Router {
+    Router::new(Arc::new(QuicWire(link)))
+}
