@@ -157,6 +157,7 @@ fn store_tree(files: Vec<(ShardDb, LogStore)>, history: u64, r: &Replication) ->
                     watch_queue: 4096,
                     bootstrap: r.bootstrap,
                     io: Io::Blocking,
+                    seed: rand::random(),
                 },
             )
         })

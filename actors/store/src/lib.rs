@@ -6,6 +6,7 @@
 
 mod error;
 mod handle;
+pub mod history;
 mod machine;
 mod persist;
 pub mod raft;
@@ -16,5 +17,5 @@ pub use error::StoreError;
 pub use handle::{Store, StoreWatch};
 pub use machine::{EventKind, StoreEvent, Stored, WriteOp, WriteOutcome};
 pub use persist::{Image, ShardDb};
-pub use shard::{Shard, ShardArgs, ShardMsg, raft_config, shard_group, shard_name};
+pub use shard::{Shard, ShardArgs, ShardMsg, raft_config, shard_group, shard_name, start_replica};
 pub use watch::WatchHub;

@@ -19,7 +19,7 @@ use crate::machine::{StoreEvent, Stored, WriteOp, WriteOutcome};
 use crate::persist::ShardDb;
 use crate::raft::{
     ClientOp, ClientReply, GroupNetwork, Io, LogStore, Member, NodeId, RaftHost, Replica, Router,
-    ShardMachine,
+    Runtime, ShardMachine,
 };
 use crate::watch::WatchHub;
 
@@ -93,6 +93,8 @@ pub struct ShardArgs {
     /// a joining master waits to be added by the leader instead.
     pub bootstrap: bool,
     pub io: Io,
+    /// Seeds the Raft node's randomness; each incarnation draws a new one from it.
+    pub seed: u64,
 }
 
 /// The shard's state: its replica.
@@ -106,7 +108,9 @@ pub struct ShardState {
 #[derive(Clone)]
 pub struct Shard;
 
-async fn start_replica(args: &ShardArgs) -> Result<Replica, ActorProcessingErr> {
+/// Starts this master's replica of `args.group` (stopping a predecessor left running) and
+/// registers it with the host.
+pub async fn start_replica(args: &ShardArgs) -> Result<Replica, ActorProcessingErr> {
     if let Some(old) = args.host.remove(args.group) {
         // The previous incarnation died without stopping its node.
         let _ = old.raft().shutdown().await;
@@ -120,12 +124,17 @@ async fn start_replica(args: &ShardArgs) -> Result<Replica, ActorProcessingErr> 
         router: args.router.clone(),
         group: args.group,
     };
-    let raft = openraft::Raft::new(
-        args.id,
-        args.config.clone(),
-        network,
-        args.log.clone(),
-        machine.clone(),
+    // Every task the node spawns inherits a seed derived from this one; its calls made from
+    // other tasks (writes, reads, votes) spawn nothing.
+    let raft = Runtime::scope(
+        args.seed,
+        openraft::Raft::new(
+            args.id,
+            args.config.clone(),
+            network,
+            args.log.clone(),
+            machine.clone(),
+        ),
     )
     .await?;
     if args.bootstrap && !raft.is_initialized().await? {

@@ -48,6 +48,11 @@ pub enum Applied {
     Nothing,
 }
 
+/// Tokio, with Raft's randomness (election timeouts, tick phases) drawn from a seed: random
+/// in a process, chosen in a simulation so that a run replays exactly.
+pub type Runtime =
+    openraft::rt::deterministic_rng::DeterministicRng<openraft_rt_tokio::TokioRuntime>;
+
 openraft::declare_raft_types!(
     /// The Raft types of a store shard.
     pub ShardRaft:
@@ -55,6 +60,7 @@ openraft::declare_raft_types!(
         R = Applied,
         NodeId = NodeId,
         Node = Member,
+        AsyncRuntime = Runtime,
 );
 
 /// Raft's log id for a shard entry.
@@ -71,6 +77,7 @@ pub type Entry = openraft::type_config::alias::EntryOf<ShardRaft>;
 pub type Vote = openraft::type_config::alias::VoteOf<ShardRaft>;
 /// Raft's timing and limits.
 pub type RaftConfig = openraft::Config;
+pub use openraft::{ReadPolicy, SnapshotPolicy};
 /// A shard's Raft handle.
 pub type ShardRaftHandle = openraft::Raft<ShardRaft, ShardMachine>;
 

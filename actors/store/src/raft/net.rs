@@ -342,6 +342,7 @@ impl GroupRouter<ShardRaft, u32> for Router {
             }
         };
         tokio::select! {
+            biased;
             closed = cancel => Err(StreamingError::Closed(closed)),
             result = send => result,
         }

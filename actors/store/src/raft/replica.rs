@@ -79,6 +79,7 @@ impl Replica {
     /// Serves `op` here if this replica leads, else on the leader (at most `hops` forwards).
     pub async fn execute(&self, op: ClientOp, hops: u8) -> ClientReply {
         let deadline = Instant::now() + PATIENCE;
+        let mut wait = Duration::from_millis(10);
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -94,19 +95,34 @@ impl Replica {
                     };
                     match self.router.send(&member, &request, remaining).await {
                         Ok(RaftResponse::Client(reply)) if !reply.is_unavailable() => return reply,
-                        Ok(_) | Err(_) => self.pause(remaining).await,
+                        // A write that reached the leader may have been applied even though
+                        // no answer came back: sending it again could apply it twice, or
+                        // report a conflict with itself. Its outcome is unknown.
+                        Ok(_) | Err(_) if matches!(op, ClientOp::Write(_)) => {
+                            return ClientReply::unavailable(&op, self.group);
+                        }
+                        Ok(_) | Err(_) => self.pause(&mut wait, remaining).await,
                     }
                 }
-                Attempt::Forward(_) | Attempt::Retry => self.pause(remaining).await,
+                Attempt::Forward(_) | Attempt::Retry => self.pause(&mut wait, remaining).await,
             }
         }
     }
 
-    /// Waits a little for the group's leadership to change or settle.
-    async fn pause(&self, remaining: Duration) {
-        let wait = remaining.min(Duration::from_millis(50));
-        let mut metrics = self.raft.metrics();
-        let _ = tokio::time::timeout(wait, metrics.changed()).await;
+    /// Waits for the group's leadership to change, for at most `wait` (doubling from 10 ms
+    /// to 200 ms across retries, and never past the deadline).
+    async fn pause(&self, wait: &mut Duration, remaining: Duration) {
+        let span = (*wait).min(remaining);
+        *wait = (*wait * 2).min(Duration::from_millis(200));
+        let before = self.raft.metrics().borrow_watched().current_leader;
+        let _ = self
+            .raft
+            .wait(Some(span))
+            .metrics(
+                |m| m.current_leader.is_some() && m.current_leader != before,
+                "a new leader",
+            )
+            .await;
     }
 
     async fn attempt(&self, op: &ClientOp, remaining: Duration) -> Attempt {
