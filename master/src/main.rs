@@ -48,6 +48,16 @@ pub struct Args {
     /// With --with-node: how often the node renews its lease.
     #[arg(long, default_value_t = 10_000)]
     pub lease_renew_interval_ms: u64,
+    /// Join the control plane of the cluster whose master listens at this QUIC address
+    /// (host:port), instead of starting a new cluster.
+    #[arg(long, requires_all = ["token", "ca_cert_hash"])]
+    pub join: Option<SocketAddr>,
+    /// With --join: the bootstrap token a master printed.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// With --join: the CA certificate hash a master printed (sha256:…).
+    #[arg(long)]
+    pub ca_cert_hash: Option<String>,
 }
 
 impl Args {

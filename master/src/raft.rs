@@ -1,11 +1,15 @@
 //! The master's side of the replicated store: its Raft id, the shard groups' files, and the
 //! bridge between the store's Raft traffic and the transport's QUIC streams.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_store::raft::{LogStore, Member, NodeId, RaftHost, Router, Wire, WireFuture};
+use shoal_store::raft::{
+    LogStore, Member, MemberChange, NodeId, RaftHost, RaftRequest, RaftResponse, Router, Wire,
+    WireFuture,
+};
 use shoal_store::{ShardDb, StoreError};
 use shoal_transport::{RaftHandler, RaftLink};
 
@@ -60,6 +64,48 @@ pub fn open_shards(store_dir: &Path, shards: u32) -> Result<Vec<(ShardDb, LogSto
             Ok((db, log))
         })
         .collect()
+}
+
+/// Asks the master at `target` to make this master a voter of every shard group, retrying
+/// until each group's leader has done so.
+pub async fn become_member(
+    router: Router,
+    target: SocketAddr,
+    shards: u32,
+    id: NodeId,
+    member: Member,
+) {
+    let via = Member {
+        name: String::new(),
+        addr: target.to_string(),
+        api: String::new(),
+    };
+    for group in 0..shards {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let request = RaftRequest::Members {
+                group,
+                change: MemberChange::Add {
+                    id,
+                    member: member.clone(),
+                },
+                hops: 2,
+            };
+            match router.send(&via, &request, Duration::from_secs(90)).await {
+                Ok(RaftResponse::Members(Ok(()))) => {
+                    tracing::info!(group, "this master replicates shard {group}");
+                    break;
+                }
+                Ok(RaftResponse::Members(Err(why))) | Err(why) => {
+                    tracing::warn!(group, reason = %why, "not yet a member of shard {group}; retrying");
+                }
+                Ok(_) => tracing::warn!(group, "unexpected answer to a membership request"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+    tracing::info!("this master is a member of every shard group");
 }
 
 /// A router over the QUIC link.

@@ -21,10 +21,11 @@ use shoal_controllers::{NodeLifecycle, NodeLifecycleArgs};
 use shoal_core::supervisor::{ChildSpec, RestartIntensity, Supervisor, SupervisorArgs};
 use shoal_kubelet::KubeletArgs;
 use shoal_kubelet::objects::NodeIdentity;
+use shoal_store::raft::balance::{Balancer, BalancerArgs};
 use shoal_store::raft::{Io, LogStore, Member, NodeId, RaftHost, Router};
 use shoal_store::{Shard, ShardArgs, ShardDb, Store, raft_config, shard_name};
-use shoal_transport::bootstrap::JoinAuthority;
-use shoal_transport::pki::{CertPair, ClusterCa, Usage, load_or_create_token};
+use shoal_transport::bootstrap::{JoinAuthority, JoinError, join_control_plane};
+use shoal_transport::pki::{CertPair, ClusterCa, Usage, install_token, load_or_create_token};
 use shoal_transport::{RaftLink, RaftService, Role, Transport, TransportArgs};
 
 use crate::Args;
@@ -47,6 +48,8 @@ pub enum MasterError {
     Store(#[from] shoal_store::StoreError),
     #[error("starting the supervision tree: {0}")]
     Spawn(#[from] SpawnErr),
+    #[error("joining the control plane: {0}")]
+    Join(#[from] JoinError),
 }
 
 /// Everything the master's PKI provides.
@@ -177,9 +180,19 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
     };
     let pki_dir = args.data_dir.join("pki");
     std::fs::create_dir_all(&pki_dir).map_err(dir_err)?;
-    let pki = prepare_pki(&args, &pki_dir)?;
     let store_dir = args.data_dir.join("store");
     std::fs::create_dir_all(&store_dir).map_err(dir_err)?;
+    let joined_marker = store_dir.join("joined");
+    if let (Some(target), Some(token), Some(hash)) = (args.join, &args.token, &args.ca_cert_hash)
+        && !pki_dir.join("ca.crt").exists()
+    {
+        let kit = join_control_plane(target, token, hash, &args.master_name()).await?;
+        ClusterCa::install(&pki_dir, &kit.ca)?;
+        install_token(&pki_dir, &kit.token)?;
+        std::fs::write(&joined_marker, format!("{target}\n")).map_err(dir_err)?;
+        println!("This master has joined the control plane through {target}.");
+    }
+    let pki = prepare_pki(&args, &pki_dir)?;
     let files = raft::open_shards(&store_dir, args.shards)?;
     let id = raft::member_id(&store_dir).map_err(dir_err)?;
     let link = RaftLink::new();
@@ -189,11 +202,13 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         member: Member {
             name: args.master_name(),
             addr: args.quic_addr().to_string(),
+            api: args.api_addr().to_string(),
         },
         router: raft::router(link.clone()),
         host: host.clone(),
         config: raft_config()?,
-        bootstrap: true,
+        // A master that joined waits to be added; the first one starts the groups.
+        bootstrap: !joined_marker.exists(),
     };
     let store = Store::new(args.shards);
     let api_args = ApiServerArgs {
@@ -215,7 +230,7 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
             })),
             raft: Some(RaftService {
                 link,
-                handler: raft::handler(host),
+                handler: raft::handler(host.clone()),
             }),
         },
         cookie: pki.ca_hash.clone(),
@@ -223,6 +238,15 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
     let mut children = vec![
         ChildSpec::actor("transport", Transport, transport_args),
         store_tree(files, args.watch_history, &replication),
+        ChildSpec::actor(
+            "leader-balancer",
+            Balancer,
+            BalancerArgs {
+                id,
+                host: host.clone(),
+                period: Duration::from_secs(2),
+            },
+        ),
         ChildSpec::actor("apiserver", ApiServer, api_args),
         ChildSpec::actor(
             "node-lifecycle",
@@ -251,6 +275,15 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         intensity: RestartIntensity::new(20, Duration::from_secs(10)),
     };
     let (_root, handle) = Actor::spawn(Some("master".into()), Supervisor, root_args).await?;
+    if let Some(target) = args.join {
+        tokio::spawn(raft::become_member(
+            replication.router.clone(),
+            target,
+            args.shards,
+            id,
+            replication.member.clone(),
+        ));
+    }
     print_banner(&args, &pki)?;
     tokio::select! {
         _ = handle => tracing::error!("the master's supervision tree stopped"),
@@ -273,6 +306,14 @@ fn print_banner(args: &Args, pki: &MasterPki) -> Result<(), MasterError> {
         args.data_dir.join("admin.kubeconfig").display()
     );
     println!("  kubectl get nodes");
+    println!();
+    println!("To add a master, run on it:");
+    println!(
+        "  shoal-master --join {} --token {} --ca-cert-hash {} --address <its address>",
+        args.quic_addr(),
+        pki.token,
+        pki.ca_hash
+    );
     println!();
     println!("To add a node, run on it:");
     println!(

@@ -103,6 +103,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd`, its output going to `<dir>/<name>.out` and `.log`.
+    pub fn start(name: &str, cmd: Command, dir: &Path) -> Proc {
+        Proc::spawn(name, cmd, dir)
+    }
+
     fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Proc {
         let out = dir.join(format!("{name}.out"));
         let log = dir.join(format!("{name}.log"));

@@ -19,6 +19,10 @@ struct JoinRequest {
     token: String,
     name: String,
     csr: String,
+    /// A master joining the control plane: it receives the CA's key and the bootstrap
+    /// token too, since every master issues certificates and admits nodes.
+    #[serde(default)]
+    control_plane: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -26,6 +30,16 @@ struct JoinResponse {
     certificate: Option<String>,
     ca: Option<String>,
     error: Option<String>,
+    #[serde(default)]
+    ca_key: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// What a joining master receives: the CA (certificate and key) and the bootstrap token.
+pub struct ControlPlaneKit {
+    pub ca: CertPair,
+    pub token: String,
 }
 
 /// Why a join failed. The messages are what the node's operator reads.
@@ -90,6 +104,44 @@ pub async fn join(
     ca_hash: &str,
     name: &str,
 ) -> Result<(CertPair, String), JoinError> {
+    let (key_pem, response) = exchange(master, token, ca_hash, name, false).await?;
+    match (response.certificate, response.ca, response.error) {
+        (Some(cert_pem), Some(ca), _) => Ok((CertPair { cert_pem, key_pem }, ca)),
+        (_, _, Some(error)) => Err(JoinError::Refused(error)),
+        _ => Err(JoinError::Protocol(
+            "the master's answer had neither a certificate nor an error".into(),
+        )),
+    }
+}
+
+/// Joins the control plane through `master`: returns the cluster CA with its key and the
+/// bootstrap token, from which the new master makes its own certificates.
+pub async fn join_control_plane(
+    master: SocketAddr,
+    token: &str,
+    ca_hash: &str,
+    name: &str,
+) -> Result<ControlPlaneKit, JoinError> {
+    let (_, response) = exchange(master, token, ca_hash, name, true).await?;
+    match (response.ca, response.ca_key, response.token, response.error) {
+        (Some(cert_pem), Some(key_pem), Some(token), _) => Ok(ControlPlaneKit {
+            ca: CertPair { cert_pem, key_pem },
+            token,
+        }),
+        (_, _, _, Some(error)) => Err(JoinError::Refused(error)),
+        _ => Err(JoinError::Protocol(
+            "the master's answer had neither the CA nor an error".into(),
+        )),
+    }
+}
+
+async fn exchange(
+    master: SocketAddr,
+    token: &str,
+    ca_hash: &str,
+    name: &str,
+    control_plane: bool,
+) -> Result<(String, JoinResponse), JoinError> {
     let seen = Arc::new(Mutex::new(None));
     let config = pinned_client_config(ca_hash, seen.clone())?;
     let bind: SocketAddr = if master.is_ipv6() {
@@ -139,6 +191,7 @@ pub async fn join(
             token: token.to_owned(),
             name: name.to_owned(),
             csr,
+            control_plane,
         },
     )
     .await?;
@@ -146,13 +199,7 @@ pub async fn join(
     let response: JoinResponse = read_message(&mut recv).await?;
     conn.close(0u32.into(), b"joined");
     endpoint.wait_idle().await;
-    match (response.certificate, response.ca, response.error) {
-        (Some(cert_pem), Some(ca), _) => Ok((CertPair { cert_pem, key_pem }, ca)),
-        (_, _, Some(error)) => Err(JoinError::Refused(error)),
-        _ => Err(JoinError::Protocol(
-            "the master's answer had neither a certificate nor an error".into(),
-        )),
-    }
+    Ok((key_pem, response))
 }
 
 /// What a master needs to admit nodes.
@@ -180,6 +227,8 @@ impl JoinAuthority {
             certificate: None,
             ca: None,
             error: Some(why.to_owned()),
+            ca_key: None,
+            token: None,
         };
         if !constant_time_eq(&request.token, &self.token) {
             return refuse("invalid bootstrap token");
@@ -190,6 +239,15 @@ impl JoinAuthority {
                 request.name
             ));
         }
+        if request.control_plane {
+            return JoinResponse {
+                certificate: None,
+                ca: Some(self.ca.cert_pem().to_owned()),
+                error: None,
+                ca_key: Some(self.ca.pair().key_pem.clone()),
+                token: Some(self.token.clone()),
+            };
+        }
         match self
             .ca
             .sign_request(&request.csr, &request.name, &["system:nodes"])
@@ -198,6 +256,8 @@ impl JoinAuthority {
                 certificate: Some(cert),
                 ca: Some(self.ca.cert_pem().to_owned()),
                 error: None,
+                ca_key: None,
+                token: None,
             },
             Err(err) => refuse(&format!("invalid certificate request: {err}")),
         }
@@ -214,6 +274,9 @@ impl JoinAuthority {
         };
         let response = self.decide(&request);
         match &response.error {
+            None if request.control_plane => {
+                tracing::info!(master = %request.name, "master joined the control plane")
+            }
             None => tracing::info!(node = %request.name, "node joined"),
             Some(why) => tracing::warn!(node = %request.name, reason = %why, "join refused"),
         }

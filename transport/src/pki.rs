@@ -219,6 +219,18 @@ impl ClusterCa {
         Ok(ClusterCa { pair, key })
     }
 
+    /// Saves a CA received from another master as `dir/ca.{crt,key}`, so that
+    /// [`ClusterCa::load_or_create`] loads it.
+    pub fn install(dir: &Path, pair: &CertPair) -> Result<(), PkiError> {
+        KeyPair::from_pem(&pair.key_pem)?;
+        pair.save(&dir.join("ca"))
+    }
+
+    /// The CA's certificate and private key (PEM), which every master holds.
+    pub fn pair(&self) -> &CertPair {
+        &self.pair
+    }
+
     /// The CA certificate (PEM).
     pub fn cert_pem(&self) -> &str {
         &self.pair.cert_pem
@@ -323,6 +335,11 @@ pub fn load_or_create_token(dir: &Path) -> Result<String, PkiError> {
     let token = new_bootstrap_token();
     write_private(&path, &token)?;
     Ok(token)
+}
+
+/// Saves a bootstrap token received from another master.
+pub fn install_token(dir: &Path, token: &str) -> Result<(), PkiError> {
+    write_private(&dir.join("bootstrap-token"), token)
 }
 
 /// Compares two secrets in time independent of where they differ.

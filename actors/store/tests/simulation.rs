@@ -135,6 +135,7 @@ impl Sim {
                     Member {
                         name: name(id),
                         addr: format!("sim:{id}"),
+                        api: String::new(),
                     },
                 )
             })

@@ -5,6 +5,7 @@
 //! against the shard's database, so every replica computes the same revisions, and watch
 //! events are published only for entries that were committed and applied.
 
+pub mod balance;
 mod log;
 pub mod net;
 mod replica;
@@ -15,7 +16,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use log::LogStore;
-pub use net::{ClientOp, ClientReply, GroupNetwork, RaftHost, Router, Wire, WireFuture};
+pub use net::{
+    ClientOp, ClientReply, GroupNetwork, MemberChange, RaftHost, RaftRequest, RaftResponse, Router,
+    Wire, WireFuture,
+};
 pub use replica::Replica;
 pub use state::{ShardMachine, SnapshotBuilder};
 
@@ -25,11 +29,14 @@ use crate::machine::{WriteOp, WriteOutcome};
 /// A Raft member's id: a master, numbered once when its data directory is created.
 pub type NodeId = u64;
 
-/// A master as Raft knows it: its cluster name and its QUIC address.
+/// A master as Raft knows it: its cluster name, its QUIC address, and the address of its
+/// Kubernetes API (which nodes hand out to local clients).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Member {
     pub name: String,
     pub addr: String,
+    #[serde(default)]
+    pub api: String,
 }
 
 impl fmt::Display for Member {

@@ -12,7 +12,8 @@ use std::time::Duration;
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory};
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
@@ -50,6 +51,16 @@ pub enum ClientReply {
     List(Result<(Vec<(String, Stored)>, u64), StoreError>),
 }
 
+/// A change to who replicates the shard groups.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MemberChange {
+    /// Add a master as a voter (first as a learner that catches up); any older member of
+    /// the same name (a master that lost its data) is removed.
+    Add { id: NodeId, member: Member },
+    /// Remove the master of this name.
+    Remove { name: String },
+}
+
 /// Everything one master asks another about a shard group.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RaftRequest {
@@ -68,6 +79,12 @@ pub enum RaftRequest {
         /// How many more times the request may be forwarded.
         hops: u8,
     },
+    Members {
+        group: u32,
+        change: MemberChange,
+        hops: u8,
+    },
+    TransferLeader(u32, TransferLeaderRequest<ShardRaft>),
 }
 
 /// The answers, in the order of [`RaftRequest`]. `Err` is the remote's reason in words (its
@@ -78,6 +95,8 @@ pub enum RaftResponse {
     Vote(Result<VoteResponse<ShardRaft>, String>),
     Snapshot(Result<SnapshotResponse<ShardRaft>, String>),
     Client(ClientReply),
+    Members(Result<(), String>),
+    TransferLeader(Result<TransferLeaderResponse<ShardRaft>, String>),
 }
 
 /// The local replicas, by group, answering requests from other masters.
@@ -177,6 +196,24 @@ impl RaftHost {
                     None => ClientReply::unavailable(&op, group),
                 };
                 RaftResponse::Client(reply)
+            }
+            RaftRequest::Members {
+                group,
+                change,
+                hops,
+            } => {
+                let replica = self.replica(group).ok_or_else(|| missing(group))?;
+                RaftResponse::Members(replica.change_members(change, hops).await)
+            }
+            RaftRequest::TransferLeader(group, req) => {
+                let replica = self.replica(group).ok_or_else(|| missing(group))?;
+                RaftResponse::TransferLeader(
+                    replica
+                        .raft()
+                        .handle_transfer_leader(req)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
             }
         })
     }
@@ -345,6 +382,24 @@ impl GroupRouter<ShardRaft, u32> for Router {
             biased;
             closed = cancel => Err(StreamingError::Closed(closed)),
             result = send => result,
+        }
+    }
+
+    async fn transfer_leader(
+        &self,
+        target: NodeId,
+        group: u32,
+        req: TransferLeaderRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<ShardRaft>, RPCError<ShardRaft>> {
+        match self
+            .rpc(target, RaftRequest::TransferLeader(group, req), &option)
+            .await?
+        {
+            RaftResponse::TransferLeader(r) => {
+                r.map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+            }
+            _ => Err(unexpected("transfer-leader")),
         }
     }
 

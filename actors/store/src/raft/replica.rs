@@ -10,7 +10,7 @@ use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::net::{ClientOp, ClientReply, RaftRequest, RaftResponse, Router};
+use super::net::{ClientOp, ClientReply, MemberChange, RaftRequest, RaftResponse, Router};
 use super::{Applied, Member, NodeId, ShardMachine, ShardRaft, ShardRaftHandle};
 use crate::error::StoreError;
 use crate::machine::StoreEvent;
@@ -18,6 +18,9 @@ use crate::machine::StoreEvent;
 /// How long a request waits for a leader (an election, a forwarded call) before it fails
 /// with `Unavailable`.
 const PATIENCE: Duration = Duration::from_secs(4);
+/// How long a forwarded request waits for the leader's answer: a leader that died keeps its
+/// connection open until the transport's idle timeout, and a live one answers well within it.
+const FORWARD: Duration = Duration::from_millis(600);
 /// How long a watch from a version waits for this replica to reach it.
 const CATCH_UP: Duration = Duration::from_secs(3);
 
@@ -93,7 +96,11 @@ impl Replica {
                         op: op.clone(),
                         hops: hops - 1,
                     };
-                    match self.router.send(&member, &request, remaining).await {
+                    match self
+                        .router
+                        .send(&member, &request, remaining.min(FORWARD))
+                        .await
+                    {
                         Ok(RaftResponse::Client(reply)) if !reply.is_unavailable() => return reply,
                         // A write that reached the leader may have been applied even though
                         // no answer came back: sending it again could apply it twice, or
@@ -193,6 +200,95 @@ impl Replica {
                 ClientReply::List(io.run(move || db.list(&prefix)).await.map_err(storage))
             }
             ClientOp::Write(_) => ClientReply::unavailable(op, self.group),
+        }
+    }
+
+    /// Applies a membership change on the group's leader (forwarding there), waiting up to a
+    /// minute for a new member to catch up. Adding a member that is already a voter, or
+    /// removing one that is not there, changes nothing.
+    pub async fn change_members(&self, change: MemberChange, hops: u8) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut wait = Duration::from_millis(10);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(format!(
+                    "shard {}: no leader accepted the change",
+                    self.group
+                ));
+            }
+            let result = tokio::time::timeout(remaining, self.change_here(&change)).await;
+            let target = match result {
+                Err(_) => return Err(format!("shard {}: the change timed out", self.group)),
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(err)) => match forward_target(&err) {
+                    Some(target) => target,
+                    None => return Err(format!("shard {}: {err}", self.group)),
+                },
+            };
+            match target {
+                Some((id, member)) if id != *self.raft.node_id() && hops > 0 => {
+                    let request = RaftRequest::Members {
+                        group: self.group,
+                        change: change.clone(),
+                        hops: hops - 1,
+                    };
+                    match self.router.send(&member, &request, remaining).await {
+                        Ok(RaftResponse::Members(result)) => return result,
+                        Ok(_) | Err(_) => self.pause(&mut wait, remaining).await,
+                    }
+                }
+                _ => self.pause(&mut wait, remaining).await,
+            }
+        }
+    }
+
+    async fn change_here(
+        &self,
+        change: &MemberChange,
+    ) -> Result<(), RaftError<ShardRaft, ClientWriteError<ShardRaft>>> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let named = |name: &str| -> std::collections::BTreeSet<NodeId> {
+            membership
+                .nodes()
+                .filter(|(_, m)| m.name == name)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        match change {
+            MemberChange::Add { id, member } => {
+                let stale: std::collections::BTreeSet<NodeId> = named(&member.name)
+                    .into_iter()
+                    .filter(|old| old != id)
+                    .collect();
+                if !voters.contains(id) {
+                    self.raft.add_learner(*id, member.clone(), true).await?;
+                    self.raft
+                        .change_membership(
+                            openraft::ChangeMembers::AddVoterIds([*id].into()),
+                            false,
+                        )
+                        .await?;
+                }
+                if !stale.is_empty() {
+                    self.raft
+                        .change_membership(openraft::ChangeMembers::RemoveVoters(stale), false)
+                        .await?;
+                }
+                Ok(())
+            }
+            MemberChange::Remove { name } => {
+                let gone = named(name);
+                if gone.is_empty() {
+                    return Ok(());
+                }
+                self.raft
+                    .change_membership(openraft::ChangeMembers::RemoveVoters(gone), false)
+                    .await?;
+                Ok(())
+            }
         }
     }
 
