@@ -267,3 +267,38 @@ fn a_master_cut_off_from_the_others_accepts_no_write_and_serves_no_stale_read() 
         );
     }
 }
+
+#[test]
+fn a_control_plane_restarted_as_a_whole_keeps_everything_it_acknowledged() {
+    let mut masters = Masters::start("ha-restart-all");
+    let mut expected = Vec::new();
+    for (i, name) in ["one", "two", "three", "four"].iter().enumerate() {
+        create_until_acknowledged(&masters, i % 3, name, Duration::from_secs(10));
+        expected.push(format!("configmap/{name}"));
+    }
+    expected.sort();
+    for m in &mut masters.masters {
+        m.proc.kill();
+    }
+    for i in 0..3 {
+        let m = &mut masters.masters[i];
+        m.proc = spawn(
+            &masters.dir,
+            &m.name,
+            &m.address,
+            m.api_port,
+            m.quic_port,
+            &[],
+        );
+    }
+    for i in 0..3 {
+        masters.wait_api(i);
+        wait_for(
+            &format!("{} to serve the state", masters.masters[i].name),
+            Duration::from_secs(20),
+            || (masters.configmaps(i).as_ref() == Some(&expected)).then_some(()),
+        );
+    }
+    // And it takes writes again.
+    create_until_acknowledged(&masters, 1, "after", Duration::from_secs(10));
+}
