@@ -17,6 +17,7 @@ use std::time::Duration;
 use ractor::{Actor, SpawnErr};
 use shoal_apiserver::tls::{Identity, server_config};
 use shoal_apiserver::{ApiServer, ApiServerArgs};
+use shoal_controllers::apiserver_identity::{ApiServerIdentity, IdentityArgs};
 use shoal_controllers::{NodeLifecycle, NodeLifecycleArgs};
 use shoal_core::supervisor::{ChildSpec, RestartIntensity, Supervisor, SupervisorArgs};
 use shoal_kubelet::KubeletArgs;
@@ -238,6 +239,15 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
     let mut children = vec![
         ChildSpec::actor("transport", Transport, transport_args),
         store_tree(files, args.watch_history, &replication),
+        ChildSpec::actor(
+            "apiserver-identity",
+            ApiServerIdentity,
+            IdentityArgs {
+                name: args.master_name(),
+                address: args.api_addr().to_string(),
+                period: Duration::from_secs(2),
+            },
+        ),
         ChildSpec::actor(
             "leader-balancer",
             Balancer,

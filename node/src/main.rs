@@ -7,6 +7,8 @@
 //! └─ kubelet     Node registration, lease renewal
 //! ```
 
+mod local_api;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -53,6 +55,9 @@ struct Args {
     /// How often the node renews its lease.
     #[arg(long, default_value_t = 10_000)]
     lease_renew_interval_ms: u64,
+    /// The local API endpoint: relays to a live master's API server.
+    #[arg(long, default_value = "127.0.0.1:6444")]
+    local_api: SocketAddr,
 }
 
 /// Why the node could not start.
@@ -160,15 +165,26 @@ async fn run(args: Args) -> Result<(), NodeError> {
         shoal_apiserver::admin::router(),
         Arc::new(HashMap::new()),
     ));
+    let local_listen = args.local_api;
+    let local_api = tokio::spawn(async move {
+        if let Err(err) = local_api::serve(local_listen).await {
+            tracing::error!(listen = %local_listen, error = %err, "the local API endpoint is not available");
+        }
+    });
     println!(
         "Node {name} is running; admin endpoint https://{}:{}",
         args.address, args.admin_port
+    );
+    println!(
+        "Local API endpoint (relays to a live master): https://{}",
+        args.local_api
     );
     tokio::select! {
         _ = handle => tracing::error!("the node's supervision tree stopped"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
     }
     admin.abort();
+    local_api.abort();
     Ok(())
 }
 

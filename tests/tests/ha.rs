@@ -138,8 +138,58 @@ impl Masters {
             .expect("kubectl runs")
     }
 
+    /// Starts a node joined to every master, with its local API endpoint on a free port, and
+    /// writes a kubeconfig that points at that endpoint.
+    fn start_node(&self) -> (Proc, PathBuf) {
+        let local = format!("127.0.0.1:{}", free_port());
+        let token = self.join[3].clone();
+        let hash = self.join[5].clone();
+        let mut cmd = Command::new(binary("shoal-node"));
+        for m in &self.masters {
+            cmd.args(["--join", &format!("{}:{}", m.address, m.quic_port)]);
+        }
+        cmd.args(["--token", &token, "--ca-cert-hash", &hash])
+            .args(["--name", "worker", "--address", "127.0.0.24"])
+            .args(["--data-dir", &self.dir.join("worker").display().to_string()])
+            .args([
+                "--admin-port",
+                &free_port().to_string(),
+                "--local-api",
+                &local,
+            ]);
+        let proc = Proc::start("worker", cmd, &self.dir);
+        let admin = fs::read_to_string(self.kubeconfig(0)).expect("kubeconfig");
+        let server = format!(
+            "https://{}:{}",
+            self.masters[0].address, self.masters[0].api_port
+        );
+        let kubeconfig = self.dir.join("worker.kubeconfig");
+        fs::write(
+            &kubeconfig,
+            admin.replace(&server, &format!("https://{local}")),
+        )
+        .expect("write");
+        (proc, kubeconfig)
+    }
+
     fn configmaps(&self, i: usize) -> Option<Vec<String>> {
-        let out = self.kubectl(i, &["get", "configmaps", "-o", "name"]);
+        self.configmaps_via(&self.kubeconfig(i), i)
+    }
+
+    fn configmaps_via(&self, kubeconfig: &Path, cache: usize) -> Option<Vec<String>> {
+        let out = Command::new(Kubectl::V120.path())
+            .env("KUBECONFIG", kubeconfig)
+            .args([
+                "--cache-dir",
+                &self
+                    .dir
+                    .join(format!("cache-{cache}"))
+                    .display()
+                    .to_string(),
+            ])
+            .args(["--request-timeout", "3s", "get", "configmaps", "-o", "name"])
+            .output()
+            .expect("kubectl runs");
         out.status.success().then(|| {
             let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
                 .lines()
@@ -192,9 +242,22 @@ fn create_until_acknowledged(masters: &Masters, i: usize, name: &str, within: Du
 #[test]
 fn kubectl_keeps_working_while_any_one_master_is_killed() {
     let mut masters = Masters::start("ha-kill");
+    let (mut worker, local) = masters.start_node();
     let mut expected = vec![];
     create_until_acknowledged(&masters, 0, "before", Duration::from_secs(10));
     expected.push("configmap/before".to_owned());
+    wait_for(
+        "the node's local API endpoint",
+        Duration::from_secs(20),
+        || {
+            assert!(
+                worker.exited().is_none(),
+                "the node exited:\n{}",
+                worker.log_tail()
+            );
+            (masters.configmaps_via(&local, 9).as_ref() == Some(&expected)).then_some(())
+        },
+    );
     for victim in 0..3 {
         let via = (victim + 1) % 3;
         masters.masters[victim].proc.kill();

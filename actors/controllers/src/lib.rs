@@ -1,6 +1,7 @@
 //! Controllers (DESIGN §6): each a pure core, `observed state (+ now) -> actions`, in a thin
 //! actor shell that observes through the API and acts through it.
 
+pub mod apiserver_identity;
 pub mod node_lifecycle;
 
 pub use node_lifecycle::{NodeLifecycle, NodeLifecycleArgs};

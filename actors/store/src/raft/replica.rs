@@ -31,7 +31,13 @@ pub struct Replica {
     raft: ShardRaftHandle,
     machine: ShardMachine,
     router: Router,
+    /// A leader that just failed to answer a forwarded request, and when: requests wait for
+    /// a new leader instead of forwarding to it again.
+    suspect: std::sync::Arc<std::sync::Mutex<Option<(NodeId, Instant)>>>,
 }
+
+/// How long a leader that failed to answer is passed over.
+const SUSPICION: Duration = Duration::from_secs(2);
 
 /// What one local attempt came to.
 enum Attempt {
@@ -66,6 +72,7 @@ impl Replica {
             raft,
             machine,
             router,
+            suspect: Default::default(),
         }
     }
 
@@ -90,6 +97,9 @@ impl Replica {
             }
             match self.attempt(&op, remaining).await {
                 Attempt::Done(reply) => return reply,
+                Attempt::Forward(Some((id, _))) if self.suspected(id) => {
+                    self.pause(&mut wait, remaining).await;
+                }
                 Attempt::Forward(Some((id, member))) if id != *self.raft.node_id() && hops > 0 => {
                     let request = RaftRequest::Client {
                         group: self.group,
@@ -114,6 +124,11 @@ impl Replica {
                 Attempt::Forward(_) | Attempt::Retry => self.pause(&mut wait, remaining).await,
             }
         }
+    }
+
+    fn suspected(&self, leader: NodeId) -> bool {
+        let suspect = self.suspect.lock().unwrap_or_else(|p| p.into_inner());
+        suspect.is_some_and(|(id, at)| id == leader && at.elapsed() < SUSPICION)
     }
 
     /// Waits for the group's leadership to change, for at most `wait` (doubling from 10 ms
