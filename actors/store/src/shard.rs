@@ -18,8 +18,7 @@ use crate::error::StoreError;
 use crate::machine::{StoreEvent, Stored, WriteOp, WriteOutcome};
 use crate::persist::ShardDb;
 use crate::raft::{
-    ClientOp, ClientReply, GroupNetwork, Io, LogStore, Member, NodeId, RaftHost, Replica, Router,
-    Runtime, ShardMachine,
+    GroupNetwork, Io, LogStore, Member, NodeId, RaftHost, Replica, Router, Runtime, ShardMachine,
 };
 use crate::watch::WatchHub;
 
@@ -190,29 +189,17 @@ impl Actor for Shard {
         match msg {
             ShardMsg::Get(key, reply) => {
                 tokio::spawn(async move {
-                    let result = match replica.execute(ClientOp::Get(key), HOPS).await {
-                        ClientReply::Get(r) => r,
-                        _ => Err(StoreError::Storage("mismatched reply".into())),
-                    };
-                    let _ = reply.send(result);
+                    let _ = reply.send(replica.get(key, HOPS).await);
                 });
             }
             ShardMsg::List(prefix, reply) => {
                 tokio::spawn(async move {
-                    let result = match replica.execute(ClientOp::List(prefix), HOPS).await {
-                        ClientReply::List(r) => r,
-                        _ => Err(StoreError::Storage("mismatched reply".into())),
-                    };
-                    let _ = reply.send(result);
+                    let _ = reply.send(replica.list(prefix, HOPS).await);
                 });
             }
             ShardMsg::Write(op, reply) => {
                 tokio::spawn(async move {
-                    let result = match replica.execute(ClientOp::Write(op), HOPS).await {
-                        ClientReply::Write(r) => r,
-                        _ => Err(StoreError::Storage("mismatched reply".into())),
-                    };
-                    let _ = reply.send(result);
+                    let _ = reply.send(replica.write(op, HOPS).await);
                 });
             }
             ShardMsg::Watch {

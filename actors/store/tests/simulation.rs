@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use openraft::storage::RaftStateMachine;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shoal_core::shard_for;
@@ -101,16 +102,12 @@ fn config() -> Arc<RaftConfig> {
         election_timeout_min: 500,
         election_timeout_max: 1000,
         // Small, so that snapshots, purges and snapshot transfers happen in a short run.
-        snapshot_policy: openraft_snapshot_policy(),
+        snapshot_policy: shoal_store::raft::SnapshotPolicy::LogsSinceLast(20),
         max_in_snapshot_log_to_keep: 5,
         purge_batch_size: 1,
         ..Default::default()
     };
     Arc::new(config.validate().expect("config"))
-}
-
-fn openraft_snapshot_policy() -> shoal_store::raft::SnapshotPolicy {
-    shoal_store::raft::SnapshotPolicy::LogsSinceLast(20)
 }
 
 struct Sim {
@@ -514,6 +511,26 @@ async fn simulate(seed: u64) -> Result<Run, String> {
                     id + 1
                 ));
             }
+        }
+    }
+    // The run was long enough to snapshot every group somewhere (and so to purge its log).
+    for group in 0..GROUPS {
+        let mut snapshotted = false;
+        for id in 1..=MASTERS {
+            let replica = sim
+                .net
+                .host(&name(id))
+                .and_then(|h| h.replica(group))
+                .expect("replica");
+            let mut machine = replica.machine().clone();
+            snapshotted |= machine
+                .get_current_snapshot()
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some();
+        }
+        if !snapshotted {
+            return Err(format!("group {group} was never snapshotted"));
         }
     }
     for i in 0..MASTERS as usize {

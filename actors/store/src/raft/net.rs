@@ -220,6 +220,16 @@ impl RaftHost {
 }
 
 impl ClientReply {
+    /// Whether the reply says only that the shard could not be reached.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ClientReply::Write(Err(StoreError::Unavailable(_)))
+                | ClientReply::Get(Err(StoreError::Unavailable(_)))
+                | ClientReply::List(Err(StoreError::Unavailable(_)))
+        )
+    }
+
     /// The reply for `op` when the shard can't be reached.
     pub fn unavailable(op: &ClientOp, group: u32) -> ClientReply {
         let err = StoreError::Unavailable(group);
@@ -271,27 +281,27 @@ impl Router {
         decode("raft response", &reply).map_err(|e| e.to_string())
     }
 
-    async fn rpc(
+    /// Sends one Raft RPC to `target` and picks its answer out of the response. Every failure
+    /// (no address, no answer, a refusal, a mismatched reply) is "unreachable" to openraft,
+    /// which then backs off.
+    async fn ask<T>(
         &self,
         target: NodeId,
         request: RaftRequest,
         option: &RPCOption,
-    ) -> Result<RaftResponse, RPCError<ShardRaft>> {
+        pick: impl FnOnce(RaftResponse) -> Option<Result<T, String>>,
+    ) -> Result<T, Unreachable<ShardRaft>> {
         let member = self.member(target).ok_or_else(|| {
-            RPCError::Unreachable(Unreachable::from_string(format!(
-                "member {target} has no known address"
-            )))
+            Unreachable::from_string(format!("member {target} has no known address"))
         })?;
-        self.send(&member, &request, option.soft_ttl())
+        let response = self
+            .send(&member, &request, option.soft_ttl())
             .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+            .map_err(Unreachable::from_string)?;
+        pick(response)
+            .ok_or_else(|| Unreachable::from_string("a reply of the wrong kind"))?
+            .map_err(Unreachable::from_string)
     }
-}
-
-fn unexpected(what: &str) -> RPCError<ShardRaft> {
-    RPCError::Unreachable(Unreachable::from_string(format!(
-        "unexpected reply to {what}"
-    )))
 }
 
 impl GroupRouter<ShardRaft, u32> for Router {
@@ -304,15 +314,13 @@ impl GroupRouter<ShardRaft, u32> for Router {
         rpc: AppendEntriesRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<ShardRaft>, RPCError<ShardRaft>> {
-        match self
-            .rpc(target, RaftRequest::Append(group, rpc), &option)
-            .await?
-        {
-            RaftResponse::Append(r) => {
-                r.map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
-            }
-            _ => Err(unexpected("append")),
-        }
+        let request = RaftRequest::Append(group, rpc);
+        self.ask(target, request, &option, |r| match r {
+            RaftResponse::Append(r) => Some(r),
+            _ => None,
+        })
+        .await
+        .map_err(RPCError::Unreachable)
     }
 
     async fn vote(
@@ -322,15 +330,9 @@ impl GroupRouter<ShardRaft, u32> for Router {
         rpc: VoteRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>> {
-        match self
-            .rpc(target, RaftRequest::Vote(group, rpc), &option)
-            .await?
-        {
-            RaftResponse::Vote(r) => {
-                r.map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
-            }
-            _ => Err(unexpected("vote")),
-        }
+        self.ask(target, RaftRequest::Vote(group, rpc), &option, vote_reply)
+            .await
+            .map_err(RPCError::Unreachable)
     }
 
     async fn pre_vote(
@@ -340,15 +342,14 @@ impl GroupRouter<ShardRaft, u32> for Router {
         rpc: VoteRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>> {
-        match self
-            .rpc(target, RaftRequest::PreVote(group, rpc), &option)
-            .await?
-        {
-            RaftResponse::Vote(r) => {
-                r.map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
-            }
-            _ => Err(unexpected("pre-vote")),
-        }
+        self.ask(
+            target,
+            RaftRequest::PreVote(group, rpc),
+            &option,
+            vote_reply,
+        )
+        .await
+        .map_err(RPCError::Unreachable)
     }
 
     async fn full_snapshot(
@@ -366,22 +367,14 @@ impl GroupRouter<ShardRaft, u32> for Router {
             meta: snapshot.meta,
             data: snapshot.snapshot,
         };
-        let send = async {
-            match self.rpc(target, request, &option).await {
-                Ok(RaftResponse::Snapshot(r)) => {
-                    r.map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))
-                }
-                Ok(_) => Err(StreamingError::Unreachable(Unreachable::from_string(
-                    "unexpected reply to snapshot",
-                ))),
-                Err(RPCError::Unreachable(u)) => Err(StreamingError::Unreachable(u)),
-                Err(other) => Err(StreamingError::Unreachable(Unreachable::from_string(other))),
-            }
-        };
+        let send = self.ask(target, request, &option, |r| match r {
+            RaftResponse::Snapshot(r) => Some(r),
+            _ => None,
+        });
         tokio::select! {
             biased;
             closed = cancel => Err(StreamingError::Closed(closed)),
-            result = send => result,
+            result = send => result.map_err(StreamingError::Unreachable),
         }
     }
 
@@ -392,21 +385,26 @@ impl GroupRouter<ShardRaft, u32> for Router {
         req: TransferLeaderRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<ShardRaft>, RPCError<ShardRaft>> {
-        match self
-            .rpc(target, RaftRequest::TransferLeader(group, req), &option)
-            .await?
-        {
-            RaftResponse::TransferLeader(r) => {
-                r.map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
-            }
-            _ => Err(unexpected("transfer-leader")),
-        }
+        let request = RaftRequest::TransferLeader(group, req);
+        self.ask(target, request, &option, |r| match r {
+            RaftResponse::TransferLeader(r) => Some(r),
+            _ => None,
+        })
+        .await
+        .map_err(RPCError::Unreachable)
     }
 
     fn backoff(&self) -> Option<openraft::network::Backoff> {
         Some(openraft::network::Backoff::new(std::iter::repeat(
             Duration::from_millis(100),
         )))
+    }
+}
+
+fn vote_reply(r: RaftResponse) -> Option<Result<VoteResponse<ShardRaft>, String>> {
+    match r {
+        RaftResponse::Vote(r) => Some(r),
+        _ => None,
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::net::{ClientOp, ClientReply, MemberChange, RaftRequest, RaftResponse, Router};
 use super::{Applied, Member, NodeId, ShardMachine, ShardRaft, ShardRaftHandle};
 use crate::error::StoreError;
-use crate::machine::StoreEvent;
+use crate::machine::{StoreEvent, Stored, WriteOp, WriteOutcome};
 
 /// How long a request waits for a leader (an election, a forwarded call) before it fails
 /// with `Unavailable`.
@@ -84,6 +84,40 @@ impl Replica {
     /// The state machine.
     pub fn machine(&self) -> &ShardMachine {
         &self.machine
+    }
+
+    /// Applies `op` through the group's leader.
+    pub async fn write(&self, op: WriteOp, hops: u8) -> Result<WriteOutcome, StoreError> {
+        match self.execute(ClientOp::Write(op), hops).await {
+            ClientReply::Write(r) => r,
+            _ => Err(StoreError::Storage(
+                "a write got a reply of another kind".into(),
+            )),
+        }
+    }
+
+    /// The value at `key`, read linearizably.
+    pub async fn get(&self, key: String, hops: u8) -> Result<Option<Stored>, StoreError> {
+        match self.execute(ClientOp::Get(key), hops).await {
+            ClientReply::Get(r) => r,
+            _ => Err(StoreError::Storage(
+                "a get got a reply of another kind".into(),
+            )),
+        }
+    }
+
+    /// Everything under `prefix` and the revision of the list, read linearizably.
+    pub async fn list(
+        &self,
+        prefix: String,
+        hops: u8,
+    ) -> Result<(Vec<(String, Stored)>, u64), StoreError> {
+        match self.execute(ClientOp::List(prefix), hops).await {
+            ClientReply::List(r) => r,
+            _ => Err(StoreError::Storage(
+                "a list got a reply of another kind".into(),
+            )),
+        }
     }
 
     /// Serves `op` here if this replica leads, else on the leader (at most `hops` forwards).
@@ -162,23 +196,15 @@ impl Replica {
                             Err(StoreError::Storage("a write applied as nothing".into()))
                         }
                     })),
-                    Ok(Err(err)) => {
-                        if let Some(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) =
-                            Some(&err)
-                        {
-                            // It may or may not have committed elsewhere: the caller must
-                            // not be told either way.
-                            return Attempt::Done(ClientReply::Write(Err(
-                                StoreError::Unavailable(self.group),
-                            )));
-                        }
-                        match forward_target(&err) {
-                            Some(target) => Attempt::Forward(target),
-                            None => Attempt::Done(ClientReply::Write(Err(
-                                StoreError::Unavailable(self.group),
-                            ))),
-                        }
+                    // A discarded entry may or may not have committed through another
+                    // leader: its outcome is unknown, so it is neither forwarded nor retried.
+                    Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+                        Attempt::Done(ClientReply::unavailable(op, self.group))
                     }
+                    Ok(Err(err)) => match forward_target(&err) {
+                        Some(target) => Attempt::Forward(target),
+                        None => Attempt::Done(ClientReply::unavailable(op, self.group)),
+                    },
                 }
             }
             ClientOp::Get(_) | ClientOp::List(_) => {
@@ -331,17 +357,5 @@ fn storage(err: std::io::Error) -> StoreError {
     match err.get_ref().and_then(|e| e.downcast_ref::<StoreError>()) {
         Some(store) => store.clone(),
         None => StoreError::Storage(err.to_string()),
-    }
-}
-
-impl ClientReply {
-    /// Whether the reply says only that the shard could not be reached.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            ClientReply::Write(Err(StoreError::Unavailable(_)))
-                | ClientReply::Get(Err(StoreError::Unavailable(_)))
-                | ClientReply::List(Err(StoreError::Unavailable(_)))
-        )
     }
 }

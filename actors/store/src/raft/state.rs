@@ -121,7 +121,7 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
             Stream<Item = Result<EntryResponder<ShardRaft>, std::io::Error>> + Unpin + OptionalSend,
     {
         let mut ops: Vec<WriteOp> = Vec::new();
-        // Per entry: the index of its op in `ops`, if it carried one, and its responder.
+        // Per entry: whether it carried a write, and its responder.
         let mut slots = Vec::new();
         let mut last: Option<LogId> = None;
         let mut membership: Option<StoredMembership> = None;
@@ -129,14 +129,14 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
             let (entry, responder) = item?;
             match entry.payload {
                 EntryPayload::Normal(op) => {
-                    slots.push((Some(ops.len()), responder));
+                    slots.push((true, responder));
                     ops.push(op);
                 }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                    slots.push((None, responder));
+                    slots.push((false, responder));
                 }
-                EntryPayload::Blank => slots.push((None, responder)),
+                EntryPayload::Blank => slots.push((false, responder)),
             }
             last = Some(entry.log_id);
         }
@@ -156,20 +156,25 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
                 db.apply_batch(&ops, &raft, limit)
             })
             .await?;
-        let events: Vec<_> = results
-            .iter()
-            .filter_map(|r| r.as_ref().ok().and_then(|(_, e)| e.clone()))
-            .collect();
+        let mut events = Vec::new();
+        let mut outcomes = Vec::with_capacity(results.len());
+        for result in results {
+            outcomes.push(result.map(|(outcome, event)| {
+                events.extend(event);
+                outcome
+            }));
+        }
         self.hub.publish(&events);
-        let mut results = results.into_iter().map(|r| r.map(|(outcome, _)| outcome));
-        for (slot, responder) in slots {
-            let reply = match slot {
-                Some(_) => Applied::Write(
-                    results
+        let mut outcomes = outcomes.into_iter();
+        for (is_write, responder) in slots {
+            let reply = if is_write {
+                Applied::Write(
+                    outcomes
                         .next()
                         .unwrap_or(Err(StoreError::Storage("a write lost its result".into()))),
-                ),
-                None => Applied::Nothing,
+                )
+            } else {
+                Applied::Nothing
             };
             if let Some(responder) = responder {
                 responder.send(reply);
