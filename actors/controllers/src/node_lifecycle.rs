@@ -21,6 +21,9 @@ pub struct NodeView {
     pub ready: Option<String>,
     /// When its lease was last renewed, if it has one.
     pub lease_renewed: Option<Timestamp>,
+    /// When the node object was created: a node that registered moments ago may not have
+    /// created its lease yet, and gets the grace period from its registration.
+    pub created: Option<Timestamp>,
 }
 
 /// What the controller decides for one node.
@@ -33,16 +36,19 @@ pub enum Action {
 }
 
 /// The pure core: for each node, whether its readiness must change given `now` and the grace
-/// period a lease may go unrenewed.
+/// period a lease may go unrenewed. A node is given up on only when neither its lease nor its
+/// registration falls within the grace period; it is brought back only by a renewed lease.
 pub fn decide(nodes: &[NodeView], now: Timestamp, grace: Duration) -> Vec<Action> {
-    let grace_s = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let within = |t: Option<Timestamp>| {
+        t.is_some_and(|t| now.as_millisecond() - t.as_millisecond() <= grace_ms)
+    };
     let mut actions = Vec::new();
     for node in nodes {
-        let fresh = node
-            .lease_renewed
-            .is_some_and(|t| now.as_millisecond() - t.as_millisecond() <= grace_s);
+        let fresh = within(node.lease_renewed);
         match (fresh, node.ready.as_deref()) {
             (false, Some("Unknown")) => {}
+            (false, _) if within(node.created) => {}
             (false, _) => actions.push(Action::MarkUnknown(node.name.clone())),
             (true, Some("Unknown") | None) => actions.push(Action::MarkReady(node.name.clone())),
             (true, _) => {}
@@ -75,8 +81,16 @@ pub fn set_ready(node: &mut Value, status: &str, reason: &str, message: &str, no
             } else {
                 json!(now_text)
             };
+            // The controller does not heartbeat: a node given up on keeps the kubelet's
+            // last heartbeat, as Kubernetes shows it.
+            let heartbeat = if status == "Unknown" && !existing["lastHeartbeatTime"].is_null() {
+                existing["lastHeartbeatTime"].clone()
+            } else {
+                json!(now_text)
+            };
             *existing = fresh;
             existing["lastTransitionTime"] = transition;
+            existing["lastHeartbeatTime"] = heartbeat;
         }
         None => conditions.push(fresh),
     }
@@ -162,6 +176,10 @@ async fn observe() -> Result<(Vec<NodeView>, HashMap<String, Value>), shoal_core
             name: name.to_owned(),
             ready,
             lease_renewed: renewed.get(name).copied(),
+            created: node
+                .pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+                .and_then(parse_time),
         });
         objects.insert(name.to_owned(), node.clone());
     }
@@ -270,6 +288,7 @@ mod tests {
             name: "n".into(),
             ready: ready.map(str::to_owned),
             lease_renewed: renewed.map(t),
+            created: Some(t(-100)),
         }
     }
 
@@ -295,6 +314,19 @@ mod tests {
             vec![Action::MarkUnknown("n".into())]
         );
         assert!(decide(&[view(Some("Unknown"), None)], t(0), GRACE).is_empty());
+    }
+
+    #[test]
+    fn a_node_that_just_registered_gets_the_grace_period_for_its_lease() {
+        let new = NodeView {
+            created: Some(t(0)),
+            ..view(Some("True"), None)
+        };
+        assert!(decide(std::slice::from_ref(&new), t(3), GRACE).is_empty());
+        assert_eq!(
+            decide(&[new], t(5), GRACE),
+            vec![Action::MarkUnknown("n".into())]
+        );
     }
 
     #[test]
