@@ -58,6 +58,16 @@ pub struct Args {
     /// With --join: the CA certificate hash a master printed (sha256:…).
     #[arg(long)]
     pub ca_cert_hash: Option<String>,
+    /// How long the controller manager's leader lease lives unrenewed before a standby
+    /// master takes it over (whole seconds, as the Lease object counts them).
+    #[arg(long, default_value_t = 1)]
+    pub leader_elect_lease_duration_seconds: u64,
+    /// How long a leading controller manager keeps going while its renewals fail.
+    #[arg(long, default_value_t = 800)]
+    pub leader_elect_renew_deadline_ms: u64,
+    /// How often candidates look at the leader lease (and the leader renews it).
+    #[arg(long, default_value_t = 200)]
+    pub leader_elect_retry_period_ms: u64,
 }
 
 impl Args {

@@ -4,8 +4,10 @@
 //! master (one-for-one)
 //! ├─ transport          QUIC endpoint, actor sessions, joins
 //! ├─ store (one-for-one) ─ shard-0 … shard-N
+//! ├─ apiserver-identity  this master's API address, in a Lease
+//! ├─ leader-balancer     spreads shard leaderships over the masters
 //! ├─ apiserver
-//! ├─ node-lifecycle
+//! ├─ controller-manager-elector ─ (while it holds the lease) node-lifecycle
 //! └─ kubelet            with --with-node
 //! ```
 
@@ -18,13 +20,14 @@ use ractor::{Actor, SpawnErr};
 use shoal_apiserver::tls::{Identity, server_config};
 use shoal_apiserver::{ApiServer, ApiServerArgs};
 use shoal_controllers::apiserver_identity::{ApiServerIdentity, IdentityArgs};
-use shoal_controllers::{NodeLifecycle, NodeLifecycleArgs};
+use shoal_controllers::leader::{RaiseError, Singleton};
+use shoal_controllers::{Elector, ElectorArgs, NodeLifecycle, NodeLifecycleArgs};
 use shoal_core::supervisor::{ChildSpec, RestartIntensity, Supervisor, SupervisorArgs};
 use shoal_kubelet::KubeletArgs;
 use shoal_kubelet::objects::NodeIdentity;
 use shoal_store::raft::balance::{Balancer, BalancerArgs};
 use shoal_store::raft::{Io, LogStore, Member, NodeId, RaftHost, Router};
-use shoal_store::{Shard, ShardArgs, ShardDb, Store, raft_config, shard_name};
+use shoal_store::{Shard, ShardArgs, ShardDb, Store, StoreError, raft_config, shard_name};
 use shoal_transport::bootstrap::{JoinAuthority, JoinError, join_control_plane};
 use shoal_transport::pki::{CertPair, ClusterCa, Usage, install_token, load_or_create_token};
 use shoal_transport::{RaftLink, RaftService, Role, Transport, TransportArgs};
@@ -259,12 +262,9 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         ),
         ChildSpec::actor("apiserver", ApiServer, api_args),
         ChildSpec::actor(
-            "node-lifecycle",
-            NodeLifecycle,
-            NodeLifecycleArgs {
-                grace: args.node_monitor_grace(),
-                period: Duration::from_millis(250),
-            },
+            "controller-manager-elector",
+            Elector,
+            controller_manager(&args, Store::new(args.shards)),
         ),
     ];
     if args.with_node {
@@ -333,4 +333,39 @@ fn print_banner(args: &Args, pki: &MasterPki) -> Result<(), MasterError> {
         pki.ca_hash
     );
     Ok(())
+}
+
+/// The controller manager: one leader in the cluster, elected through the
+/// `kube-system/kube-controller-manager` Lease; every master stands by to take over. Its
+/// controllers write under the term they were started with.
+fn controller_manager(args: &Args, store: Store) -> ElectorArgs {
+    let grace = args.node_monitor_grace();
+    let singleton: Singleton = Arc::new(move |fence| {
+        vec![ChildSpec::actor(
+            "node-lifecycle",
+            NodeLifecycle,
+            NodeLifecycleArgs {
+                grace,
+                period: Duration::from_millis(250),
+                fence: Some(fence),
+            },
+        )]
+    });
+    ElectorArgs {
+        lease: "kube-controller-manager".into(),
+        identity: format!("{}_{}", args.master_name(), uuid::Uuid::new_v4()),
+        lease_duration: Duration::from_secs(args.leader_elect_lease_duration_seconds),
+        renew_deadline: Duration::from_millis(args.leader_elect_renew_deadline_ms),
+        retry_period: Duration::from_millis(args.leader_elect_retry_period_ms),
+        raise: Arc::new(move |fence| {
+            let store = store.clone();
+            Box::pin(async move {
+                store.raise_fence(&fence).await.map_err(|err| match err {
+                    StoreError::Fenced { current, .. } => RaiseError::Superseded(current),
+                    other => RaiseError::Failed(other.to_string()),
+                })
+            })
+        }),
+        singleton,
+    }
 }

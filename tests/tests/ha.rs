@@ -365,3 +365,90 @@ fn a_control_plane_restarted_as_a_whole_keeps_everything_it_acknowledged() {
     // And it takes writes again.
     create_until_acknowledged(&masters, 1, "after", Duration::from_secs(10));
 }
+
+impl Masters {
+    /// The controller manager's lease as (holder identity, term), read through master `i`.
+    fn controller_manager_lease(&self, i: usize) -> Option<(String, u64)> {
+        let out = self.kubectl(
+            i,
+            &[
+                "get",
+                "lease",
+                "-n",
+                "kube-system",
+                "kube-controller-manager",
+                "-o",
+                "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}",
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (holder, term) = text.split_once(' ')?;
+        Some((holder.to_owned(), term.trim().parse().ok()?))
+    }
+
+    /// The index of the master whose identity `holder` is (`<name>_<random>`).
+    fn index_of(&self, holder: &str) -> Option<usize> {
+        let name = holder.split_once('_')?.0;
+        self.masters.iter().position(|m| m.name == name)
+    }
+
+    fn leader_terms_logged(&self, i: usize) -> usize {
+        fs::read_to_string(&self.masters[i].proc.log)
+            .unwrap_or_default()
+            .matches("became the leader")
+            .count()
+    }
+}
+
+#[test]
+fn one_controller_manager_leads_and_a_standby_takes_over_within_two_seconds() {
+    let mut masters = Masters::start("ha-leader");
+    let (holder, term) = wait_for(
+        "a controller manager leader",
+        Duration::from_secs(20),
+        || masters.controller_manager_lease(1),
+    );
+    let leader = masters
+        .index_of(&holder)
+        .expect("the holder is one of the masters");
+    // Only the holder ever ran the controllers.
+    for i in 0..3 {
+        let terms = masters.leader_terms_logged(i);
+        assert_eq!(
+            terms,
+            usize::from(i == leader),
+            "{}: {terms} terms",
+            masters.masters[i].name
+        );
+    }
+    masters.masters[leader].proc.kill();
+    let killed = Instant::now();
+    let via = (leader + 1) % 3;
+    let (next, next_term) = wait_for("a standby to take over", Duration::from_secs(10), || {
+        masters
+            .controller_manager_lease(via)
+            .filter(|(h, _)| *h != holder)
+    });
+    let took = killed.elapsed();
+    eprintln!(
+        "{} took over {took:?} after {} was killed",
+        next, masters.masters[leader].name
+    );
+    assert!(took <= Duration::from_secs(2), "took over after {took:?}");
+    assert!(next_term > term, "the new term {next_term} follows {term}");
+    let successor = masters.index_of(&next).expect("the successor is a master");
+    assert_ne!(successor, leader);
+    wait_for(
+        "the successor to start its controllers",
+        Duration::from_secs(5),
+        || (masters.leader_terms_logged(successor) == 1).then_some(()),
+    );
+    // The killed master comes back as a standby: the lease stays where it is.
+    masters.restart(leader);
+    create_until_acknowledged(&masters, leader, "after-return", Duration::from_secs(10));
+    assert_eq!(
+        masters.controller_manager_lease(leader).map(|(h, _)| h),
+        Some(next)
+    );
+    assert_eq!(masters.leader_terms_logged(leader), 0);
+}

@@ -6,10 +6,12 @@ use serde_json::{Map, Value, json};
 use shoal_core::time::format_time;
 use shoal_core::version::Version;
 use shoal_core::{
-    ApiError, ApiReply, ApiRequest, CompositeVersion, ObjectKey, PatchKind, RequestOptions, Verb,
-    shard_for,
+    ApiError, ApiReply, ApiRequest, CompositeVersion, Fence, ObjectKey, PatchKind, RequestOptions,
+    Verb, shard_for,
 };
-use shoal_store::{EventKind, Store, StoreError, StoreEvent, StoreWatch, Stored, WriteOp};
+use shoal_store::{
+    EventKind, Proposal, Store, StoreError, StoreEvent, StoreWatch, Stored, WriteOp, WriteOutcome,
+};
 
 pub use crate::filters::Filters;
 pub use crate::objects::list_object;
@@ -42,11 +44,22 @@ pub struct WatchStart {
     pub stream: StoreWatch,
 }
 
+/// How a write is to be made: for real or as a dry run, and under which leadership term.
+#[derive(Clone, Debug, Default)]
+struct WriteCtx {
+    dry_run: bool,
+    fence: Option<Fence>,
+}
+
 fn map_store_error(info: &ResourceInfo, name: &str, err: StoreError) -> ApiError {
     match err {
         StoreError::NotFound(_) => ApiError::NotFound(subject(info, name)),
         StoreError::AlreadyExists(_) => ApiError::AlreadyExists(subject(info, name)),
         StoreError::Conflict { .. } => ApiError::stale(subject(info, name)),
+        fenced @ StoreError::Fenced { .. } => ApiError::Conflict(
+            subject(info, name),
+            format!("the writer is no longer the leader: {fenced}"),
+        ),
         StoreError::Gone { requested, oldest } => {
             ApiError::Gone(format!("too old resource version: {requested} ({oldest})"))
         }
@@ -109,6 +122,10 @@ impl ApiCore {
                 info.resource
             )));
         }
+        let ctx = WriteCtx {
+            dry_run: req.options.dry_run,
+            fence: req.fence.clone(),
+        };
         match (req.verb, req.name.as_deref()) {
             (Verb::Get, Some(name)) => Ok((200, self.get(info, namespace, name).await?)),
             (Verb::List, None) => {
@@ -116,39 +133,24 @@ impl ApiCore {
                 Ok((200, list_object(info, items, &version)))
             }
             (Verb::Create, None) => self
-                .create(info, namespace, &req.body, req.options.dry_run)
+                .create(info, namespace, &req.body, &ctx)
                 .await
                 .map(|v| (201, v)),
             (Verb::Patch, Some(name)) => {
                 let status_only = req.subresource.as_deref() == Some("status");
                 let kind = req.options.patch.ok_or(ApiError::UnsupportedMediaType)?;
-                self.patch(
-                    info,
-                    namespace,
-                    name,
-                    kind,
-                    &req.body,
-                    status_only,
-                    req.options.dry_run,
-                )
-                .await
-                .map(|v| (200, v))
+                self.patch(info, namespace, name, kind, &req.body, status_only, &ctx)
+                    .await
+                    .map(|v| (200, v))
             }
             (Verb::Update, Some(name)) => {
                 let status_only = req.subresource.as_deref() == Some("status");
-                self.update(
-                    info,
-                    namespace,
-                    name,
-                    &req.body,
-                    status_only,
-                    req.options.dry_run,
-                )
-                .await
-                .map(|v| (200, v))
+                self.update(info, namespace, name, &req.body, status_only, &ctx)
+                    .await
+                    .map(|v| (200, v))
             }
             (Verb::Delete, Some(name)) => self
-                .delete(info, namespace, name, &req.body, req.options.dry_run)
+                .delete(info, namespace, name, &req.body, &ctx)
                 .await
                 .map(|v| (200, v)),
             (verb, _) => Err(ApiError::MethodNotAllowed {
@@ -156,6 +158,16 @@ impl ApiCore {
                 resource: info.resource.into(),
             }),
         }
+    }
+
+    /// Stores one write, fenced by the writer's leadership term when it has one.
+    async fn commit(&self, op: WriteOp, ctx: &WriteCtx) -> Result<WriteOutcome, StoreError> {
+        self.store
+            .propose(Proposal::Write {
+                op,
+                fence: ctx.fence.clone(),
+            })
+            .await
     }
 
     fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
@@ -243,8 +255,9 @@ impl ApiCore {
         info: &ResourceInfo,
         namespace: Option<&str>,
         body: &[u8],
-        dry_run: bool,
+        ctx: &WriteCtx,
     ) -> Result<Value, ApiError> {
+        let dry_run = ctx.dry_run;
         let mut object = parse_object(body)?;
         check_type_meta(info, &object)?;
         let name = match (meta_str(&object, "name"), meta_str(&object, "generateName")) {
@@ -301,11 +314,13 @@ impl ApiCore {
         }
         let key = Self::key(info, namespace, &name);
         let outcome = self
-            .store
-            .write(WriteOp::Create {
-                key,
-                value: bytes.clone(),
-            })
+            .commit(
+                WriteOp::Create {
+                    key,
+                    value: bytes.clone(),
+                },
+                ctx,
+            )
             .await
             .map_err(|e| map_store_error(info, &name, e))?;
         with_version(&bytes, &outcome.rev.to_string())
@@ -345,7 +360,7 @@ impl ApiCore {
         kind: PatchKind,
         body: &[u8],
         status_only: bool,
-        dry_run: bool,
+        ctx: &WriteCtx,
     ) -> Result<Value, ApiError> {
         for _ in 0..UPDATE_ATTEMPTS {
             let current = self.get(info, namespace, name).await?;
@@ -355,7 +370,7 @@ impl ApiCore {
             let bytes =
                 serde_json::to_vec(&patched).map_err(|e| ApiError::Internal(e.to_string()))?;
             match self
-                .update(info, namespace, name, &bytes, status_only, dry_run)
+                .update(info, namespace, name, &bytes, status_only, ctx)
                 .await
             {
                 Err(ApiError::Conflict(..)) if !explicit => continue,
@@ -372,8 +387,9 @@ impl ApiCore {
         name: &str,
         body: &[u8],
         status_only: bool,
-        dry_run: bool,
+        ctx: &WriteCtx,
     ) -> Result<Value, ApiError> {
+        let dry_run = ctx.dry_run;
         let object = parse_object(body)?;
         check_type_meta(info, &object)?;
         if let Some(body_name) = meta_str(&object, "name")
@@ -416,7 +432,7 @@ impl ApiCore {
                 value: bytes.clone(),
                 expected: Some(current.rev),
             };
-            match self.store.write(op).await {
+            match self.commit(op, ctx).await {
                 Ok(outcome) => return with_version(&bytes, &outcome.rev.to_string()),
                 Err(StoreError::Conflict { .. }) if wanted.is_none() => continue,
                 Err(err) => return Err(map_store_error(info, name, err)),
@@ -431,8 +447,9 @@ impl ApiCore {
         namespace: Option<&str>,
         name: &str,
         body: &[u8],
-        dry_run: bool,
+        ctx: &WriteCtx,
     ) -> Result<Value, ApiError> {
+        let dry_run = ctx.dry_run;
         let options = if body.iter().all(u8::is_ascii_whitespace) {
             Map::new()
         } else {
@@ -470,20 +487,22 @@ impl ApiCore {
             return Ok(old);
         }
         if info.resource == "namespaces" {
-            self.empty_namespace(name).await?;
+            self.empty_namespace(name, ctx).await?;
         }
-        self.store
-            .write(WriteOp::Delete {
+        self.commit(
+            WriteOp::Delete {
                 key,
                 expected: Some(expected.unwrap_or(current.rev)),
-            })
-            .await
-            .map_err(|e| map_store_error(info, name, e))?;
+            },
+            ctx,
+        )
+        .await
+        .map_err(|e| map_store_error(info, name, e))?;
         Ok(old)
     }
 
     /// Deletes every namespaced object in `namespace`.
-    async fn empty_namespace(&self, namespace: &str) -> Result<(), ApiError> {
+    async fn empty_namespace(&self, namespace: &str, ctx: &WriteCtx) -> Result<(), ApiError> {
         for info in resources::RESOURCES.iter().filter(|r| r.namespaced) {
             let prefix = ObjectKey::prefix(info.group, info.resource, Some(namespace));
             let (items, _) = self
@@ -493,11 +512,13 @@ impl ApiCore {
                 .map_err(|e| map_store_error(info, "", e))?;
             for (key, _) in items {
                 match self
-                    .store
-                    .write(WriteOp::Delete {
-                        key,
-                        expected: None,
-                    })
+                    .commit(
+                        WriteOp::Delete {
+                            key,
+                            expected: None,
+                        },
+                        ctx,
+                    )
                     .await
                 {
                     Ok(_) | Err(StoreError::NotFound(_)) => {}
@@ -577,7 +598,7 @@ impl ApiCore {
         let info = resources::find("", "v1", "namespaces").ok_or(ApiError::UnknownResource)?;
         for ns in SYSTEM_NAMESPACES {
             let body = serde_json::to_vec(&json!({"metadata": {"name": ns}})).unwrap_or_default();
-            match self.create(info, None, &body, false).await {
+            match self.create(info, None, &body, &WriteCtx::default()).await {
                 Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
                 Err(err) => return Err(err),
             }

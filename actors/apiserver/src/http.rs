@@ -249,6 +249,8 @@ async fn dispatch(
         body,
         options,
         user,
+        // Terms fence the cluster's own leader-elected components; HTTP clients carry none.
+        fence: None,
     };
     let reply = api.core.handle(request).await;
     if !reply.is_success()

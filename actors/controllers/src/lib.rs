@@ -2,6 +2,8 @@
 //! actor shell that observes through the API and acts through it.
 
 pub mod apiserver_identity;
+pub mod leader;
 pub mod node_lifecycle;
 
+pub use leader::{Elector, ElectorArgs};
 pub use node_lifecycle::{NodeLifecycle, NodeLifecycleArgs};

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use shoal_core::client::call_ok;
 use shoal_core::events::{InvolvedObject, Occurrence, Recorder};
 use shoal_core::time::{format_time, parse_time};
-use shoal_core::{ApiRequest, Verb};
+use shoal_core::{ApiRequest, Fence, Verb};
 
 /// What the controller sees of one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,12 +118,15 @@ pub enum NodeLifecycleMsg {
 pub struct NodeLifecycleArgs {
     pub grace: Duration,
     pub period: Duration,
+    /// The controller manager's leadership term, stamped on every write.
+    pub fence: Option<Fence>,
 }
 
 /// The controller's state: only its settings; everything else is read from the API each time.
 pub struct NodeLifecycleState {
     grace: Duration,
     recorder: Recorder,
+    fence: Option<Fence>,
 }
 
 /// The node-lifecycle controller actor.
@@ -204,6 +207,7 @@ async fn act(
     action: &Action,
     objects: &HashMap<String, Value>,
     now: Timestamp,
+    fence: Option<&Fence>,
 ) -> Result<(), shoal_core::ApiError> {
     let (name, status, reason, message) = match action {
         Action::MarkUnknown(n) => (
@@ -218,8 +222,9 @@ async fn act(
         return Ok(());
     };
     set_ready(&mut node, status, reason, message, now);
-    let mut req =
-        ApiRequest::new(Verb::Update, "", "v1", "nodes", None, Some(name)).with_body(&node);
+    let mut req = ApiRequest::new(Verb::Update, "", "v1", "nodes", None, Some(name))
+        .with_body(&node)
+        .fenced(fence.cloned());
     req.subresource = Some("status".into());
     call_ok(req, CALL_TIMEOUT).await?;
     tracing::info!(node = %name, ready = status, "node readiness changed");
@@ -239,7 +244,8 @@ impl Actor for NodeLifecycle {
         myself.send_interval(args.period, || NodeLifecycleMsg::Tick);
         Ok(NodeLifecycleState {
             grace: args.grace,
-            recorder: Recorder::new("node-controller", ""),
+            recorder: Recorder::new("node-controller", "").fenced(args.fence.clone()),
+            fence: args.fence,
         })
     }
 
@@ -261,7 +267,7 @@ impl Actor for NodeLifecycle {
                 let now = Timestamp::now();
                 for action in decide(&views, now, state.grace) {
                     // A conflict means the node changed meanwhile; the next tick sees it.
-                    if let Err(err) = act(&action, &objects, now).await {
+                    if let Err(err) = act(&action, &objects, now, state.fence.as_ref()).await {
                         tracing::debug!(?action, error = %err, "node update failed; will retry");
                         continue;
                     }

@@ -141,6 +141,7 @@ pub struct Recorder {
     component: String,
     host: String,
     correlator: Correlator,
+    fence: Option<crate::Fence>,
 }
 
 impl Recorder {
@@ -150,7 +151,14 @@ impl Recorder {
             component: component.into(),
             host: host.into(),
             correlator: Correlator::default(),
+            fence: None,
         }
+    }
+
+    /// The same recorder writing under a leadership term (see [`crate::Fence`]).
+    pub fn fenced(mut self, fence: Option<crate::Fence>) -> Recorder {
+        self.fence = fence;
+        self
     }
 
     /// Records one occurrence. Failures are returned, and the occurrence is forgotten so that
@@ -176,7 +184,9 @@ impl Recorder {
         let event = new_event(name, occurrence, &self.component, &self.host, now);
         let ns = occurrence.object.event_namespace();
         call_ok(
-            ApiRequest::new(Verb::Create, "", "v1", "events", Some(ns), None).with_body(&event),
+            ApiRequest::new(Verb::Create, "", "v1", "events", Some(ns), None)
+                .with_body(&event)
+                .fenced(self.fence.clone()),
             CALL_TIMEOUT,
         )
         .await
@@ -206,7 +216,8 @@ impl Recorder {
         event["lastTimestamp"] = json!(format_time(now));
         call_ok(
             ApiRequest::new(Verb::Update, "", "v1", "events", Some(ns), Some(name))
-                .with_body(&event),
+                .with_body(&event)
+                .fenced(self.fence.clone()),
             CALL_TIMEOUT,
         )
         .await

@@ -59,6 +59,23 @@ pub struct RequestOptions {
     pub patch: Option<PatchKind>,
 }
 
+/// A leadership term that fences writes: a component that holds a leader lease stamps every
+/// write with the lease's name and its term, and the store refuses a write whose term is older
+/// than the newest one it has seen for that name — a deposed leader's late writes fail.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fence {
+    /// The lease, e.g. `kube-system/kube-controller-manager`.
+    pub name: String,
+    /// The holder's term: the lease's `leaseTransitions` when it was acquired.
+    pub token: u64,
+}
+
+impl std::fmt::Display for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} term {}", self.name, self.token)
+    }
+}
+
 /// One request to the API, from HTTP or from an actor: the single door to cluster state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiRequest {
@@ -77,6 +94,8 @@ pub struct ApiRequest {
     pub options: RequestOptions,
     /// Who asks (certificate CN or token user).
     pub user: String,
+    /// For writes by a leader-elected component: its term. Never taken from HTTP.
+    pub fence: Option<Fence>,
 }
 
 impl ApiRequest {
@@ -100,7 +119,14 @@ impl ApiRequest {
             body: Vec::new(),
             options: RequestOptions::default(),
             user: String::new(),
+            fence: None,
         }
+    }
+
+    /// The same request fenced by a leadership term.
+    pub fn fenced(mut self, fence: Option<Fence>) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// The same request with a JSON body.

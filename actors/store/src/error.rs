@@ -14,6 +14,13 @@ pub enum StoreError {
         expected: u64,
         current: u64,
     },
+    /// The writer's leadership term was superseded: a newer holder of the lease has begun.
+    #[error("{name} term {token} was superseded by term {current}")]
+    Fenced {
+        name: String,
+        token: u64,
+        current: u64,
+    },
     /// The requested revision is older than the retained history.
     #[error("too old resource version: {requested} ({oldest})")]
     Gone { requested: u64, oldest: u64 },

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::error::StoreError;
-use crate::machine::{StoreEvent, Stored, WriteOp, WriteOutcome};
+use crate::machine::{Fence, Proposal, StoreEvent, Stored, WriteOp, WriteOutcome};
 use crate::shard::{ShardMsg, shard_group};
 
 /// A handle to the store. Cheap to clone; finds the shard actors by process group on every
@@ -101,10 +101,34 @@ impl Store {
         Ok((items, CompositeVersion { revisions }))
     }
 
-    /// Applies one write to the key's shard.
+    /// Applies one unfenced write to the key's shard.
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        let shard = shard_for(op.key(), self.shards);
-        self.call(shard, |r| ShardMsg::Write(op.clone(), r)).await
+        self.propose(Proposal::write(op)).await
+    }
+
+    /// Applies one write, fenced or not, to its key's shard. A fence raise goes to every
+    /// shard (see [`Store::raise_fence`]); proposed here it reaches shard 0 only.
+    pub async fn propose(&self, proposal: Proposal) -> Result<WriteOutcome, StoreError> {
+        let shard = match &proposal {
+            Proposal::Write { op, .. } => shard_for(op.key(), self.shards),
+            Proposal::RaiseFence(_) => 0,
+        };
+        self.call(shard, |r| ShardMsg::Write(proposal.clone(), r))
+            .await
+    }
+
+    /// Begins a leadership term on every shard: once this returns, every write fenced by an
+    /// older term of the same name is refused, wherever its key lives. Fails with
+    /// [`StoreError::Fenced`] when a newer term has already begun.
+    pub async fn raise_fence(&self, fence: &Fence) -> Result<(), StoreError> {
+        let calls = (0..self.shards).map(|n| {
+            let proposal = Proposal::RaiseFence(fence.clone());
+            async move { self.call(n, |r| ShardMsg::Write(proposal.clone(), r)).await }
+        });
+        for result in futures::future::join_all(calls).await {
+            result?;
+        }
+        Ok(())
     }
 
     /// Watches every change under `prefix` after `from` (each shard from its own revision), or

@@ -15,7 +15,7 @@ mod watch;
 
 pub use error::StoreError;
 pub use handle::{Store, StoreWatch};
-pub use machine::{EventKind, StoreEvent, Stored, WriteOp, WriteOutcome};
+pub use machine::{EventKind, Fence, Proposal, StoreEvent, Stored, WriteOp, WriteOutcome};
 pub use persist::{Image, ShardDb};
 pub use shard::{Shard, ShardArgs, ShardMsg, raft_config, shard_group, shard_name, start_replica};
 pub use watch::WatchHub;

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use crate::error::StoreError;
 
+pub use shoal_core::Fence;
+
 /// A stored value and the shard revision of its last write.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stored {
@@ -48,6 +50,49 @@ impl std::fmt::Display for WriteOp {
             } => write!(f, "update {key} ({} bytes, at {expected:?})", value.len()),
             WriteOp::Delete { key, expected } => write!(f, "delete {key} (at {expected:?})"),
         }
+    }
+}
+
+/// One entry of a shard's Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Proposal {
+    /// A write, stamped with its writer's leadership term when it holds one.
+    Write { op: WriteOp, fence: Option<Fence> },
+    /// A leadership term begins: from this entry on, the shard refuses writes fenced by an
+    /// older term of the same name.
+    RaiseFence(Fence),
+}
+
+impl Proposal {
+    /// An unfenced write.
+    pub fn write(op: WriteOp) -> Proposal {
+        Proposal::Write { op, fence: None }
+    }
+}
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Proposal::Write { op, fence: None } => write!(f, "{op}"),
+            Proposal::Write {
+                op,
+                fence: Some(fence),
+            } => write!(f, "{op} ({fence})"),
+            Proposal::RaiseFence(fence) => write!(f, "raise {fence}"),
+        }
+    }
+}
+
+/// Checks a term against the newest one the shard has seen for its name (`current`): an older
+/// term is refused; an equal or newer one passes and becomes the newest.
+pub fn check_fence(fence: &Fence, current: Option<u64>) -> Result<u64, StoreError> {
+    match current {
+        Some(newest) if fence.token < newest => Err(StoreError::Fenced {
+            name: fence.name.clone(),
+            token: fence.token,
+            current: newest,
+        }),
+        _ => Ok(fence.token),
     }
 }
 
@@ -243,6 +288,25 @@ mod tests {
             expected: None,
         };
         assert_eq!(plan(&op, None), Err(StoreError::NotFound("/k".into())));
+    }
+
+    #[test]
+    fn an_older_term_is_fenced_and_a_newer_one_takes_over() {
+        let fence = |token| Fence {
+            name: "kube-system/kube-controller-manager".into(),
+            token,
+        };
+        assert_eq!(check_fence(&fence(1), None), Ok(1));
+        assert_eq!(check_fence(&fence(3), Some(3)), Ok(3));
+        assert_eq!(check_fence(&fence(4), Some(3)), Ok(4));
+        assert_eq!(
+            check_fence(&fence(2), Some(3)),
+            Err(StoreError::Fenced {
+                name: "kube-system/kube-controller-manager".into(),
+                token: 2,
+                current: 3
+            })
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::machine::{EventKind, Plan, StoreEvent, Stored, WriteOp, WriteOutcome, plan};
+use crate::machine::{
+    EventKind, Plan, Proposal, StoreEvent, Stored, WriteOp, WriteOutcome, check_fence, plan,
+};
 
 /// key → revision (8 bytes, big-endian) followed by the value.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -20,6 +22,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// current snapshot, as opaque bytes owned by the Raft layer, changed in the same transaction
 /// as the objects they describe.
 const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
+/// fence name → the newest leadership term the shard has seen for it.
+const FENCES: TableDefinition<&str, u64> = TableDefinition::new("fences");
 
 #[derive(Serialize, Deserialize)]
 struct EventRecord {
@@ -89,6 +93,9 @@ pub struct Image {
     pub oldest_kept: u64,
     pub objects: Vec<(String, Vec<u8>)>,
     pub events: Vec<(u64, Vec<u8>)>,
+    /// The newest term per fence name, so that a replica restored from a snapshot refuses
+    /// exactly what the others refuse.
+    pub fences: Vec<(String, u64)>,
 }
 
 /// Raft bookkeeping values read back, one per key asked for.
@@ -119,6 +126,7 @@ impl ShardDb {
             txn.open_table(OBJECTS)?;
             txn.open_table(EVENTS)?;
             txn.open_table(RAFT)?;
+            txn.open_table(FENCES)?;
             let mut meta = txn.open_table(META)?;
             if meta.get("oldest_kept")?.is_none() {
                 meta.insert("oldest_kept", 1)?;
@@ -181,33 +189,67 @@ impl ShardDb {
         op: &WriteOp,
         history_limit: u64,
     ) -> Result<(WriteOutcome, Option<StoreEvent>), StoreError> {
-        let mut results = self.apply_batch(std::slice::from_ref(op), &[], history_limit)?;
+        let proposal = Proposal::write(op.clone());
+        let mut results = self.apply_batch(std::slice::from_ref(&proposal), &[], history_limit)?;
         // One op in, one result out.
         results
             .pop()
             .unwrap_or(Err(StoreError::Storage("no result".into())))
     }
 
-    /// Applies `ops` in order in one durable transaction, together with the Raft bookkeeping in
-    /// `raft` (key, bytes). A write that fails its own checks (conflict, missing key) changes
-    /// nothing and gets its error in the result; the outer error means the disk failed and
-    /// nothing was applied.
+    /// Applies `proposals` in order in one durable transaction, together with the Raft
+    /// bookkeeping in `raft` (key, bytes). A write that fails its own checks (conflict, missing
+    /// key, a superseded term) changes nothing and gets its error in the result; the outer
+    /// error means the disk failed and nothing was applied. A fence raise answers with the
+    /// shard's unchanged revision.
     #[allow(clippy::type_complexity)]
     pub fn apply_batch(
         &self,
-        ops: &[WriteOp],
+        proposals: &[Proposal],
         raft: &[(&str, Vec<u8>)],
         history_limit: u64,
     ) -> Result<Vec<Result<(WriteOutcome, Option<StoreEvent>), StoreError>>, StoreError> {
         let txn = self.db.begin_write()?;
-        let mut results = Vec::with_capacity(ops.len());
+        let mut results = Vec::with_capacity(proposals.len());
         {
             let mut objects = txn.open_table(OBJECTS)?;
             let mut events = txn.open_table(EVENTS)?;
+            let mut fences = txn.open_table(FENCES)?;
             let mut meta = txn.open_table(META)?;
             let mut revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
             let mut oldest_kept = meta.get("oldest_kept")?.map(|g| g.value()).unwrap_or(1);
-            for op in ops {
+            for proposal in proposals {
+                let (op, fence) = match proposal {
+                    Proposal::Write { op, fence } => (op, fence.as_ref()),
+                    Proposal::RaiseFence(fence) => {
+                        let newest = fences.get(fence.name.as_str())?.map(|g| g.value());
+                        results.push(check_fence(fence, newest).and_then(|token| {
+                            fences.insert(fence.name.as_str(), token)?;
+                            Ok((
+                                WriteOutcome {
+                                    rev: revision,
+                                    previous: None,
+                                    changed: false,
+                                },
+                                None,
+                            ))
+                        }));
+                        continue;
+                    }
+                };
+                if let Some(fence) = fence {
+                    let newest = fences.get(fence.name.as_str())?.map(|g| g.value());
+                    match check_fence(fence, newest) {
+                        Ok(token) if Some(token) != newest => {
+                            fences.insert(fence.name.as_str(), token)?;
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            results.push(Err(err));
+                            continue;
+                        }
+                    }
+                }
                 let current = objects
                     .get(op.key())?
                     .map(|g| decode_object(g.value()))
@@ -317,6 +359,11 @@ impl ShardDb {
             let (k, v) = entry?;
             events.push((k.value(), v.value().to_vec()));
         }
+        let mut fences = Vec::new();
+        for entry in txn.open_table(FENCES)?.iter()? {
+            let (k, v) = entry?;
+            fences.push((k.value().to_owned(), v.value()));
+        }
         let raft_table = txn.open_table(RAFT)?;
         let mut raft = Vec::with_capacity(raft_keys.len());
         for key in raft_keys {
@@ -328,6 +375,7 @@ impl ShardDb {
                 oldest_kept,
                 objects,
                 events,
+                fences,
             },
             raft,
         ))
@@ -347,6 +395,11 @@ impl ShardDb {
             events.retain(|_, _| false)?;
             for (rev, bytes) in &image.events {
                 events.insert(*rev, bytes.as_slice())?;
+            }
+            let mut fences = txn.open_table(FENCES)?;
+            fences.retain(|_, _| false)?;
+            for (name, token) in &image.fences {
+                fences.insert(name.as_str(), *token)?;
             }
             let mut meta = txn.open_table(META)?;
             meta.insert("revision", image.revision)?;
@@ -379,6 +432,7 @@ impl ShardDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::Fence;
 
     fn temp_db(name: &str) -> (ShardDb, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("shoal-persist-{name}-{}", std::process::id()));
@@ -466,5 +520,53 @@ mod tests {
             Some(b"v".to_vec())
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_raised_fence_refuses_older_terms_and_survives_a_snapshot() {
+        let (db, dir) = temp_db("fence");
+        let fence = |token| Fence {
+            name: "kube-system/kube-controller-manager".into(),
+            token,
+        };
+        let fenced = |token, key: &str| Proposal::Write {
+            op: create(key, "v"),
+            fence: Some(fence(token)),
+        };
+        let results = db
+            .apply_batch(
+                &[
+                    fenced(1, "/k/a"),
+                    Proposal::RaiseFence(fence(2)),
+                    fenced(1, "/k/b"),
+                    fenced(2, "/k/c"),
+                    Proposal::RaiseFence(fence(1)),
+                ],
+                &[],
+                100,
+            )
+            .expect("apply");
+        assert!(results[0].is_ok() && results[1].is_ok() && results[3].is_ok());
+        assert!(matches!(
+            results[2],
+            Err(StoreError::Fenced {
+                token: 1,
+                current: 2,
+                ..
+            })
+        ));
+        assert!(matches!(results[4], Err(StoreError::Fenced { .. })));
+        assert_eq!(db.get("/k/b").expect("get"), None);
+        assert_eq!(db.marks().expect("marks").revision, 2);
+
+        let (image, _) = db.export(&[]).expect("export");
+        let (copy, copy_dir) = temp_db("fence-copy");
+        copy.import(&image, &[]).expect("import");
+        let late = copy
+            .apply_batch(&[fenced(1, "/k/d")], &[], 100)
+            .expect("apply");
+        assert!(matches!(late[0], Err(StoreError::Fenced { .. })));
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(copy_dir);
     }
 }

@@ -15,7 +15,7 @@ use ractor_cluster::RactorMessage;
 use tokio::sync::mpsc;
 
 use crate::error::StoreError;
-use crate::machine::{StoreEvent, Stored, WriteOp, WriteOutcome};
+use crate::machine::{Proposal, StoreEvent, Stored, WriteOutcome};
 use crate::persist::ShardDb;
 use crate::raft::{
     GroupNetwork, Io, LogStore, Member, NodeId, RaftHost, Replica, Router, Runtime, ShardMachine,
@@ -44,7 +44,7 @@ pub enum ShardMsg {
     Get(String, RpcReplyPort<Result<Option<Stored>, StoreError>>),
     /// Everything under a prefix, and the revision of the list.
     List(String, RpcReplyPort<ListReply>),
-    Write(WriteOp, RpcReplyPort<Result<WriteOutcome, StoreError>>),
+    Write(Proposal, RpcReplyPort<Result<WriteOutcome, StoreError>>),
     /// Events under `prefix` after revision `from` (or from now, when `None`).
     Watch {
         prefix: String,

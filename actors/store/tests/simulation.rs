@@ -18,7 +18,9 @@ use shoal_store::history::{self, Call, Outcome, Record};
 use shoal_store::raft::{
     ClientOp, ClientReply, Io, LogStore, Member, RaftConfig, RaftHost, Router, Wire, WireFuture,
 };
-use shoal_store::{EventKind, ShardArgs, ShardDb, StoreError, WriteOp, start_replica};
+use shoal_store::{
+    EventKind, Fence, Proposal, ShardArgs, ShardDb, StoreError, WriteOp, start_replica,
+};
 
 const MASTERS: u64 = 3;
 const GROUPS: u32 = 2;
@@ -235,28 +237,28 @@ async fn client(sim: Arc<Sim>, n: usize, history: Arc<Mutex<Vec<Record>>>) {
                 Call::Create {
                     value: value.clone(),
                 },
-                ClientOp::Write(WriteOp::Create {
+                ClientOp::Write(Proposal::write(WriteOp::Create {
                     key: key.clone(),
                     value: value.into_bytes(),
-                }),
+                })),
             ),
             25..60 => (
                 Call::Update {
                     value: value.clone(),
                     expected,
                 },
-                ClientOp::Write(WriteOp::Update {
+                ClientOp::Write(Proposal::write(WriteOp::Update {
                     key: key.clone(),
                     value: value.into_bytes(),
                     expected,
-                }),
+                })),
             ),
             60..70 => (
                 Call::Delete { expected },
-                ClientOp::Write(WriteOp::Delete {
+                ClientOp::Write(Proposal::write(WriteOp::Delete {
                     key: key.clone(),
                     expected,
-                }),
+                })),
             ),
             _ => (Call::Get, ClientOp::Get(key.clone())),
         };
@@ -379,7 +381,8 @@ struct Run {
     streams: Vec<Vec<(u64, String, EventKind, String)>>,
 }
 
-async fn simulate(seed: u64) -> Result<Run, String> {
+/// Starts the masters and initializes every group from the first.
+async fn boot(seed: u64) -> Result<Arc<Sim>, String> {
     let net = Arc::new(Net {
         hosts: Mutex::new(HashMap::new()),
         cut: Mutex::new(HashSet::new()),
@@ -417,6 +420,11 @@ async fn simulate(seed: u64) -> Result<Run, String> {
             .await
             .map_err(|e| e.to_string())?;
     }
+    Ok(sim)
+}
+
+async fn simulate(seed: u64) -> Result<Run, String> {
+    let sim = boot(seed).await?;
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let mut watchers = Vec::new();
@@ -564,14 +572,122 @@ async fn leader_revision(sim: &Sim, group: u32) -> Result<u64, String> {
     Err(format!("group {group} found no leader"))
 }
 
-fn run(seed: u64) -> Result<Run, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn runtime(seed: u64) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()))
         .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(simulate(seed))
+        .map_err(|e| e.to_string())
+}
+
+fn run(seed: u64) -> Result<Run, String> {
+    runtime(seed)?.block_on(simulate(seed))
+}
+
+/// The index of the leader of `group` among the running masters, once one confirms it leads.
+async fn leader_of(sim: &Sim, group: u32) -> Result<usize, String> {
+    for _ in 0..300 {
+        for (index, id) in (1..=MASTERS).enumerate() {
+            let Some(replica) = sim.net.host(&name(id)).and_then(|h| h.replica(group)) else {
+                continue;
+            };
+            if replica
+                .raft()
+                .ensure_linearizable(shoal_store::raft::ReadPolicy::ReadIndex)
+                .await
+                .is_ok()
+            {
+                return Ok(index);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("group {group} found no leader"))
+}
+
+async fn deposed_term_is_refused(seed: u64) -> Result<(), String> {
+    let sim = boot(seed).await?;
+    let fence = |token| Fence {
+        name: "kube-system/kube-controller-manager".into(),
+        token,
+    };
+    let put = |key: &str, token| Proposal::Write {
+        op: WriteOp::Create {
+            key: key.into(),
+            value: b"v".to_vec(),
+        },
+        fence: Some(fence(token)),
+    };
+    let replica = |index: usize| {
+        sim.net
+            .host(&name(index as u64 + 1))
+            .and_then(|h| h.replica(0))
+            .ok_or("no replica")
+    };
+    let old_leader = leader_of(&sim, 0).await?;
+    let via = (old_leader + 1) % MASTERS as usize;
+    replica(via)?
+        .write(put("/sim/first", 1), 2)
+        .await
+        .map_err(|e| format!("term 1 before the raise: {e}"))?;
+    replica(via)?
+        .write(Proposal::RaiseFence(fence(2)), 2)
+        .await
+        .map_err(|e| format!("raising term 2: {e}"))?;
+    // The leader that committed the raise dies; the term must hold under the next one.
+    sim.crash(old_leader).await;
+    let new_leader = leader_of(&sim, 0).await?;
+    if new_leader == old_leader {
+        return Err("the crashed master still leads".into());
+    }
+    match replica(via)?.write(put("/sim/late", 1), 2).await {
+        Err(StoreError::Fenced {
+            token: 1,
+            current: 2,
+            ..
+        }) => {}
+        other => return Err(format!("a term-1 write after the raise: {other:?}")),
+    }
+    replica(via)?
+        .write(put("/sim/current", 2), 2)
+        .await
+        .map_err(|e| format!("term 2: {e}"))?;
+    // The crashed master comes back and refuses the old term too, once it has caught up.
+    sim.start(old_leader).await;
+    for _ in 0..300 {
+        let back = replica(old_leader)?;
+        if back
+            .machine()
+            .db()
+            .get("/sim/current")
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            if back
+                .machine()
+                .db()
+                .get("/sim/late")
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                return Err("the fenced write was applied on the returning master".into());
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("the returning master never caught up".into())
+}
+
+#[test]
+fn a_deposed_term_is_refused_across_a_leader_change() {
+    let seed = 7;
+    runtime(seed)
+        .and_then(|rt| rt.block_on(deposed_term_is_refused(seed)))
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
 }
 
 fn seeds() -> Vec<u64> {

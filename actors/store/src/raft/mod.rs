@@ -1,7 +1,7 @@
 //! A shard as a Raft group (DESIGN §4): the log and the state machine on redb, and the types
 //! that tie them to `openraft`.
 //!
-//! The log carries [`WriteOp`]s. Applying one is the pure write plan of [`crate::machine`] run
+//! The log carries [`Proposal`]s. Applying one is the pure write plan of [`crate::machine`] run
 //! against the shard's database, so every replica computes the same revisions, and watch
 //! events are published only for entries that were committed and applied.
 
@@ -24,7 +24,7 @@ pub use replica::Replica;
 pub use state::{ShardMachine, SnapshotBuilder};
 
 use crate::error::StoreError;
-use crate::machine::{WriteOp, WriteOutcome};
+use crate::machine::{Proposal, WriteOutcome};
 
 /// A Raft member's id: a master, numbered once when its data directory is created.
 pub type NodeId = u64;
@@ -63,7 +63,7 @@ pub type Runtime =
 openraft::declare_raft_types!(
     /// The Raft types of a store shard.
     pub ShardRaft:
-        D = WriteOp,
+        D = Proposal,
         R = Applied,
         NodeId = NodeId,
         Node = Member,

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::replica::Replica;
 use super::{Member, NodeId, ShardRaft, Snapshot, SnapshotMeta, Vote, decode, encode};
 use crate::error::StoreError;
-use crate::machine::{Stored, WriteOp, WriteOutcome};
+use crate::machine::{Proposal, Stored, WriteOutcome};
 
 /// A future a wire returns.
 pub type WireFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
@@ -38,7 +38,7 @@ pub trait Wire: Send + Sync + 'static {
 /// reads go to the leader.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ClientOp {
-    Write(WriteOp),
+    Write(Proposal),
     Get(String),
     List(String),
 }

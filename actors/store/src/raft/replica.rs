@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::net::{ClientOp, ClientReply, MemberChange, RaftRequest, RaftResponse, Router};
 use super::{Applied, Member, NodeId, ShardMachine, ShardRaft, ShardRaftHandle};
 use crate::error::StoreError;
-use crate::machine::{StoreEvent, Stored, WriteOp, WriteOutcome};
+use crate::machine::{Proposal, StoreEvent, Stored, WriteOutcome};
 
 /// How long a request waits for a leader (an election, a forwarded call) before it fails
 /// with `Unavailable`.
@@ -87,7 +87,7 @@ impl Replica {
     }
 
     /// Applies `op` through the group's leader.
-    pub async fn write(&self, op: WriteOp, hops: u8) -> Result<WriteOutcome, StoreError> {
+    pub async fn write(&self, op: Proposal, hops: u8) -> Result<WriteOutcome, StoreError> {
         match self.execute(ClientOp::Write(op), hops).await {
             ClientReply::Write(r) => r,
             _ => Err(StoreError::Storage(

@@ -9,7 +9,7 @@ use super::{
     Applied, Io, LogId, ShardRaft, Snapshot, SnapshotMeta, StoredMembership, decode, encode,
 };
 use crate::error::StoreError;
-use crate::machine::WriteOp;
+use crate::machine::Proposal;
 use crate::persist::{Image, ShardDb};
 use crate::watch::WatchHub;
 
@@ -120,7 +120,7 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
         Strm:
             Stream<Item = Result<EntryResponder<ShardRaft>, std::io::Error>> + Unpin + OptionalSend,
     {
-        let mut ops: Vec<WriteOp> = Vec::new();
+        let mut ops: Vec<Proposal> = Vec::new();
         // Per entry: whether it carried a write, and its responder.
         let mut slots = Vec::new();
         let mut last: Option<LogId> = None;
