@@ -221,6 +221,7 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         tls: pki.api_tls.clone(),
         store: store.clone(),
         tokens: Arc::new(HashMap::<String, Identity>::new()),
+        control_plane: Some(host.clone()),
     };
     let transport_args = TransportArgs {
         name: args.master_name(),

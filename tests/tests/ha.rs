@@ -452,3 +452,71 @@ fn one_controller_manager_leads_and_a_standby_takes_over_within_two_seconds() {
     );
     assert_eq!(masters.leader_terms_logged(leader), 0);
 }
+
+impl Masters {
+    /// The names of each group's voters, as master `i` sees them.
+    fn voters(&self, i: usize) -> Option<Vec<Vec<String>>> {
+        let out = self.kubectl(i, &["get", "--raw", "/debug/control-plane"]);
+        let view: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        view["groups"]
+            .as_array()?
+            .iter()
+            .map(|g| {
+                g["members"].as_array().map(|ms| {
+                    ms.iter()
+                        .filter(|m| m["voter"] == true)
+                        .filter_map(|m| m["name"].as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_master_is_removed_by_command_and_rejoins_with_fresh_data() {
+    let mut masters = Masters::start("ha-remove");
+    let all = vec!["m1".to_owned(), "m2".to_owned(), "m3".to_owned()];
+    assert_eq!(masters.voters(0), Some(vec![all.clone(); 4]));
+    // An unknown master is a 404, and nothing changes.
+    let unknown = masters.kubectl(0, &["delete", "--raw", "/debug/control-plane/members/m9"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    // m3's machine is gone for good: remove it.
+    masters.masters[2].proc.kill();
+    let removed = masters.kubectl(0, &["delete", "--raw", "/debug/control-plane/members/m3"]);
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    let two = vec!["m1".to_owned(), "m2".to_owned()];
+    wait_for("m3 to leave every group", Duration::from_secs(10), || {
+        (masters.voters(1) == Some(vec![two.clone(); 4])).then_some(())
+    });
+    create_until_acknowledged(&masters, 1, "without-m3", Duration::from_secs(10));
+    // A new machine takes its place: same name, empty data directory, one join command.
+    fs::remove_dir_all(masters.dir.join("m3")).expect("wipe m3's data");
+    let m = &masters.masters[2];
+    let proc = spawn(
+        &masters.dir,
+        &m.name,
+        &m.address,
+        m.api_port,
+        m.quic_port,
+        &masters.join,
+    );
+    masters.masters[2].proc = proc;
+    masters.wait_api(2);
+    wait_for("m3 to be a voter again", Duration::from_secs(30), || {
+        (masters.voters(0) == Some(vec![all.clone(); 4])).then_some(())
+    });
+    assert_eq!(
+        masters.configmaps(2),
+        Some(vec!["configmap/without-m3".to_owned()])
+    );
+}

@@ -24,6 +24,8 @@ pub struct ApiServerArgs {
     pub store: Store,
     /// Bearer tokens accepted besides client certificates.
     pub tokens: Arc<Tokens>,
+    /// This master's shard replicas, for the control-plane membership routes.
+    pub control_plane: Option<shoal_store::raft::RaftHost>,
 }
 
 /// Aborts the HTTP server when the actor's state is dropped, however the actor ended.
@@ -64,10 +66,14 @@ impl Actor for ApiServer {
             core: core.clone(),
             server_address: args.advertise.clone(),
         });
+        let mut routes = router(api);
+        if let Some(host) = &args.control_plane {
+            routes = routes.merge(crate::admin::control_plane_router(host.clone()));
+        }
         let server = tokio::spawn(serve(
             listener,
             args.tls.clone(),
-            router(api),
+            routes,
             args.tokens.clone(),
         ));
         ractor::pg::join(APISERVER_GROUP.to_owned(), vec![myself.get_cell()]);

@@ -20,7 +20,7 @@ pub use net::{
     ClientOp, ClientReply, GroupNetwork, MemberChange, RaftHost, RaftRequest, RaftResponse, Router,
     Wire, WireFuture,
 };
-pub use replica::Replica;
+pub use replica::{GroupView, MemberView, Replica};
 pub use state::{ShardMachine, SnapshotBuilder};
 
 use crate::error::StoreError;

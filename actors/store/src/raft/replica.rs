@@ -36,6 +36,22 @@ pub struct Replica {
     suspect: std::sync::Arc<std::sync::Mutex<Option<(NodeId, Instant)>>>,
 }
 
+/// One member of a group, as a replica sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    pub member: Member,
+    pub voter: bool,
+    pub leader: bool,
+}
+
+/// A group's membership, as a replica sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupView {
+    pub group: u32,
+    pub term: u64,
+    pub members: Vec<MemberView>,
+}
+
 /// How long a leader that failed to answer is passed over.
 const SUSPICION: Duration = Duration::from_secs(2);
 
@@ -241,6 +257,27 @@ impl Replica {
                 ClientReply::List(io.run(move || db.list(&prefix)).await.map_err(storage))
             }
             ClientOp::Write(_) => ClientReply::unavailable(op, self.group),
+        }
+    }
+
+    /// The group's membership and leader as this replica last saw them, sorted by name.
+    pub fn view(&self) -> GroupView {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut members: Vec<MemberView> = membership
+            .nodes()
+            .map(|(id, member)| MemberView {
+                member: member.clone(),
+                voter: voters.contains(id),
+                leader: metrics.current_leader == Some(*id),
+            })
+            .collect();
+        members.sort_by(|a, b| a.member.name.cmp(&b.member.name));
+        GroupView {
+            group: self.group,
+            term: metrics.current_term,
+            members,
         }
     }
 
