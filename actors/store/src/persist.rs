@@ -190,7 +190,8 @@ impl ShardDb {
         history_limit: u64,
     ) -> Result<(WriteOutcome, Option<StoreEvent>), StoreError> {
         let proposal = Proposal::write(op.clone());
-        let mut results = self.apply_batch(std::slice::from_ref(&proposal), &[], history_limit)?;
+        let mut results =
+            self.apply_batch(std::slice::from_ref(&proposal), &[], history_limit, true)?;
         // One op in, one result out.
         results
             .pop()
@@ -201,15 +202,20 @@ impl ShardDb {
     /// bookkeeping in `raft` (key, bytes). A write that fails its own checks (conflict, missing
     /// key, a superseded term) changes nothing and gets its error in the result; the outer
     /// error means the disk failed and nothing was applied. A fence raise answers with the
-    /// shard's unchanged revision.
+    /// shard's unchanged revision. A commit that is not `durable` reaches the disk with the
+    /// next durable one: the Raft log, durable already, replays what a crash loses.
     #[allow(clippy::type_complexity)]
     pub fn apply_batch(
         &self,
         proposals: &[Proposal],
         raft: &[(&str, Vec<u8>)],
         history_limit: u64,
+        durable: bool,
     ) -> Result<Vec<Result<(WriteOutcome, Option<StoreEvent>), StoreError>>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)?;
+        }
         let mut results = Vec::with_capacity(proposals.len());
         {
             let mut objects = txn.open_table(OBJECTS)?;
@@ -544,6 +550,7 @@ mod tests {
                 ],
                 &[],
                 100,
+                true,
             )
             .expect("apply");
         assert!(results[0].is_ok() && results[1].is_ok() && results[3].is_ok());
@@ -563,7 +570,7 @@ mod tests {
         let (copy, copy_dir) = temp_db("fence-copy");
         copy.import(&image, &[]).expect("import");
         let late = copy
-            .apply_batch(&[fenced(1, "/k/d")], &[], 100)
+            .apply_batch(&[fenced(1, "/k/d")], &[], 100, true)
             .expect("apply");
         assert!(matches!(late[0], Err(StoreError::Fenced { .. })));
         let _ = std::fs::remove_dir_all(dir);

@@ -1,5 +1,7 @@
 //! The Raft log of one shard in its own redb file: entries by index, and the vote, the last
-//! committed and the last purged log ids. Appends are durable before openraft is told.
+//! committed and the last purged log ids. Appends and votes are durable before openraft is
+//! told; the committed id is saved without a flush of its own (it rides on the next append's),
+//! since a lost one is only re-learnt from the leader.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -62,9 +64,13 @@ impl LogStore {
         db: &Database,
         key: &str,
         value: &T,
+        durable: bool,
     ) -> Result<(), StoreError> {
         let bytes = encode(value)?;
-        let txn = db.begin_write()?;
+        let mut txn = db.begin_write()?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)?;
+        }
         txn.open_table(STATE)?.insert(key, bytes.as_slice())?;
         txn.commit()?;
         Ok(())
@@ -82,10 +88,11 @@ impl LogStore {
         &self,
         key: &'static str,
         value: T,
+        durable: bool,
     ) -> Result<(), std::io::Error> {
         let db = self.db.clone();
         self.io
-            .run(move || LogStore::write_state(&db, key, &value))
+            .run(move || LogStore::write_state(&db, key, &value, durable))
             .await
     }
 }
@@ -153,11 +160,11 @@ impl RaftLogStorage<ShardRaft> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), std::io::Error> {
-        self.set_state("vote", *vote).await
+        self.set_state("vote", *vote, true).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), std::io::Error> {
-        self.set_state("committed", committed).await
+        self.set_state("committed", committed, false).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, std::io::Error> {

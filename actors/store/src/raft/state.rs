@@ -18,6 +18,33 @@ const MEMBERSHIP: &str = "membership";
 const SNAPSHOT_META: &str = "snapshot_meta";
 const SNAPSHOT_DATA: &str = "snapshot_data";
 
+/// Applied batches reach the disk without a flush of their own (the Raft log is durable
+/// already, and replays whatever a crash loses); one in this many entries, or once this long
+/// after the last, is flushed, which bounds the replay after a crash.
+const FLUSH_EVERY_ENTRIES: u64 = 5_000;
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// When the state machine's database was last flushed, and how many entries since.
+#[derive(Debug)]
+struct Flushes {
+    at: std::time::Instant,
+    entries: u64,
+}
+
+impl Flushes {
+    /// Counts `entries` and tells whether this batch is to be flushed.
+    fn due(&mut self, entries: u64) -> bool {
+        self.entries += entries;
+        if self.entries >= FLUSH_EVERY_ENTRIES || self.at.elapsed() >= FLUSH_EVERY {
+            self.entries = 0;
+            self.at = std::time::Instant::now();
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A shard replica's state machine. Cheap to clone (the database and hub are shared).
 #[derive(Clone)]
 pub struct ShardMachine {
@@ -25,6 +52,7 @@ pub struct ShardMachine {
     hub: WatchHub,
     history_limit: u64,
     io: Io,
+    flushes: std::sync::Arc<std::sync::Mutex<Flushes>>,
 }
 
 impl ShardMachine {
@@ -35,6 +63,10 @@ impl ShardMachine {
             hub,
             history_limit: history_limit.max(1),
             io,
+            flushes: std::sync::Arc::new(std::sync::Mutex::new(Flushes {
+                at: std::time::Instant::now(),
+                entries: 0,
+            })),
         }
     }
 
@@ -149,11 +181,16 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
         }
         let db = self.db.clone();
         let limit = self.history_limit;
+        let durable = self
+            .flushes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .due(slots.len() as u64);
         let results = self
             .io
             .run(move || {
                 let raft: Vec<(&str, Vec<u8>)> = raft;
-                db.apply_batch(&ops, &raft, limit)
+                db.apply_batch(&ops, &raft, limit, durable)
             })
             .await?;
         let mut events = Vec::new();
