@@ -480,28 +480,7 @@ impl Cluster {
 
     /// Writes the admin credentials out for curl: (ca, cert, key) paths.
     pub fn curl_credentials(&self) -> (PathBuf, PathBuf, PathBuf) {
-        let text = fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
-        let config: serde_json::Value = serde_yaml::from_str(&text).expect("yaml");
-        let decode = |v: &serde_json::Value| {
-            STANDARD
-                .decode(v.as_str().unwrap_or_default())
-                .expect("base64")
-        };
-        let ca = self.dir.join("ca.pem");
-        let cert = self.dir.join("admin.pem");
-        let key = self.dir.join("admin-key.pem");
-        fs::write(
-            &ca,
-            decode(&config["clusters"][0]["cluster"]["certificate-authority-data"]),
-        )
-        .expect("write");
-        fs::write(
-            &cert,
-            decode(&config["users"][0]["user"]["client-certificate-data"]),
-        )
-        .expect("write");
-        fs::write(&key, decode(&config["users"][0]["user"]["client-key-data"])).expect("write");
-        (ca, cert, key)
+        credentials(&self.kubeconfig(), &self.dir)
     }
 
     /// An HTTPS request with the admin certificate: (status code, body).
@@ -534,4 +513,30 @@ impl Cluster {
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().parse().unwrap_or(0), body.to_owned())
     }
+}
+
+/// Writes the admin credentials of `kubeconfig` out for curl, into `dir`: (ca, cert, key).
+pub fn credentials(kubeconfig: &Path, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let text = fs::read_to_string(kubeconfig).expect("kubeconfig");
+    let config: serde_json::Value = serde_yaml::from_str(&text).expect("yaml");
+    let decode = |v: &serde_json::Value| {
+        STANDARD
+            .decode(v.as_str().unwrap_or_default())
+            .expect("base64")
+    };
+    let ca = dir.join("ca.pem");
+    let cert = dir.join("admin.pem");
+    let key = dir.join("admin-key.pem");
+    fs::write(
+        &ca,
+        decode(&config["clusters"][0]["cluster"]["certificate-authority-data"]),
+    )
+    .expect("write");
+    fs::write(
+        &cert,
+        decode(&config["users"][0]["user"]["client-certificate-data"]),
+    )
+    .expect("write");
+    fs::write(&key, decode(&config["users"][0]["user"]["client-key-data"])).expect("write");
+    (ca, cert, key)
 }

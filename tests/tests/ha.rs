@@ -520,3 +520,554 @@ fn a_master_is_removed_by_command_and_rejoins_with_fresh_data() {
         Some(vec!["configmap/without-m3".to_owned()])
     );
 }
+
+/// Master `i`'s API, spoken to with curl and the admin certificate: one process per request,
+/// so that a request cut short by a kill is simply a request without an answer.
+#[derive(Clone)]
+struct Api {
+    base: String,
+    creds: (PathBuf, PathBuf, PathBuf),
+}
+
+impl Api {
+    fn of(masters: &Masters, i: usize) -> Api {
+        let m = &masters.masters[i];
+        let dir = masters.dir.join(format!("creds-{i}"));
+        fs::create_dir_all(&dir).expect("creds dir");
+        Api {
+            base: format!("https://{}:{}", m.address, m.api_port),
+            creds: shoal_tests::credentials(&masters.kubeconfig(i), &dir),
+        }
+    }
+
+    fn curl(&self, max_time: &str) -> Command {
+        let (ca, cert, key) = &self.creds;
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-N", "--max-time", max_time])
+            .arg("--cacert")
+            .arg(ca)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key);
+        cmd
+    }
+
+    /// One request: the status code and body, or `None` when no answer came.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Option<(u16, serde_json::Value)> {
+        let mut cmd = self.curl("3");
+        cmd.args(["-X", method, "-w", "\n%{http_code}"]);
+        if let Some(body) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
+                .arg(body.to_string());
+        }
+        let out = cmd.arg(format!("{}{path}", self.base)).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, code) = text.rsplit_once('\n')?;
+        Some((
+            code.trim().parse().ok()?,
+            serde_json::from_str(body).unwrap_or_default(),
+        ))
+    }
+}
+
+const HISTORY_KEYS: usize = 3;
+const HISTORY_SHARDS: u32 = 4;
+const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
+
+/// A tiny deterministic generator, so a run's choices are reproducible from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn rev_of(object: &serde_json::Value) -> Option<u64> {
+    object
+        .pointer("/metadata/resourceVersion")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+fn reason_of(status: &serde_json::Value) -> &str {
+    status["reason"].as_str().unwrap_or_default()
+}
+
+/// One client's operations on the history's keys, recorded with a clock shared by all.
+fn history_client(
+    api: Vec<Api>,
+    seed: u64,
+    ops: usize,
+    clock: Instant,
+) -> Vec<shoal_store::history::Record> {
+    use shoal_store::history::{Call, Outcome, Record};
+    let now = || clock.elapsed().as_micros() as u64;
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut records = Vec::new();
+    for n in 0..ops {
+        let key = format!("k{}", rng.below(HISTORY_KEYS as u64));
+        let via = &api[rng.below(api.len() as u64) as usize];
+        let value = format!("c{seed}-{n}");
+        let object = |rv: Option<u64>| {
+            let mut meta = serde_json::json!({"name": key});
+            if let Some(rv) = rv {
+                meta["resourceVersion"] = serde_json::json!(rv.to_string());
+            }
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"v": value}})
+        };
+        let roll = rng.below(100);
+        let began = now();
+        let (call, reply) = match roll {
+            0..25 => (
+                Call::Create {
+                    value: value.clone(),
+                },
+                via.call("POST", CONFIGMAPS, Some(&object(None))),
+            ),
+            25..70 => {
+                // Compare-and-swap: read, then write at the version read.
+                let read = via.call("GET", &format!("{CONFIGMAPS}/{key}"), None);
+                let seen = match &read {
+                    Some((200, obj)) => rev_of(obj),
+                    _ => None,
+                };
+                let ended = now();
+                if let Some((code @ (200 | 404), obj)) = &read {
+                    let found = (*code == 200).then(|| {
+                        (
+                            rev_of(obj).unwrap_or(0),
+                            obj["data"]["v"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    });
+                    records.push(Record {
+                        key: key.clone(),
+                        call: Call::Get,
+                        outcome: Outcome::Read(found),
+                        began,
+                        ended: Some(ended),
+                    });
+                }
+                let Some(rev) = seen else { continue };
+                let began = now();
+                let reply = if roll < 60 {
+                    via.call(
+                        "PUT",
+                        &format!("{CONFIGMAPS}/{key}"),
+                        Some(&object(Some(rev))),
+                    )
+                } else {
+                    let options = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"resourceVersion": rev.to_string()}});
+                    via.call("DELETE", &format!("{CONFIGMAPS}/{key}"), Some(&options))
+                };
+                let call = if roll < 60 {
+                    Call::Update {
+                        value: value.clone(),
+                        expected: Some(rev),
+                    }
+                } else {
+                    Call::Delete {
+                        expected: Some(rev),
+                    }
+                };
+                let outcome = write_outcome(&call, reply.as_ref());
+                records.push(record(key.clone(), call, outcome, began, now()));
+                continue;
+            }
+            _ => (
+                Call::Get,
+                via.call("GET", &format!("{CONFIGMAPS}/{key}"), None),
+            ),
+        };
+        let outcome = match (&call, reply.as_ref()) {
+            (Call::Get, Some((200, obj))) => Outcome::Read(Some((
+                rev_of(obj).unwrap_or(0),
+                obj["data"]["v"].as_str().unwrap_or_default().to_owned(),
+            ))),
+            (Call::Get, Some((404, _))) => Outcome::Read(None),
+            // A read without an answer says nothing.
+            (Call::Get, _) => continue,
+            _ => write_outcome(&call, reply.as_ref()),
+        };
+        records.push(record(key, call, outcome, began, now()));
+    }
+    records
+}
+
+/// A finished operation as the checker takes it: one without an answer never ended, since
+/// it may take effect at any later point, or never.
+fn record(
+    key: String,
+    call: shoal_store::history::Call,
+    outcome: shoal_store::history::Outcome,
+    began: u64,
+    ended: u64,
+) -> shoal_store::history::Record {
+    let ended = (outcome != shoal_store::history::Outcome::Unknown).then_some(ended);
+    shoal_store::history::Record {
+        key,
+        call,
+        outcome,
+        began,
+        ended,
+    }
+}
+
+fn write_outcome(
+    call: &shoal_store::history::Call,
+    reply: Option<&(u16, serde_json::Value)>,
+) -> shoal_store::history::Outcome {
+    use shoal_store::history::{Call, Outcome};
+    match reply {
+        Some((200 | 201, obj)) => match call {
+            Call::Delete { .. } => Outcome::Deleted,
+            _ => rev_of(obj).map_or(Outcome::Unknown, |rev| Outcome::Written { rev }),
+        },
+        Some((409, status)) if reason_of(status) == "AlreadyExists" => Outcome::AlreadyExists,
+        Some((409, status)) if reason_of(status) == "Conflict" => Outcome::Conflict,
+        Some((404, _)) => Outcome::NotFound,
+        // 5xx, timeouts, a refused or cut connection: it may or may not have happened.
+        _ => Outcome::Unknown,
+    }
+}
+
+/// One watch event as a watcher saw it: (name, type, revision, value).
+type Seen = (String, String, u64, String);
+
+/// Watches the configmaps through one master from `position` (a composite version), in
+/// short watches each resumed where the last ended, until it has seen every name in
+/// `until` added (sentinels written last, one per shard) or `stop`; returns every event.
+fn history_watcher(
+    api: Api,
+    mut position: Vec<u64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    until: std::sync::Arc<std::sync::Mutex<Option<Vec<String>>>>,
+) -> Result<Vec<Seen>, String> {
+    use std::io::BufRead;
+    use std::sync::atomic::Ordering;
+    let mut seen: Vec<Seen> = Vec::new();
+    loop {
+        let sentinels = until.lock().map(|t| t.clone()).unwrap_or_default();
+        if let Some(names) = sentinels
+            && names.iter().all(|n| {
+                seen.iter()
+                    .any(|(name, kind, _, _)| name == n && kind == "ADDED")
+            })
+        {
+            return Ok(seen);
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Err(format!("{} never caught up: at {position:?}", api.base));
+        }
+        let version: Vec<String> = position.iter().map(u64::to_string).collect();
+        let url = format!(
+            "{}{CONFIGMAPS}?watch=1&timeoutSeconds=2&resourceVersion={}",
+            api.base,
+            version.join(".")
+        );
+        let mut child = api
+            .curl("4")
+            .arg(url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let kind = event["type"].as_str().unwrap_or_default().to_owned();
+            if kind == "ERROR" {
+                let _ = child.kill();
+                return Err(format!("{}: watch error {event}", api.base));
+            }
+            let object = &event["object"];
+            let name = object
+                .pointer("/metadata/name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            // A watch event's version is the stream's position after it (every shard's
+            // revision); the object's own revision is its shard's part.
+            let version: Vec<u64> = object
+                .pointer("/metadata/resourceVersion")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .split('.')
+                .map(|r| r.parse().unwrap_or(0))
+                .collect();
+            if version.len() != position.len() {
+                let _ = child.kill();
+                return Err(format!("an event without a stream position: {event}"));
+            }
+            if version.iter().zip(&position).any(|(v, p)| v < p) {
+                let _ = child.kill();
+                return Err(format!(
+                    "{}: went back from {position:?}: {event}",
+                    api.base
+                ));
+            }
+            let key = shoal_core::ObjectKey {
+                group: String::new(),
+                resource: "configmaps".into(),
+                namespace: Some("default".into()),
+                name: name.clone(),
+            }
+            .encode();
+            let rev = version[shoal_core::shard_for(&key, HISTORY_SHARDS) as usize];
+            position = version;
+            let value = object["data"]["v"].as_str().unwrap_or_default().to_owned();
+            seen.push((name, kind, rev, value));
+        }
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_history_recorded_through_kills_and_partitions_is_linearizable_and_watches_see_all_of_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let mut masters = Masters::start("ha-history");
+    let api: Vec<Api> = (0..3).map(|i| Api::of(&masters, i)).collect();
+    let list = wait_for("a list of configmaps", Duration::from_secs(10), || {
+        api[0]
+            .call("GET", CONFIGMAPS, None)
+            .filter(|(code, _)| *code == 200)
+    });
+    let start: Vec<u64> = list.1["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("a list version")
+        .split('.')
+        .map(|r| r.parse().expect("a revision"))
+        .collect();
+    assert_eq!(start.len(), HISTORY_SHARDS as usize);
+    let stop = Arc::new(AtomicBool::new(false));
+    let until = Arc::new(Mutex::new(None));
+    let watchers: Vec<_> = api
+        .iter()
+        .map(|a| {
+            let (a, p, s, u) = (a.clone(), start.clone(), stop.clone(), until.clone());
+            std::thread::spawn(move || history_watcher(a, p, s, u))
+        })
+        .collect();
+    let clock = Instant::now();
+    let clients: Vec<_> = (1..=4u64)
+        .map(|seed| {
+            let api = api.clone();
+            std::thread::spawn(move || history_client(api, seed, 45, clock))
+        })
+        .collect();
+    // Faults while the clients run: a master killed and restarted, another cut off and healed.
+    std::thread::sleep(Duration::from_millis(800));
+    masters.masters[1].proc.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = &masters.masters[1];
+    masters.masters[1].proc = spawn(
+        &masters.dir,
+        &m.name,
+        &m.address,
+        m.api_port,
+        m.quic_port,
+        &[],
+    );
+    masters.wait_api(1);
+    masters.set_fault(2, "m1", true);
+    masters.set_fault(2, "m2", true);
+    std::thread::sleep(Duration::from_millis(1500));
+    masters.set_fault(2, "m1", false);
+    masters.set_fault(2, "m2", false);
+    let mut history: Vec<_> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("a client"))
+        .collect();
+    // After healing, one more read of every key through every master: every acknowledged
+    // write must be there, and the checker holds these reads to the same order.
+    for k in 0..HISTORY_KEYS {
+        for a in &api {
+            let key = format!("k{k}");
+            let began = clock.elapsed().as_micros() as u64;
+            let (code, obj) = wait_for("a final read", Duration::from_secs(15), || {
+                a.call("GET", &format!("{CONFIGMAPS}/{key}"), None)
+                    .filter(|(code, _)| matches!(code, 200 | 404))
+            });
+            let found = (code == 200).then(|| {
+                (
+                    rev_of(&obj).unwrap_or(0),
+                    obj["data"]["v"].as_str().unwrap_or_default().to_owned(),
+                )
+            });
+            history.push(shoal_store::history::Record {
+                key,
+                call: shoal_store::history::Call::Get,
+                outcome: shoal_store::history::Outcome::Read(found),
+                began,
+                ended: Some(clock.elapsed().as_micros() as u64),
+            });
+        }
+    }
+    let acknowledged = history
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.outcome,
+                shoal_store::history::Outcome::Written { .. }
+                    | shoal_store::history::Outcome::Deleted
+            )
+        })
+        .count();
+    let unknown = history
+        .iter()
+        .filter(|r| r.outcome == shoal_store::history::Outcome::Unknown)
+        .count();
+    eprintln!(
+        "{} operations, {acknowledged} acknowledged writes, {unknown} without an answer",
+        history.len()
+    );
+    assert!(
+        acknowledged >= 20,
+        "too few writes got through: {acknowledged}"
+    );
+    if let Err(violation) = shoal_store::history::check(&history) {
+        let mut ops: Vec<_> = history.iter().filter(|r| r.key == violation.key).collect();
+        ops.sort_by_key(|r| r.began);
+        panic!("{violation}:\n{ops:#?}");
+    }
+
+    // Every watcher, resumed again and again across the kill and the partition, saw each
+    // key's changes in order, once each, and all of them.
+    // A sentinel per shard, written last: a watcher that has seen them has seen everything
+    // before them in their shards.
+    let mut sentinels: Vec<String> = Vec::new();
+    for shard in 0..HISTORY_SHARDS {
+        let name = (0..)
+            .map(|n| format!("end-{n}"))
+            .find(|name| {
+                let key = shoal_core::ObjectKey {
+                    group: String::new(),
+                    resource: "configmaps".into(),
+                    namespace: Some("default".into()),
+                    name: name.clone(),
+                }
+                .encode();
+                shoal_core::shard_for(&key, HISTORY_SHARDS) == shard
+            })
+            .unwrap_or_default();
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": "end"}});
+        wait_for("a sentinel", Duration::from_secs(10), || {
+            api[0]
+                .call("POST", CONFIGMAPS, Some(&body))
+                .filter(|(code, _)| *code == 201)
+        });
+        sentinels.push(name);
+    }
+    let end = wait_for("the final list", Duration::from_secs(10), || {
+        api[0]
+            .call("GET", CONFIGMAPS, None)
+            .filter(|(code, _)| *code == 200)
+    })
+    .1;
+    *until.lock().expect("until") = Some(sentinels);
+    let give_up = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            std::thread::sleep(Duration::from_secs(20));
+            stop.store(true, Ordering::SeqCst);
+        }
+    });
+    let streams: Vec<Vec<Seen>> = watchers
+        .into_iter()
+        .map(|w| {
+            w.join()
+                .expect("a watcher")
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    drop(give_up);
+    let written: Vec<(String, u64)> = history
+        .iter()
+        .filter_map(|r| match r.outcome {
+            shoal_store::history::Outcome::Written { rev } => Some((r.key.clone(), rev)),
+            _ => None,
+        })
+        .collect();
+    let final_state: std::collections::BTreeMap<String, String> = end["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            Some((
+                o.pointer("/metadata/name")?.as_str()?.to_owned(),
+                o["data"]["v"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    for (i, stream) in streams.iter().enumerate() {
+        let mut last: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        let mut state: std::collections::BTreeMap<String, String> =
+            std::collections::BTreeMap::new();
+        for (name, kind, rev, value) in stream {
+            if let Some(prev) = last.insert(name, *rev) {
+                assert!(
+                    *rev > prev,
+                    "watcher {i}: {name} went from {prev} to {rev}: {stream:?}"
+                );
+            }
+            match kind.as_str() {
+                "ADDED" => assert!(
+                    state.insert(name.clone(), value.clone()).is_none(),
+                    "watcher {i}: {name} added twice at {rev}"
+                ),
+                "MODIFIED" => assert!(
+                    state.insert(name.clone(), value.clone()).is_some(),
+                    "watcher {i}: {name} modified while absent at {rev}"
+                ),
+                "DELETED" => assert!(
+                    state.remove(name).is_some(),
+                    "watcher {i}: {name} deleted while absent at {rev}"
+                ),
+                other => panic!("watcher {i}: an event of type {other}"),
+            }
+        }
+        for (key, rev) in &written {
+            assert!(
+                stream.iter().any(|(n, _, r, _)| n == key && r == rev),
+                "watcher {i} missed {key} at {rev}"
+            );
+        }
+        assert_eq!(
+            state, final_state,
+            "watcher {i}'s replay differs from the final list"
+        );
+        // Shards interleave in any order; each key's own sequence is the same everywhere.
+        let per_key = |stream: &[Seen]| {
+            let mut keys: std::collections::BTreeMap<String, Vec<Seen>> = Default::default();
+            for seen in stream {
+                keys.entry(seen.0.clone()).or_default().push(seen.clone());
+            }
+            keys
+        };
+        assert_eq!(
+            per_key(stream),
+            per_key(&streams[0]),
+            "watchers 0 and {i} saw different changes"
+        );
+    }
+}
