@@ -140,7 +140,9 @@ impl Masters {
 
     /// Starts a node joined to every master, with its local API endpoint on a free port, and
     /// writes a kubeconfig that points at that endpoint.
-    fn start_node(&self) -> (Proc, PathBuf) {
+    /// Starts a worker node that knows every master and serves a local API endpoint; returns
+    /// it and a kubeconfig pointed at that endpoint.
+    fn start_node(&self, name: &str, address: &str) -> (Proc, PathBuf) {
         let local = format!("127.0.0.1:{}", free_port());
         let token = self.join[3].clone();
         let hash = self.join[5].clone();
@@ -149,21 +151,21 @@ impl Masters {
             cmd.args(["--join", &format!("{}:{}", m.address, m.quic_port)]);
         }
         cmd.args(["--token", &token, "--ca-cert-hash", &hash])
-            .args(["--name", "worker", "--address", "127.0.0.24"])
-            .args(["--data-dir", &self.dir.join("worker").display().to_string()])
+            .args(["--name", name, "--address", address])
+            .args(["--data-dir", &self.dir.join(name).display().to_string()])
             .args([
                 "--admin-port",
                 &free_port().to_string(),
                 "--local-api",
                 &local,
             ]);
-        let proc = Proc::start("worker", cmd, &self.dir);
+        let proc = Proc::start(name, cmd, &self.dir);
         let admin = fs::read_to_string(self.kubeconfig(0)).expect("kubeconfig");
         let server = format!(
             "https://{}:{}",
             self.masters[0].address, self.masters[0].api_port
         );
-        let kubeconfig = self.dir.join("worker.kubeconfig");
+        let kubeconfig = self.dir.join(format!("{name}.kubeconfig"));
         fs::write(
             &kubeconfig,
             admin.replace(&server, &format!("https://{local}")),
@@ -242,22 +244,27 @@ fn create_until_acknowledged(masters: &Masters, i: usize, name: &str, within: Du
 #[test]
 fn kubectl_keeps_working_while_any_one_master_is_killed() {
     let mut masters = Masters::start("ha-kill");
-    let (mut worker, local) = masters.start_node();
+    let mut workers = vec![
+        masters.start_node("worker-a", "127.0.0.24"),
+        masters.start_node("worker-b", "127.0.0.25"),
+    ];
     let mut expected = vec![];
     create_until_acknowledged(&masters, 0, "before", Duration::from_secs(10));
     expected.push("configmap/before".to_owned());
-    wait_for(
-        "the node's local API endpoint",
-        Duration::from_secs(20),
-        || {
-            assert!(
-                worker.exited().is_none(),
-                "the node exited:\n{}",
-                worker.log_tail()
-            );
-            (masters.configmaps_via(&local, 9).as_ref() == Some(&expected)).then_some(())
-        },
-    );
+    for (n, (worker, local)) in workers.iter_mut().enumerate() {
+        wait_for(
+            "the node's local API endpoint",
+            Duration::from_secs(20),
+            || {
+                assert!(
+                    worker.exited().is_none(),
+                    "the node exited:\n{}",
+                    worker.log_tail()
+                );
+                (masters.configmaps_via(local, 9 + n).as_ref() == Some(&expected)).then_some(())
+            },
+        );
+    }
     for victim in 0..3 {
         let via = (victim + 1) % 3;
         masters.masters[victim].proc.kill();
@@ -283,6 +290,17 @@ fn kubectl_keeps_working_while_any_one_master_is_killed() {
             "read through {}",
             masters.masters[other].name
         );
+        // A kubeconfig pointed at either node's local endpoint keeps working too.
+        for (n, (_, local)) in workers.iter().enumerate() {
+            wait_for(
+                &format!(
+                    "worker {n}'s local endpoint without {}",
+                    masters.masters[victim].name
+                ),
+                Duration::from_secs(5),
+                || (masters.configmaps_via(local, 9 + n).as_ref() == Some(&expected)).then_some(()),
+            );
+        }
         masters.restart(victim);
         // The returning master serves everything acknowledged while it was gone.
         wait_for(
