@@ -244,7 +244,7 @@ fn create_until_acknowledged(masters: &Masters, i: usize, name: &str, within: Du
 #[test]
 fn kubectl_keeps_working_while_any_one_master_is_killed() {
     let mut masters = Masters::start("ha-kill");
-    let mut workers = vec![
+    let mut workers = [
         masters.start_node("worker-a", "127.0.0.24"),
         masters.start_node("worker-b", "127.0.0.25"),
     ];
