@@ -762,6 +762,18 @@ fn write_outcome(
     }
 }
 
+/// The store shard of configmap `name` in `default`.
+fn shard_of(name: &str) -> usize {
+    let key = shoal_core::ObjectKey {
+        group: String::new(),
+        resource: "configmaps".into(),
+        namespace: Some("default".into()),
+        name: name.to_owned(),
+    }
+    .encode();
+    shoal_core::shard_for(&key, HISTORY_SHARDS) as usize
+}
+
 /// One watch event as a watcher saw it: (name, type, revision, value).
 type Seen = (String, String, u64, String);
 
@@ -842,14 +854,7 @@ fn history_watcher(
                     api.base
                 ));
             }
-            let key = shoal_core::ObjectKey {
-                group: String::new(),
-                resource: "configmaps".into(),
-                namespace: Some("default".into()),
-                name: name.clone(),
-            }
-            .encode();
-            let rev = version[shoal_core::shard_for(&key, HISTORY_SHARDS) as usize];
+            let rev = version[shard_of(&name)];
             position = version;
             let value = object["data"]["v"].as_str().unwrap_or_default().to_owned();
             seen.push((name, kind, rev, value));
@@ -977,16 +982,7 @@ fn a_history_recorded_through_kills_and_partitions_is_linearizable_and_watches_s
     for shard in 0..HISTORY_SHARDS {
         let name = (0..)
             .map(|n| format!("end-{n}"))
-            .find(|name| {
-                let key = shoal_core::ObjectKey {
-                    group: String::new(),
-                    resource: "configmaps".into(),
-                    namespace: Some("default".into()),
-                    name: name.clone(),
-                }
-                .encode();
-                shoal_core::shard_for(&key, HISTORY_SHARDS) == shard
-            })
+            .find(|name| shard_of(name) == shard as usize)
             .unwrap_or_default();
         let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": "end"}});
         wait_for("a sentinel", Duration::from_secs(10), || {

@@ -553,23 +553,12 @@ async fn simulate(seed: u64) -> Result<Run, String> {
 
 /// The revision the group's leader has applied, once some replica confirms it leads.
 async fn leader_revision(sim: &Sim, group: u32) -> Result<u64, String> {
-    for _ in 0..300 {
-        for id in 1..=MASTERS {
-            let Some(replica) = sim.net.host(&name(id)).and_then(|h| h.replica(group)) else {
-                continue;
-            };
-            if replica
-                .raft()
-                .ensure_linearizable(shoal_store::raft::ReadPolicy::ReadIndex)
-                .await
-                .is_ok()
-            {
-                return Ok(replica.machine().hub().published());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!("group {group} found no leader"))
+    let leader = leader_of(sim, group).await?;
+    sim.net
+        .host(&name(leader as u64 + 1))
+        .and_then(|h| h.replica(group))
+        .map(|replica| replica.machine().hub().published())
+        .ok_or_else(|| format!("group {group}'s leader went away"))
 }
 
 fn runtime(seed: u64) -> Result<tokio::runtime::Runtime, String> {
