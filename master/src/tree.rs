@@ -265,7 +265,7 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         ChildSpec::actor(
             "controller-manager-elector",
             Elector,
-            controller_manager(&args, Store::new(args.shards)),
+            controller_manager(&args, store.clone()),
         ),
     ];
     if args.with_node {

@@ -10,7 +10,7 @@ use shoal_core::{
     Verb, shard_for,
 };
 use shoal_store::{
-    EventKind, Proposal, Store, StoreError, StoreEvent, StoreWatch, Stored, WriteOp, WriteOutcome,
+    EventKind, Store, StoreError, StoreEvent, StoreWatch, Stored, WriteOp, WriteOutcome,
 };
 
 pub use crate::filters::Filters;
@@ -162,12 +162,7 @@ impl ApiCore {
 
     /// Stores one write, fenced by the writer's leadership term when it has one.
     async fn commit(&self, op: WriteOp, ctx: &WriteCtx) -> Result<WriteOutcome, StoreError> {
-        self.store
-            .propose(Proposal::Write {
-                op,
-                fence: ctx.fence.clone(),
-            })
-            .await
+        self.store.write_fenced(op, ctx.fence.clone()).await
     }
 
     fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {

@@ -348,10 +348,16 @@ mod tests {
         let mut node = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "old"}, {"type": "MemoryPressure", "status": "False"}]}});
         set_ready(&mut node, "True", "KubeletReady", "ok", t(1));
         assert_eq!(node["status"]["conditions"][0]["lastTransitionTime"], "old");
+        let heartbeat = node["status"]["conditions"][0]["lastHeartbeatTime"].clone();
         set_ready(&mut node, "Unknown", "NodeStatusUnknown", "gone", t(2));
         assert_eq!(
             node["status"]["conditions"][0]["lastTransitionTime"],
             format_time(t(2))
+        );
+        // The controller does not heartbeat for the kubelet.
+        assert_eq!(
+            node["status"]["conditions"][0]["lastHeartbeatTime"],
+            heartbeat
         );
         assert_eq!(node["status"]["conditions"][1]["status"], "Unknown");
     }

@@ -103,16 +103,17 @@ impl Store {
 
     /// Applies one unfenced write to the key's shard.
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        self.propose(Proposal::write(op)).await
+        self.write_fenced(op, None).await
     }
 
-    /// Applies one write, fenced or not, to its key's shard. A fence raise goes to every
-    /// shard (see [`Store::raise_fence`]); proposed here it reaches shard 0 only.
-    pub async fn propose(&self, proposal: Proposal) -> Result<WriteOutcome, StoreError> {
-        let shard = match &proposal {
-            Proposal::Write { op, .. } => shard_for(op.key(), self.shards),
-            Proposal::RaiseFence(_) => 0,
-        };
+    /// Applies one write to the key's shard, refused if `fence` is a superseded term.
+    pub async fn write_fenced(
+        &self,
+        op: WriteOp,
+        fence: Option<Fence>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let shard = shard_for(op.key(), self.shards);
+        let proposal = Proposal::Write { op, fence };
         self.call(shard, |r| ShardMsg::Write(proposal.clone(), r))
             .await
     }

@@ -25,7 +25,7 @@ const FLUSH_EVERY_ENTRIES: u64 = 5_000;
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// When the state machine's database was last flushed, and how many entries since.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Flushes {
     at: std::time::Instant,
     entries: u64,
@@ -52,7 +52,8 @@ pub struct ShardMachine {
     hub: WatchHub,
     history_limit: u64,
     io: Io,
-    flushes: std::sync::Arc<std::sync::Mutex<Flushes>>,
+    /// Only the instance openraft applies through counts; clones start afresh.
+    flushes: Flushes,
 }
 
 impl ShardMachine {
@@ -63,10 +64,10 @@ impl ShardMachine {
             hub,
             history_limit: history_limit.max(1),
             io,
-            flushes: std::sync::Arc::new(std::sync::Mutex::new(Flushes {
+            flushes: Flushes {
                 at: std::time::Instant::now(),
                 entries: 0,
-            })),
+            },
         }
     }
 
@@ -181,11 +182,7 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
         }
         let db = self.db.clone();
         let limit = self.history_limit;
-        let durable = self
-            .flushes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .due(slots.len() as u64);
+        let durable = self.flushes.due(slots.len() as u64);
         let results = self
             .io
             .run(move || {
