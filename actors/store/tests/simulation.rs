@@ -6,7 +6,10 @@
 //!
 //! `SHOAL_SIM_SEED=<n>` replays one seed; `SHOAL_SIM_SEEDS=<k>` explores k random seeds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+#[path = "simulation/harness.rs"]
+mod harness;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,184 +18,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shoal_core::shard_for;
 use shoal_store::history::{self, Call, Outcome, Record};
-use shoal_store::raft::{
-    ClientOp, ClientReply, Io, LogStore, Member, RaftConfig, RaftHost, Router, Wire, WireFuture,
-};
-use shoal_store::{
-    EventKind, Fence, Proposal, ShardArgs, ShardDb, StoreError, WriteOp, start_replica,
-};
+use shoal_store::raft::{ClientOp, ClientReply};
+use shoal_store::{EventKind, Fence, Proposal, StoreError, WriteOp};
 
-const MASTERS: u64 = 3;
-const GROUPS: u32 = 2;
+use harness::{GROUPS, MASTERS, Sim, boot, leader_of, leader_revision, name, runtime};
+
 const KEYS: usize = 6;
 const CLIENTS: usize = 4;
 const OPS_PER_CLIENT: usize = 60;
-
-fn name(id: u64) -> String {
-    format!("m{id}")
-}
-
-/// The simulated network: who is up, which links are cut, and the seeded randomness of
-/// delays and drops.
-struct Net {
-    hosts: Mutex<HashMap<String, RaftHost>>,
-    cut: Mutex<HashSet<String>>,
-    rng: Mutex<StdRng>,
-}
-
-impl Net {
-    fn host(&self, name: &str) -> Option<RaftHost> {
-        self.hosts.lock().expect("hosts").get(name).cloned()
-    }
-
-    fn blocked(&self, a: &str, b: &str) -> bool {
-        let cut = self.cut.lock().expect("cut");
-        cut.contains(a) || cut.contains(b)
-    }
-
-    fn draw(&self) -> (Duration, bool) {
-        let mut rng = self.rng.lock().expect("rng");
-        let delay = Duration::from_micros(rng.random_range(200..8000));
-        let drop = rng.random_bool(0.01);
-        (delay, drop)
-    }
-}
-
-struct SimWire {
-    from: String,
-    net: Arc<Net>,
-}
-
-impl Wire for SimWire {
-    fn call(&self, to: &Member, request: Vec<u8>, timeout: Duration) -> WireFuture {
-        let from = self.from.clone();
-        let to = to.name.clone();
-        let net = self.net.clone();
-        Box::pin(async move {
-            let exchange = async {
-                let (delay, drop) = net.draw();
-                tokio::time::sleep(delay).await;
-                if drop || net.blocked(&from, &to) || net.host(&from).is_none() {
-                    return Err("unreachable".to_owned());
-                }
-                let host = net.host(&to).ok_or("down")?;
-                let reply = host.handle(&request).await?;
-                let (delay, drop) = net.draw();
-                tokio::time::sleep(delay).await;
-                if drop || net.blocked(&from, &to) {
-                    return Err("reply lost".to_owned());
-                }
-                Ok(reply)
-            };
-            tokio::time::timeout(timeout, exchange)
-                .await
-                .unwrap_or_else(|_| Err("timed out".into()))
-        })
-    }
-}
-
-/// A master's durable files, which survive its crashes.
-struct Master {
-    id: u64,
-    files: Vec<(ShardDb, LogStore)>,
-    incarnation: u64,
-}
-
-fn config() -> Arc<RaftConfig> {
-    let config = RaftConfig {
-        heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
-        // Small, so that snapshots, purges and snapshot transfers happen in a short run.
-        snapshot_policy: shoal_store::raft::SnapshotPolicy::LogsSinceLast(20),
-        max_in_snapshot_log_to_keep: 5,
-        purge_batch_size: 1,
-        ..Default::default()
-    };
-    Arc::new(config.validate().expect("config"))
-}
-
-struct Sim {
-    seed: u64,
-    net: Arc<Net>,
-    masters: Mutex<Vec<Master>>,
-    clock: Mutex<u64>,
-}
-
-impl Sim {
-    fn tick(&self) -> u64 {
-        let mut c = self.clock.lock().expect("clock");
-        *c += 1;
-        *c
-    }
-
-    fn members() -> BTreeMap<u64, Member> {
-        (1..=MASTERS)
-            .map(|id| {
-                (
-                    id,
-                    Member {
-                        name: name(id),
-                        addr: format!("sim:{id}"),
-                        api: String::new(),
-                    },
-                )
-            })
-            .collect()
-    }
-
-    async fn start(&self, index: usize) {
-        let (id, files, incarnation) = {
-            let mut masters = self.masters.lock().expect("masters");
-            let m = &mut masters[index];
-            m.incarnation += 1;
-            (m.id, m.files.clone(), m.incarnation)
-        };
-        let host = RaftHost::new();
-        let router = Router::new(Arc::new(SimWire {
-            from: name(id),
-            net: self.net.clone(),
-        }));
-        for (group, (db, log)) in files.into_iter().enumerate() {
-            let args = ShardArgs {
-                group: group as u32,
-                id,
-                member: Sim::members()[&id].clone(),
-                db,
-                log,
-                router: router.clone(),
-                host: host.clone(),
-                config: config(),
-                history_limit: 100_000,
-                watch_queue: 100_000,
-                bootstrap: false,
-                io: Io::Inline,
-                seed: self.seed ^ (id << 40) ^ ((group as u64) << 32) ^ incarnation,
-            };
-            start_replica(&args).await.expect("replica starts");
-        }
-        self.net.hosts.lock().expect("hosts").insert(name(id), host);
-    }
-
-    async fn crash(&self, index: usize) {
-        let id = self.masters.lock().expect("masters")[index].id;
-        let host = self.net.hosts.lock().expect("hosts").remove(&name(id));
-        if let Some(host) = host {
-            for (group, replica) in host.all() {
-                host.remove(group);
-                let _ = replica.raft().shutdown().await;
-                replica.machine().hub().close();
-            }
-        }
-    }
-
-    fn up(&self) -> Vec<u64> {
-        let hosts = self.net.hosts.lock().expect("hosts");
-        (1..=MASTERS)
-            .filter(|id| hosts.contains_key(&name(*id)))
-            .collect()
-    }
-}
 
 fn keys() -> Vec<String> {
     (0..KEYS).map(|k| format!("/sim/key-{k}")).collect()
@@ -267,11 +100,7 @@ async fn client(sim: Arc<Sim>, n: usize, history: Arc<Mutex<Vec<Record>>>) {
             continue;
         }
         let via = up[rng.random_range(0..up.len())];
-        let Some(replica) = sim
-            .net
-            .host(&name(via))
-            .and_then(|h| h.replica(shard_for(&key, GROUPS)))
-        else {
+        let Some(replica) = sim.replica(via, shard_for(&key, GROUPS)) else {
             continue;
         };
         let began = sim.tick();
@@ -342,7 +171,7 @@ async fn watcher(
     let mut seen = Vec::new();
     let mut last = 0u64;
     loop {
-        let replica = sim.net.host(&name(id)).and_then(|h| h.replica(group));
+        let replica = sim.replica(id, group);
         if let Some(replica) = replica {
             match replica.watch(String::new(), Some(last)).await {
                 Ok((mut rx, _)) => loop {
@@ -381,48 +210,6 @@ struct Run {
     streams: Vec<Vec<(u64, String, EventKind, String)>>,
 }
 
-/// Starts the masters and initializes every group from the first.
-async fn boot(seed: u64) -> Result<Arc<Sim>, String> {
-    let net = Arc::new(Net {
-        hosts: Mutex::new(HashMap::new()),
-        cut: Mutex::new(HashSet::new()),
-        rng: Mutex::new(StdRng::seed_from_u64(seed)),
-    });
-    let masters = (1..=MASTERS)
-        .map(|id| Master {
-            id,
-            files: (0..GROUPS)
-                .map(|g| {
-                    (
-                        ShardDb::in_memory(g).expect("db"),
-                        LogStore::in_memory().expect("log"),
-                    )
-                })
-                .collect(),
-            incarnation: 0,
-        })
-        .collect();
-    let sim = Arc::new(Sim {
-        seed,
-        net,
-        masters: Mutex::new(masters),
-        clock: Mutex::new(0),
-    });
-    for i in 0..MASTERS as usize {
-        sim.start(i).await;
-    }
-    let first = sim.net.host(&name(1)).expect("m1");
-    for group in 0..GROUPS {
-        let replica = first.replica(group).expect("replica");
-        replica
-            .raft()
-            .initialize(Sim::members())
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(sim)
-}
-
 async fn simulate(seed: u64) -> Result<Run, String> {
     let sim = boot(seed).await?;
 
@@ -452,11 +239,7 @@ async fn simulate(seed: u64) -> Result<Run, String> {
     }
     for key in keys() {
         let group = shard_for(&key, GROUPS);
-        let replica = sim
-            .net
-            .host(&name(1))
-            .and_then(|h| h.replica(group))
-            .expect("replica");
+        let replica = sim.replica(1, group).expect("replica");
         let began = sim.tick();
         let reply = replica.execute(ClientOp::Get(key.clone()), 2).await;
         let outcome = outcome_of(&Call::Get, reply);
@@ -476,11 +259,7 @@ async fn simulate(seed: u64) -> Result<Run, String> {
     for group in 0..GROUPS {
         let leader_rev = leader_revision(&sim, group).await?;
         for id in 1..=MASTERS {
-            let replica = sim
-                .net
-                .host(&name(id))
-                .and_then(|h| h.replica(group))
-                .expect("replica");
+            let replica = sim.replica(id, group).expect("replica");
             if !replica
                 .machine()
                 .hub()
@@ -525,11 +304,7 @@ async fn simulate(seed: u64) -> Result<Run, String> {
     for group in 0..GROUPS {
         let mut snapshotted = false;
         for id in 1..=MASTERS {
-            let replica = sim
-                .net
-                .host(&name(id))
-                .and_then(|h| h.replica(group))
-                .expect("replica");
+            let replica = sim.replica(id, group).expect("replica");
             let mut machine = replica.machine().clone();
             snapshotted |= machine
                 .get_current_snapshot()
@@ -551,50 +326,6 @@ async fn simulate(seed: u64) -> Result<Run, String> {
     })
 }
 
-/// The revision the group's leader has applied, once some replica confirms it leads.
-async fn leader_revision(sim: &Sim, group: u32) -> Result<u64, String> {
-    let leader = leader_of(sim, group).await?;
-    sim.net
-        .host(&name(leader as u64 + 1))
-        .and_then(|h| h.replica(group))
-        .map(|replica| replica.machine().hub().published())
-        .ok_or_else(|| format!("group {group}'s leader went away"))
-}
-
-fn runtime(seed: u64) -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()))
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-fn run(seed: u64) -> Result<Run, String> {
-    runtime(seed)?.block_on(simulate(seed))
-}
-
-/// The index of the leader of `group` among the running masters, once one confirms it leads.
-async fn leader_of(sim: &Sim, group: u32) -> Result<usize, String> {
-    for _ in 0..300 {
-        for (index, id) in (1..=MASTERS).enumerate() {
-            let Some(replica) = sim.net.host(&name(id)).and_then(|h| h.replica(group)) else {
-                continue;
-            };
-            if replica
-                .raft()
-                .ensure_linearizable(shoal_store::raft::ReadPolicy::ReadIndex)
-                .await
-                .is_ok()
-            {
-                return Ok(index);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!("group {group} found no leader"))
-}
-
 async fn deposed_term_is_refused(seed: u64) -> Result<(), String> {
     let sim = boot(seed).await?;
     let fence = |token| Fence {
@@ -608,12 +339,7 @@ async fn deposed_term_is_refused(seed: u64) -> Result<(), String> {
         },
         fence: Some(fence(token)),
     };
-    let replica = |index: usize| {
-        sim.net
-            .host(&name(index as u64 + 1))
-            .and_then(|h| h.replica(0))
-            .ok_or("no replica")
-    };
+    let replica = |index: usize| sim.replica(index as u64 + 1, 0).ok_or("no replica");
     let old_leader = leader_of(&sim, 0).await?;
     let via = (old_leader + 1) % MASTERS as usize;
     replica(via)?
@@ -721,4 +447,8 @@ fn a_seed_replays_exactly() {
     let a = run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     let b = run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     assert!(a == b, "seed {seed} produced two different runs");
+}
+
+fn run(seed: u64) -> Result<Run, String> {
+    runtime(seed)?.block_on(simulate(seed))
 }
