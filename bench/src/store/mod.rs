@@ -1,0 +1,343 @@
+//! Store writes, side by side with etcd 3.4 on the same machine, with the same workload:
+//! clients that each put fresh keys with a fixed-size value, one write in flight per client,
+//! for a fixed time. Both sides fsync every commit and are reached over loopback TCP.
+//!
+//! Shoal: `replicas` masters in this process, each with its shard groups' logs and state on
+//! disk (redb, durable commits), Raft messages between them over loopback TCP, leaderships
+//! spread over the masters as the balancer spreads them; each client sends its writes to
+//! one master (the key's shard forwards them to the leader when it is elsewhere), as the
+//! API server's store calls do.
+//!
+//! etcd: `replicas` `etcd` processes (Debian's etcd-server 3.4), each client with its own
+//! gRPC connection to one member, calling `etcdserverpb.KV/Put`.
+//!
+//! Then, for both with three replicas: the time from killing the master (or member) that
+//! leads a key's group to the first acknowledged write of that key's group.
+
+mod etcd;
+mod shoal;
+mod wire;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use shoal_store::raft::Member;
+
+use etcd::{EtcdClient, start_etcd, stop_etcd};
+use shoal::{ShoalClient, start_masters, stop_masters};
+
+/// Options of `shoal-bench store`.
+#[derive(clap::Args, Clone)]
+pub struct Options {
+    /// Replica counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    replicas: Vec<usize>,
+    /// Concurrent client counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    clients: Vec<usize>,
+    /// Shoal's shard groups (the master's default is 8).
+    #[arg(long, default_value_t = 8)]
+    shards: u32,
+    /// Seconds each configuration runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    value_bytes: usize,
+    /// The etcd binary.
+    #[arg(long, default_value = "etcd")]
+    etcd: PathBuf,
+    /// Where data directories go (on the disk being measured).
+    #[arg(long, default_value = "/var/tmp/shoal-bench-store")]
+    dir: PathBuf,
+    /// Where the numbers are written.
+    #[arg(long, default_value = "bench/results/store.json")]
+    out: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn setup(what: impl std::fmt::Display) -> BenchError {
+    BenchError::Setup(what.to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// The workload.
+
+#[derive(Serialize, Clone)]
+struct Row {
+    system: String,
+    replicas: usize,
+    clients: usize,
+    writes: u64,
+    errors: u64,
+    writes_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+}
+
+/// Runs `clients` loops of `put` for `seconds`; each client `c` uses `put(c, key)`.
+async fn drive<F, Fut>(
+    system: &str,
+    replicas: usize,
+    clients: usize,
+    seconds: u64,
+    put: F,
+    bar: &ProgressBar,
+) -> Row
+where
+    F: Fn(usize, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let put = Arc::new(put);
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let put = put.clone();
+        let bar = bar.clone();
+        let tag = format!("{system}-{replicas}-{clients}-{}", std::process::id());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            let (mut n, mut errors) = (0u64, 0u64);
+            while Instant::now() < end {
+                let key = format!("/bench/{tag}/{c}/{n}");
+                let t = Instant::now();
+                match put(c, key).await {
+                    Ok(()) => {
+                        let _ = hist.record(t.elapsed().as_micros() as u64);
+                        bar.inc(1);
+                    }
+                    Err(_) => errors += 1,
+                }
+                n += 1;
+            }
+            (hist, n - errors, errors)
+        }));
+    }
+    let mut all = histogram();
+    let (mut writes, mut errors) = (0, 0);
+    for t in tasks {
+        if let Ok((h, w, e)) = t.await {
+            let _ = all.add(&h);
+            writes += w;
+            errors += e;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Row {
+        system: system.into(),
+        replicas,
+        clients,
+        writes,
+        errors,
+        writes_per_s: writes as f64 / elapsed,
+        p50_us: all.value_at_quantile(0.50),
+        p99_us: all.value_at_quantile(0.99),
+        max_us: all.max(),
+    }
+}
+
+/// Latencies in microseconds, 1 µs to a minute, three significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .expect("1 µs to 60 s at three significant digits is a valid range")
+}
+
+fn value(bytes: usize) -> Vec<u8> {
+    (0..bytes).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// How long a client waits for one write after a kill before it tries again, for both
+/// systems alike (a client stuck on a dead leader would otherwise measure its own timeout).
+const ATTEMPT: Duration = Duration::from_millis(250);
+
+#[derive(Serialize)]
+pub struct Failover {
+    system: String,
+    /// From the kill to the start of the first write that was acknowledged.
+    first_write_after_ms: f64,
+}
+
+/// Retries a write, `ATTEMPT` at a time, until one is acknowledged: how long after now the
+/// acknowledged attempt started. `put(n)` makes the n-th attempt.
+async fn first_acknowledged<F, Fut>(put: F) -> Result<Duration, BenchError>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let killed = Instant::now();
+    for n in 0.. {
+        let started = killed.elapsed();
+        if let Ok(Ok(())) = tokio::time::timeout(ATTEMPT, put(n)).await {
+            return Ok(started);
+        }
+        if killed.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+    }
+    Err(setup("no write was acknowledged within 30 s of the kill"))
+}
+
+fn fresh_dir(base: &Path, name: &str) -> Result<PathBuf, BenchError> {
+    let dir = base.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+pub async fn run(options: Options) -> Result<(), BenchError> {
+    let value_bytes = options.value_bytes;
+    let configs = options.replicas.len() * options.clients.len() * 2;
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {pos} writes")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut rows = Vec::new();
+    let mut done = 0;
+    for &replicas in &options.replicas {
+        for &clients in &options.clients {
+            done += 1;
+            bar.set_position(0);
+            bar.set_message(format!(
+                "[{done}/{configs}] shoal, {replicas} replica(s), {clients} client(s)"
+            ));
+            let dir = fresh_dir(&options.dir, &format!("shoal-{replicas}-{clients}"))?;
+            let masters = start_masters(replicas, options.shards, &dir).await?;
+            let client = ShoalClient::new(options.shards);
+            let targets: Vec<Member> = masters.iter().map(|m| m.member.clone()).collect();
+            let v = value(value_bytes);
+            let row = drive(
+                "shoal",
+                replicas,
+                clients,
+                options.seconds,
+                move |c, key| {
+                    let client = client.clone();
+                    let to = targets[c % targets.len()].clone();
+                    let v = v.clone();
+                    async move { client.put(&to, key, v).await }
+                },
+                &bar,
+            )
+            .await;
+            stop_masters(masters).await;
+            rows.push(row);
+
+            done += 1;
+            bar.set_position(0);
+            bar.set_message(format!(
+                "[{done}/{configs}] etcd, {replicas} replica(s), {clients} client(s)"
+            ));
+            let dir = fresh_dir(&options.dir, &format!("etcd-{replicas}-{clients}"))?;
+            let mut members = start_etcd(replicas, &options.etcd, &dir).await?;
+            let mut conns = Vec::new();
+            for c in 0..clients {
+                let m = &members[c % members.len()];
+                conns.push(EtcdClient::connect(m.client_addr).await.map_err(setup)?);
+            }
+            let v = value(value_bytes);
+            let row = drive(
+                "etcd 3.4",
+                replicas,
+                clients,
+                options.seconds,
+                move |c, key| {
+                    let conn = conns[c].clone();
+                    let v = v.clone();
+                    async move { conn.put(key, v).await }
+                },
+                &bar,
+            )
+            .await;
+            stop_etcd(&mut members);
+            rows.push(row);
+        }
+    }
+    bar.set_message("failover: shoal");
+    let failover_shoal = shoal::failover(
+        options.shards,
+        &fresh_dir(&options.dir, "shoal-failover")?,
+        value_bytes,
+    )
+    .await?;
+    bar.set_message("failover: etcd");
+    let failover_etcd = etcd::failover(
+        &options.etcd,
+        &fresh_dir(&options.dir, "etcd-failover")?,
+        value_bytes,
+    )
+    .await?;
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&options.dir);
+
+    println!(
+        "store writes, {value_bytes}-byte values, fsync on, {} s per row, Shoal with {} shards",
+        options.seconds, options.shards
+    );
+    println!(
+        "{:<10} {:>8} {:>8} {:>12} {:>10} {:>10} {:>10} {:>7}",
+        "system", "replicas", "clients", "writes/s", "p50 ms", "p99 ms", "max ms", "errors"
+    );
+    for r in &rows {
+        println!(
+            "{:<10} {:>8} {:>8} {:>12.0} {:>10.2} {:>10.2} {:>10.2} {:>7}",
+            r.system,
+            r.replicas,
+            r.clients,
+            r.writes_per_s,
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0,
+            r.max_us as f64 / 1000.0,
+            r.errors
+        );
+    }
+    for pair in rows.chunks(2) {
+        if let [shoal, etcd] = pair {
+            println!(
+                "{} replica(s), {:>3} client(s): Shoal {:.2}x etcd's writes/s, p99 {:.2} ms vs {:.2} ms",
+                shoal.replicas,
+                shoal.clients,
+                shoal.writes_per_s / etcd.writes_per_s.max(f64::MIN_POSITIVE),
+                shoal.p99_us as f64 / 1000.0,
+                etcd.p99_us as f64 / 1000.0
+            );
+        }
+    }
+    for f in [&failover_shoal, &failover_etcd] {
+        println!(
+            "{}: first acknowledged write {:.0} ms after the group leader's process was killed",
+            f.system, f.first_write_after_ms
+        );
+    }
+    let report = serde_json::json!({
+        "benchmark": "store-writes",
+        "value_bytes": value_bytes,
+        "seconds_per_row": options.seconds,
+        "shoal_shards": options.shards,
+        "results": rows,
+        "failover": [failover_shoal, failover_etcd],
+    });
+    if let Some(parent) = options.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(
+        &options.out,
+        serde_json::to_vec_pretty(&report).map_err(setup)?,
+    )?;
+    println!("written to {}", options.out.display());
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Shoal's side: masters in this process, each with its shard groups on disk, talking over
+//! the TCP wire; clients that send their writes to one master.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_core::shard_for;
+use shoal_store::raft::{
+    ClientOp, ClientReply, Io, LogStore, Member, RaftHost, RaftRequest, RaftResponse, Router,
+};
+use shoal_store::{Proposal, ShardArgs, ShardDb, WriteOp, raft_config, start_replica};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::wire::{TcpWire, serve};
+use super::{BenchError, Failover, first_acknowledged, setup, value};
+
+pub struct BenchMaster {
+    id: u64,
+    pub member: Member,
+    host: RaftHost,
+    server: JoinHandle<()>,
+}
+
+pub async fn start_masters(
+    n: usize,
+    shards: u32,
+    dir: &Path,
+) -> Result<Vec<BenchMaster>, BenchError> {
+    let mut listeners = Vec::new();
+    let mut members = BTreeMap::new();
+    for i in 0..n {
+        let listener = TcpListener::bind(format!("127.0.0.{}:0", 41 + i)).await?;
+        let member = Member {
+            name: format!("m{}", i + 1),
+            addr: listener.local_addr()?.to_string(),
+            api: String::new(),
+        };
+        members.insert(i as u64 + 1, member);
+        listeners.push(listener);
+    }
+    let config = raft_config().map_err(setup)?;
+    let mut masters = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let member = members[&id].clone();
+        let host = RaftHost::new();
+        let router = Router::new(Arc::new(TcpWire::default()));
+        for (peer, m) in &members {
+            router.learn(*peer, m.clone());
+        }
+        let data = dir.join(&member.name);
+        std::fs::create_dir_all(&data)?;
+        for group in 0..shards {
+            let args = ShardArgs {
+                group,
+                id,
+                member: member.clone(),
+                db: ShardDb::open(&data.join(format!("shard-{group}.redb")), group)
+                    .map_err(setup)?,
+                log: LogStore::open(&data.join(format!("shard-{group}.raft.redb")))
+                    .map_err(setup)?,
+                router: router.clone(),
+                host: host.clone(),
+                config: config.clone(),
+                history_limit: 10_000,
+                watch_queue: 1024,
+                bootstrap: false,
+                io: Io::Blocking,
+                seed: rand::random(),
+            };
+            start_replica(&args).await.map_err(setup)?;
+        }
+        let server = tokio::spawn(serve(listener, host.clone()));
+        masters.push(BenchMaster {
+            id,
+            member,
+            host,
+            server,
+        });
+    }
+    for group in 0..shards {
+        let replica = masters[0]
+            .host
+            .replica(group)
+            .ok_or_else(|| setup("no replica"))?;
+        replica
+            .raft()
+            .initialize(members.clone())
+            .await
+            .map_err(setup)?;
+    }
+    // Spread the leaderships as the balancer does: group g led by master g mod n.
+    for group in 0..shards {
+        let target = &masters[group as usize % n];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let leader = leader_of(&masters, group).await;
+            if leader == Some(target.id) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(setup(format!(
+                    "group {group} never settled on m{}",
+                    target.id
+                )));
+            }
+            if let Some(current) = leader.and_then(|l| masters.iter().find(|m| m.id == l))
+                && let Some(replica) = current.host.replica(group)
+            {
+                let _ = replica.raft().trigger().transfer_leader(target.id).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(masters)
+}
+
+/// The master that leads `group`, if one confirms it.
+pub async fn leader_of(masters: &[BenchMaster], group: u32) -> Option<u64> {
+    for m in masters {
+        let replica = m.host.replica(group)?;
+        if replica
+            .raft()
+            .ensure_linearizable(shoal_store::raft::ReadPolicy::ReadIndex)
+            .await
+            .is_ok()
+        {
+            return Some(m.id);
+        }
+    }
+    None
+}
+
+pub async fn crash(master: &BenchMaster) {
+    master.server.abort();
+    for (group, replica) in master.host.all() {
+        master.host.remove(group);
+        let _ = replica.raft().shutdown().await;
+    }
+}
+
+pub async fn stop_masters(masters: Vec<BenchMaster>) {
+    for m in &masters {
+        crash(m).await;
+    }
+}
+
+/// A Shoal store client: writes go to one master over TCP, as `RaftRequest::Client`.
+#[derive(Clone)]
+pub struct ShoalClient {
+    router: Router,
+    shards: u32,
+}
+
+impl ShoalClient {
+    /// A client with its own connections, for a store of `shards` shards.
+    pub fn new(shards: u32) -> ShoalClient {
+        ShoalClient {
+            router: Router::new(Arc::new(TcpWire::default())),
+            shards,
+        }
+    }
+
+    pub async fn put(&self, to: &Member, key: String, value: Vec<u8>) -> Result<(), String> {
+        let request = RaftRequest::Client {
+            group: shard_for(&key, self.shards),
+            op: ClientOp::Write(Proposal::write(WriteOp::Create { key, value })),
+            hops: 2,
+        };
+        match self
+            .router
+            .send(to, &request, Duration::from_secs(5))
+            .await?
+        {
+            RaftResponse::Client(ClientReply::Write(Ok(_))) => Ok(()),
+            RaftResponse::Client(ClientReply::Write(Err(e))) => Err(e.to_string()),
+            other => Err(format!("unexpected reply {other:?}")),
+        }
+    }
+}
+
+/// Kills the master leading a key's group (of three) and times the first write after.
+pub async fn failover(shards: u32, dir: &Path, value_bytes: usize) -> Result<Failover, BenchError> {
+    let masters = start_masters(3, shards, dir).await?;
+    let client = ShoalClient::new(shards);
+    // A key of group 0, which master 1 leads.
+    let key_in_group = |n: usize| {
+        (0..)
+            .map(|i| format!("/bench/failover/{n}/{i}"))
+            .find(|k| shard_for(k, shards) == 0)
+            .unwrap_or_default()
+    };
+    let leader = leader_of(&masters, 0)
+        .await
+        .ok_or_else(|| setup("group 0 has no leader"))?;
+    let victim = masters
+        .iter()
+        .position(|m| m.id == leader)
+        .ok_or_else(|| setup("no such master"))?;
+    let via = masters[(victim + 1) % 3].member.clone();
+    client
+        .put(&via, key_in_group(0), value(value_bytes))
+        .await
+        .map_err(setup)?;
+    crash(&masters[victim]).await;
+    let took =
+        first_acknowledged(|n| client.put(&via, key_in_group(n + 1), value(value_bytes))).await;
+    stop_masters(masters).await;
+    Ok(Failover {
+        system: "shoal".into(),
+        first_write_after_ms: took?.as_secs_f64() * 1000.0,
+    })
+}
