@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_store::raft::{
-    LogStore, Member, MemberChange, NodeId, RaftHost, RaftRequest, RaftResponse, Router, Wire,
-    WireFuture,
+    Journal, LogStore, Member, MemberChange, NodeId, RaftHost, RaftRequest, RaftResponse, Router,
+    Wire, WireFuture,
 };
 use shoal_store::{ShardDb, StoreError};
 use shoal_transport::{RaftHandler, RaftLink};
@@ -55,15 +55,22 @@ pub fn member_id(store_dir: &Path) -> Result<NodeId, std::io::Error> {
     }
 }
 
-/// The files of every shard group: its state database and its Raft log.
-pub fn open_shards(store_dir: &Path, shards: u32) -> Result<Vec<(ShardDb, LogStore)>, StoreError> {
-    (0..shards)
-        .map(|n| {
-            let db = ShardDb::open(&store_dir.join(format!("shard-{n}.redb")), n)?;
-            let log = LogStore::open(&store_dir.join(format!("shard-{n}.raft.redb")))?;
-            Ok((db, log))
-        })
-        .collect()
+/// The files of every shard group: its state database, and its log in the master's journal
+/// (`journal/`, shared by all the groups). A log still in a file of its own (the earlier
+/// layout) is moved into the journal first.
+pub async fn open_shards(
+    store_dir: &Path,
+    shards: u32,
+) -> Result<Vec<(ShardDb, LogStore)>, StoreError> {
+    let journal = Journal::open(&store_dir.join("journal"))?;
+    let mut files = Vec::new();
+    for n in 0..shards {
+        let legacy = store_dir.join(format!("shard-{n}.raft.redb"));
+        shoal_store::raft::legacy::import(&legacy, &journal, n).await?;
+        let db = ShardDb::open(&store_dir.join(format!("shard-{n}.redb")), n)?;
+        files.push((db, journal.log(n)));
+    }
+    Ok(files)
 }
 
 /// Asks the master at `target` to make this master a voter of every shard group, retrying

@@ -197,7 +197,7 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         println!("This master has joined the control plane through {target}.");
     }
     let pki = prepare_pki(&args, &pki_dir)?;
-    let files = raft::open_shards(&store_dir, args.shards)?;
+    let files = raft::open_shards(&store_dir, args.shards).await?;
     let id = raft::member_id(&store_dir).map_err(dir_err)?;
     let link = RaftLink::new();
     let host = RaftHost::new();

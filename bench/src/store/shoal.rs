@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use shoal_core::shard_for;
 use shoal_store::raft::{
-    ClientOp, ClientReply, Io, LogStore, Member, RaftHost, RaftRequest, RaftResponse, Router,
+    ClientOp, ClientReply, Io, Journal, Member, RaftHost, RaftRequest, RaftResponse, Router,
 };
 use shoal_store::{Proposal, ShardArgs, ShardDb, WriteOp, raft_config, start_replica};
 use tokio::net::TcpListener;
@@ -53,6 +53,7 @@ pub async fn start_masters(
         }
         let data = dir.join(&member.name);
         std::fs::create_dir_all(&data)?;
+        let journal = Journal::open(&data.join("journal")).map_err(setup)?;
         for group in 0..shards {
             let args = ShardArgs {
                 group,
@@ -60,8 +61,7 @@ pub async fn start_masters(
                 member: member.clone(),
                 db: ShardDb::open(&data.join(format!("shard-{group}.redb")), group)
                     .map_err(setup)?,
-                log: LogStore::open(&data.join(format!("shard-{group}.raft.redb")))
-                    .map_err(setup)?,
+                log: journal.log(group),
                 router: router.clone(),
                 host: host.clone(),
                 config: config.clone(),

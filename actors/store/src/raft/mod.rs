@@ -6,6 +6,8 @@
 //! events are published only for entries that were committed and applied.
 
 pub mod balance;
+pub mod journal;
+pub mod legacy;
 mod log;
 pub mod net;
 mod replica;
@@ -15,6 +17,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use journal::Journal;
 pub use log::LogStore;
 pub use net::{
     ClientOp, ClientReply, GroupNetwork, MemberChange, RaftHost, RaftRequest, RaftResponse, Router,
@@ -143,8 +146,7 @@ mod tests {
 
     impl StoreBuilder<ShardRaft, LogStore, ShardMachine> for InMemory {
         async fn build(&self) -> Result<((), LogStore, ShardMachine), StorageError<ShardRaft>> {
-            let log = LogStore::in_memory()
-                .map_err(|e| StorageError::read(ShardRaft::err_from_error(&e)))?;
+            let log = LogStore::in_memory();
             let db = ShardDb::in_memory(0)
                 .map_err(|e| StorageError::read(ShardRaft::err_from_error(&e)))?;
             let sm = ShardMachine::new(db, WatchHub::new(0, 16), 100, Io::Inline);
@@ -161,8 +163,9 @@ mod tests {
     impl StoreBuilder<ShardRaft, LogStore, ShardMachine> for OnDisk {
         async fn build(&self) -> Result<((), LogStore, ShardMachine), StorageError<ShardRaft>> {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
-            let log = LogStore::open(&self.dir.join(format!("{n}.log.redb")))
-                .map_err(|e| StorageError::read(ShardRaft::err_from_error(&e)))?;
+            let log = Journal::open(&self.dir.join(format!("{n}.journal")))
+                .map_err(|e| StorageError::read(ShardRaft::err_from_error(&e)))?
+                .log(0);
             let db = ShardDb::open(&self.dir.join(format!("{n}.redb")), 0)
                 .map_err(|e| StorageError::read(ShardRaft::err_from_error(&e)))?;
             let sm = ShardMachine::new(db, WatchHub::new(0, 16), 100, Io::Blocking);

@@ -197,12 +197,7 @@ pub async fn boot(seed: u64) -> Result<Arc<Sim>, String> {
         .map(|id| Master {
             id,
             files: (0..GROUPS)
-                .map(|g| {
-                    (
-                        ShardDb::in_memory(g).expect("db"),
-                        LogStore::in_memory().expect("log"),
-                    )
-                })
+                .map(|g| (ShardDb::in_memory(g).expect("db"), LogStore::in_memory()))
                 .collect(),
             incarnation: 0,
         })
