@@ -22,6 +22,12 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// current snapshot, as opaque bytes owned by the Raft layer, changed in the same transaction
 /// as the objects they describe.
 const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
+/// The current Raft snapshot: `meta` and `data`. Kept apart from RAFT, whose small values
+/// every applied batch rewrites: redb copies a whole leaf when a value in it changes, and a
+/// snapshot beside them would be copied with each batch.
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+/// Where RAFT held the snapshot before it had a table of its own.
+const OLD_SNAPSHOT_KEYS: [(&str, &str); 2] = [("snapshot_meta", "meta"), ("snapshot_data", "data")];
 /// fence name → the newest leadership term the shard has seen for it.
 const FENCES: TableDefinition<&str, u64> = TableDefinition::new("fences");
 
@@ -125,7 +131,13 @@ impl ShardDb {
         {
             txn.open_table(OBJECTS)?;
             txn.open_table(EVENTS)?;
-            txn.open_table(RAFT)?;
+            let mut raft = txn.open_table(RAFT)?;
+            let mut snapshot = txn.open_table(SNAPSHOT)?;
+            for (old, new) in OLD_SNAPSHOT_KEYS {
+                if let Some(value) = raft.remove(old)? {
+                    snapshot.insert(new, value.value())?;
+                }
+            }
             txn.open_table(FENCES)?;
             let mut meta = txn.open_table(META)?;
             if meta.get("oldest_kept")?.is_none() {
@@ -335,14 +347,23 @@ impl ShardDb {
         Ok(table.get(key)?.map(|g| g.value().to_vec()))
     }
 
-    /// Stores Raft bookkeeping on its own (a snapshot that was built, say).
-    pub fn raft_put(&self, entries: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+    /// The current Raft snapshot: its metadata and data.
+    pub fn snapshot(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOT)?;
+        let (Some(meta), Some(data)) = (table.get("meta")?, table.get("data")?) else {
+            return Ok(None);
+        };
+        Ok(Some((meta.value().to_vec(), data.value().to_vec())))
+    }
+
+    /// Stores a snapshot that was built.
+    pub fn put_snapshot(&self, meta: &[u8], data: &[u8]) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
-            let mut table = txn.open_table(RAFT)?;
-            for (key, bytes) in entries {
-                table.insert(*key, bytes.as_slice())?;
-            }
+            let mut table = txn.open_table(SNAPSHOT)?;
+            table.insert("meta", meta)?;
+            table.insert("data", data)?;
         }
         txn.commit()?;
         Ok(())
@@ -387,8 +408,14 @@ impl ShardDb {
         ))
     }
 
-    /// Replaces the whole state with `image` and sets the Raft bookkeeping, in one transaction.
-    pub fn import(&self, image: &Image, raft: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+    /// Replaces the whole state with `image`, sets the Raft bookkeeping and stores the
+    /// snapshot (`meta`, `data`) it came from, in one transaction.
+    pub fn import(
+        &self,
+        image: &Image,
+        raft: &[(&str, Vec<u8>)],
+        snapshot: (&[u8], &[u8]),
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut objects = txn.open_table(OBJECTS)?;
@@ -414,6 +441,9 @@ impl ShardDb {
             for (key, bytes) in raft {
                 raft_table.insert(*key, bytes.as_slice())?;
             }
+            let mut stored = txn.open_table(SNAPSHOT)?;
+            stored.insert("meta", snapshot.0)?;
+            stored.insert("data", snapshot.1)?;
         }
         txn.commit()?;
         Ok(())
@@ -568,12 +598,48 @@ mod tests {
 
         let (image, _) = db.export(&[]).expect("export");
         let (copy, copy_dir) = temp_db("fence-copy");
-        copy.import(&image, &[]).expect("import");
+        copy.import(&image, &[], (b"meta", b"data"))
+            .expect("import");
+        assert_eq!(
+            copy.snapshot().expect("snapshot"),
+            Some((b"meta".to_vec(), b"data".to_vec()))
+        );
         let late = copy
             .apply_batch(&[fenced(1, "/k/d")], &[], 100, true)
             .expect("apply");
         assert!(matches!(late[0], Err(StoreError::Fenced { .. })));
         let _ = std::fs::remove_dir_all(dir);
         let _ = std::fs::remove_dir_all(copy_dir);
+    }
+
+    #[test]
+    fn a_snapshot_kept_among_the_raft_values_moves_to_its_own_table() {
+        let dir =
+            std::env::temp_dir().join(format!("shoal-persist-old-snap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("shard.redb");
+        {
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut raft = txn.open_table(RAFT).expect("raft");
+                raft.insert("applied", b"a".as_slice()).expect("insert");
+                raft.insert("snapshot_meta", b"m".as_slice())
+                    .expect("insert");
+                raft.insert("snapshot_data", b"d".as_slice())
+                    .expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let db = ShardDb::open(&path, 0).expect("open");
+        assert_eq!(
+            db.snapshot().expect("snapshot"),
+            Some((b"m".to_vec(), b"d".to_vec()))
+        );
+        assert_eq!(db.raft_get("snapshot_data").expect("get"), None);
+        assert_eq!(db.raft_get("applied").expect("get"), Some(b"a".to_vec()));
+        drop(db);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -15,8 +15,6 @@ use crate::watch::WatchHub;
 
 const APPLIED: &str = "applied";
 const MEMBERSHIP: &str = "membership";
-const SNAPSHOT_META: &str = "snapshot_meta";
-const SNAPSHOT_DATA: &str = "snapshot_data";
 
 /// Applied batches reach the disk without a flush of their own (the Raft log is durable
 /// already, and replays whatever a crash loses); one in this many entries, or once this long
@@ -126,10 +124,7 @@ impl RaftSnapshotBuilder<ShardRaft> for SnapshotBuilder {
                     last_membership: membership,
                 };
                 let data = encode(&image)?;
-                db.raft_put(&[
-                    (SNAPSHOT_META, encode(&meta)?),
-                    (SNAPSHOT_DATA, data.clone()),
-                ])?;
+                db.put_snapshot(&encode(&meta)?, &data)?;
                 Ok(Snapshot {
                     meta,
                     snapshot: data,
@@ -240,9 +235,8 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
                     &[
                         (APPLIED, encode(&meta.last_log_id)?),
                         (MEMBERSHIP, encode(&meta.last_membership)?),
-                        (SNAPSHOT_META, encode(&meta)?),
-                        (SNAPSHOT_DATA, data),
                     ],
+                    (&encode(&meta)?, &data),
                 )?;
                 Ok(image.revision)
             })
@@ -255,9 +249,7 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
         let db = self.db.clone();
         self.io
             .run(move || {
-                let (Some(meta), Some(data)) =
-                    (db.raft_get(SNAPSHOT_META)?, db.raft_get(SNAPSHOT_DATA)?)
-                else {
+                let Some((meta, data)) = db.snapshot()? else {
                     return Ok(None);
                 };
                 Ok(Some(Snapshot {
