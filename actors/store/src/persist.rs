@@ -1,8 +1,14 @@
 //! A shard's persistence in redb: objects, the event history that watches replay, and the
-//! revision counter, all changed in one transaction per write (durable on commit).
+//! revision counter.
+//!
+//! Applied batches are kept in memory ([`Pending`]) on top of the database and committed to it
+//! together, in one durable transaction, when a batch asks for it (the Raft state machine does
+//! so every few thousand entries or once a second; the Raft log, durable already, replays
+//! what a crash loses). Every read sees the database and the pending changes as one state.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -107,11 +113,44 @@ pub struct Image {
 /// Raft bookkeeping values read back, one per key asked for.
 pub type RaftValues = Vec<Option<Vec<u8>>>;
 
-/// One shard's database. Cheap to clone; all methods block on disk.
+/// Changes applied since the last commit to the database.
+#[derive(Debug, Default)]
+struct Pending {
+    /// key → its new stored form, or `None` once deleted.
+    objects: BTreeMap<String, Option<Vec<u8>>>,
+    /// Events not yet in the database (all newer than those that are).
+    events: BTreeMap<u64, Vec<u8>>,
+    fences: BTreeMap<String, u64>,
+    raft: BTreeMap<String, Vec<u8>>,
+    /// The marks, once changed.
+    marks: Option<Marks>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+            && self.events.is_empty()
+            && self.fences.is_empty()
+            && self.raft.is_empty()
+            && self.marks.is_none()
+    }
+}
+
+/// One shard's database. Cheap to clone; methods that reach the database block on disk.
 #[derive(Clone)]
 pub struct ShardDb {
     db: Arc<Database>,
     shard: u32,
+    pending: Arc<RwLock<Pending>>,
+}
+
+/// The committed marks as a read transaction sees them.
+fn read_marks(txn: &redb::ReadTransaction) -> Result<Marks, StoreError> {
+    let meta = txn.open_table(META)?;
+    Ok(Marks {
+        revision: meta.get("revision")?.map(|g| g.value()).unwrap_or(0),
+        oldest_kept: meta.get("oldest_kept")?.map(|g| g.value()).unwrap_or(1),
+    })
 }
 
 impl ShardDb {
@@ -149,7 +188,22 @@ impl ShardDb {
         Ok(ShardDb {
             db: Arc::new(db),
             shard,
+            pending: Arc::default(),
         })
+    }
+
+    fn pending(&self) -> RwLockReadGuard<'_, Pending> {
+        // Pending changes are made whole before the lock is let go (a batch's are staged
+        // first), so a panic elsewhere leaves them consistent.
+        self.pending
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn pending_mut(&self) -> RwLockWriteGuard<'_, Pending> {
+        self.pending
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The shard's index.
@@ -159,18 +213,19 @@ impl ShardDb {
 
     /// The current revision and the oldest retained one.
     pub fn marks(&self) -> Result<Marks, StoreError> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
-        let oldest_kept = meta.get("oldest_kept")?.map(|g| g.value()).unwrap_or(1);
-        Ok(Marks {
-            revision,
-            oldest_kept,
-        })
+        let pending = self.pending();
+        match pending.marks {
+            Some(marks) => Ok(marks),
+            None => read_marks(&self.db.begin_read()?),
+        }
     }
 
     /// The value at `key`.
     pub fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        let pending = self.pending();
+        if let Some(found) = pending.objects.get(key) {
+            return found.as_deref().map(decode_object).transpose();
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OBJECTS)?;
         let found = table.get(key)?;
@@ -179,18 +234,44 @@ impl ShardDb {
 
     /// Every key under `prefix`, in key order, with the revision the list was taken at.
     pub fn list(&self, prefix: &str) -> Result<(Vec<(String, Stored)>, u64), StoreError> {
+        let pending = self.pending();
         let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
+        let revision = match pending.marks {
+            Some(marks) => marks.revision,
+            None => read_marks(&txn)?.revision,
+        };
         let table = txn.open_table(OBJECTS)?;
         let mut out = Vec::new();
+        let mut changed = pending
+            .objects
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .peekable();
         for entry in table.range(prefix..)? {
             let (k, v) = entry?;
             let key = k.value();
             if !key.starts_with(prefix) {
                 break;
             }
-            out.push((key.to_owned(), decode_object(v.value())?));
+            // Pending keys before this one are new; one equal to it replaces it.
+            while let Some((pk, pv)) = changed.next_if(|(pk, _)| pk.as_str() < key) {
+                if let Some(bytes) = pv {
+                    out.push((pk.clone(), decode_object(bytes)?));
+                }
+            }
+            match changed.next_if(|(pk, _)| pk.as_str() == key) {
+                Some((_, Some(bytes))) => out.push((key.to_owned(), decode_object(bytes)?)),
+                Some((_, None)) => {}
+                None => out.push((key.to_owned(), decode_object(v.value())?)),
+            }
+        }
+        for (pk, pv) in changed {
+            if let Some(bytes) = pv {
+                out.push((pk.clone(), decode_object(bytes)?));
+            }
         }
         Ok((out, revision))
     }
@@ -210,12 +291,13 @@ impl ShardDb {
             .unwrap_or(Err(StoreError::Storage("no result".into())))
     }
 
-    /// Applies `proposals` in order in one durable transaction, together with the Raft
-    /// bookkeeping in `raft` (key, bytes). A write that fails its own checks (conflict, missing
-    /// key, a superseded term) changes nothing and gets its error in the result; the outer
-    /// error means the disk failed and nothing was applied. A fence raise answers with the
-    /// shard's unchanged revision. A commit that is not `durable` reaches the disk with the
-    /// next durable one: the Raft log, durable already, replays what a crash loses.
+    /// Applies `proposals` in order, together with the Raft bookkeeping in `raft` (key,
+    /// bytes). A write that fails its own checks (conflict, missing key, a superseded term)
+    /// changes nothing and gets its error in the result; the outer error means the disk failed
+    /// and nothing was applied. A fence raise answers with the shard's unchanged revision.
+    ///
+    /// The batch is kept in memory with those before it; a `durable` batch commits them all to
+    /// the database in one durable transaction.
     #[allow(clippy::type_complexity)]
     pub fn apply_batch(
         &self,
@@ -224,124 +306,211 @@ impl ShardDb {
         history_limit: u64,
         durable: bool,
     ) -> Result<Vec<Result<(WriteOutcome, Option<StoreEvent>), StoreError>>, StoreError> {
-        let mut txn = self.db.begin_write()?;
-        if !durable {
-            txn.set_durability(redb::Durability::None)?;
-        }
-        let mut results = Vec::with_capacity(proposals.len());
-        {
-            let mut objects = txn.open_table(OBJECTS)?;
-            let mut events = txn.open_table(EVENTS)?;
-            let mut fences = txn.open_table(FENCES)?;
-            let mut meta = txn.open_table(META)?;
-            let mut revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
-            let mut oldest_kept = meta.get("oldest_kept")?.map(|g| g.value()).unwrap_or(1);
-            for proposal in proposals {
-                let (op, fence) = match proposal {
-                    Proposal::Write { op, fence } => (op, fence.as_ref()),
-                    Proposal::RaiseFence(fence) => {
-                        let newest = fences.get(fence.name.as_str())?.map(|g| g.value());
-                        results.push(check_fence(fence, newest).and_then(|token| {
-                            fences.insert(fence.name.as_str(), token)?;
-                            Ok((
-                                WriteOutcome {
-                                    rev: revision,
-                                    previous: None,
-                                    changed: false,
-                                },
-                                None,
-                            ))
-                        }));
-                        continue;
-                    }
-                };
-                if let Some(fence) = fence {
-                    let newest = fences.get(fence.name.as_str())?.map(|g| g.value());
-                    match check_fence(fence, newest) {
-                        Ok(token) if Some(token) != newest => {
-                            fences.insert(fence.name.as_str(), token)?;
-                        }
-                        Ok(_) => {}
-                        Err(err) => {
-                            results.push(Err(err));
-                            continue;
-                        }
-                    }
+        let mut pending = self.pending_mut();
+        let txn = self.db.begin_read()?;
+        let committed_objects = txn.open_table(OBJECTS)?;
+        let committed_fences = txn.open_table(FENCES)?;
+        let marks = match pending.marks {
+            Some(marks) => marks,
+            None => read_marks(&txn)?,
+        };
+        let mut revision = marks.revision;
+        let mut oldest_kept = marks.oldest_kept;
+        // This batch's changes, staged apart so that a failed read leaves nothing half made.
+        let mut stage = Pending::default();
+        let fence_of =
+            |stage: &Pending, pending: &Pending, name: &str| -> Result<Option<u64>, StoreError> {
+                if let Some(token) = stage.fences.get(name).or_else(|| pending.fences.get(name)) {
+                    return Ok(Some(*token));
                 }
-                let current = objects
-                    .get(op.key())?
-                    .map(|g| decode_object(g.value()))
-                    .transpose()?;
-                let decision = match plan(op, current.as_ref()) {
-                    Ok(decision) => decision,
+                Ok(committed_fences.get(name)?.map(|g| g.value()))
+            };
+        let mut results = Vec::with_capacity(proposals.len());
+        for proposal in proposals {
+            let (op, fence) = match proposal {
+                Proposal::Write { op, fence } => (op, fence.as_ref()),
+                Proposal::RaiseFence(fence) => {
+                    let newest = fence_of(&stage, &pending, &fence.name)?;
+                    results.push(check_fence(fence, newest).map(|token| {
+                        stage.fences.insert(fence.name.clone(), token);
+                        (
+                            WriteOutcome {
+                                rev: revision,
+                                previous: None,
+                                changed: false,
+                            },
+                            None,
+                        )
+                    }));
+                    continue;
+                }
+            };
+            if let Some(fence) = fence {
+                let newest = fence_of(&stage, &pending, &fence.name)?;
+                match check_fence(fence, newest) {
+                    Ok(token) if Some(token) != newest => {
+                        stage.fences.insert(fence.name.clone(), token);
+                    }
+                    Ok(_) => {}
                     Err(err) => {
                         results.push(Err(err));
                         continue;
                     }
-                };
-                let rev = revision + 1;
-                let (kind, value) = match decision {
-                    Plan::Unchanged => {
-                        let at = current.as_ref().map_or(revision, |c| c.rev);
-                        results.push(Ok((
-                            WriteOutcome {
-                                rev: at,
-                                previous: current,
-                                changed: false,
-                            },
-                            None,
-                        )));
-                        continue;
-                    }
-                    Plan::Put { value, kind } => {
-                        objects.insert(op.key(), encode_object(rev, &value).as_slice())?;
-                        (kind, value)
-                    }
-                    Plan::Remove => {
-                        objects.remove(op.key())?;
-                        let last = current
-                            .as_ref()
-                            .map(|c| c.value.as_ref().clone())
-                            .unwrap_or_default();
-                        (EventKind::Deleted, last)
-                    }
-                };
-                events.insert(rev, encode_event(kind, op.key(), &value).as_slice())?;
-                revision = rev;
-                if rev >= oldest_kept + history_limit {
-                    let new_oldest = rev + 1 - history_limit;
-                    events.retain_in(..new_oldest, |_, _| false)?;
-                    oldest_kept = new_oldest;
                 }
-                let event = StoreEvent {
-                    shard: self.shard,
-                    rev,
-                    kind,
-                    key: op.key().to_owned(),
-                    value: Arc::new(value),
-                };
-                results.push(Ok((
-                    WriteOutcome {
-                        rev,
-                        previous: current,
-                        changed: true,
-                    },
-                    Some(event),
-                )));
             }
-            meta.insert("revision", revision)?;
-            meta.insert("oldest_kept", oldest_kept)?;
-            let mut raft_table = txn.open_table(RAFT)?;
-            for (key, bytes) in raft {
-                raft_table.insert(*key, bytes.as_slice())?;
+            let key = op.key();
+            let current = match stage.objects.get(key).or_else(|| pending.objects.get(key)) {
+                Some(found) => found.as_deref().map(decode_object).transpose()?,
+                None => committed_objects
+                    .get(key)?
+                    .map(|g| decode_object(g.value()))
+                    .transpose()?,
+            };
+            let decision = match plan(op, current.as_ref()) {
+                Ok(decision) => decision,
+                Err(err) => {
+                    results.push(Err(err));
+                    continue;
+                }
+            };
+            let rev = revision + 1;
+            let (kind, value) = match decision {
+                Plan::Unchanged => {
+                    let at = current.as_ref().map_or(revision, |c| c.rev);
+                    results.push(Ok((
+                        WriteOutcome {
+                            rev: at,
+                            previous: current,
+                            changed: false,
+                        },
+                        None,
+                    )));
+                    continue;
+                }
+                Plan::Put { value, kind } => {
+                    stage
+                        .objects
+                        .insert(key.to_owned(), Some(encode_object(rev, &value)));
+                    (kind, value)
+                }
+                Plan::Remove => {
+                    stage.objects.insert(key.to_owned(), None);
+                    let last = current
+                        .as_ref()
+                        .map(|c| c.value.as_ref().clone())
+                        .unwrap_or_default();
+                    (EventKind::Deleted, last)
+                }
+            };
+            stage.events.insert(rev, encode_event(kind, key, &value));
+            revision = rev;
+            if rev >= oldest_kept + history_limit {
+                oldest_kept = rev + 1 - history_limit;
+            }
+            let event = StoreEvent {
+                shard: self.shard,
+                rev,
+                kind,
+                key: key.to_owned(),
+                value: Arc::new(value),
+            };
+            results.push(Ok((
+                WriteOutcome {
+                    rev,
+                    previous: current,
+                    changed: true,
+                },
+                Some(event),
+            )));
+        }
+        drop(committed_objects);
+        drop(committed_fences);
+        drop(txn);
+        stage.marks = Some(Marks {
+            revision,
+            oldest_kept,
+        });
+        for (key, bytes) in raft {
+            stage.raft.insert((*key).to_owned(), bytes.clone());
+        }
+        if durable {
+            self.commit(&pending, &stage)?;
+            *pending = Pending::default();
+        } else {
+            let Pending {
+                objects,
+                events,
+                fences,
+                raft,
+                marks,
+            } = stage;
+            pending.objects.extend(objects);
+            pending.events.extend(events);
+            pending.events = pending.events.split_off(&oldest_kept);
+            pending.fences.extend(fences);
+            pending.raft.extend(raft);
+            pending.marks = marks;
+        }
+        Ok(results)
+    }
+
+    /// Commits the pending changes, then the later ones in `stage`, in one durable
+    /// transaction.
+    fn commit(&self, pending: &Pending, stage: &Pending) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut objects = txn.open_table(OBJECTS)?;
+            let mut events = txn.open_table(EVENTS)?;
+            let mut fences = txn.open_table(FENCES)?;
+            let mut raft = txn.open_table(RAFT)?;
+            let mut meta = txn.open_table(META)?;
+            for layer in [pending, stage] {
+                for (key, value) in &layer.objects {
+                    match value {
+                        Some(bytes) => {
+                            objects.insert(key.as_str(), bytes.as_slice())?;
+                        }
+                        None => {
+                            objects.remove(key.as_str())?;
+                        }
+                    }
+                }
+                for (rev, bytes) in &layer.events {
+                    events.insert(*rev, bytes.as_slice())?;
+                }
+                for (name, token) in &layer.fences {
+                    fences.insert(name.as_str(), *token)?;
+                }
+                for (key, bytes) in &layer.raft {
+                    raft.insert(key.as_str(), bytes.as_slice())?;
+                }
+            }
+            if let Some(marks) = stage.marks.or(pending.marks) {
+                meta.insert("revision", marks.revision)?;
+                meta.insert("oldest_kept", marks.oldest_kept)?;
+                events.retain_in(..marks.oldest_kept, |_, _| false)?;
             }
         }
         txn.commit()?;
-        Ok(results)
+        Ok(())
+    }
+
+    /// Commits whatever is pending, durably.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut pending = self.pending_mut();
+        if !pending.is_empty() {
+            self.commit(&pending, &Pending::default())?;
+            *pending = Pending::default();
+        }
+        Ok(())
     }
 
     /// The Raft bookkeeping stored under `key`.
     pub fn raft_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let pending = self.pending();
+        if let Some(bytes) = pending.raft.get(key) {
+            return Ok(Some(bytes.clone()));
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(RAFT)?;
         Ok(table.get(key)?.map(|g| g.value().to_vec()))
@@ -372,7 +541,14 @@ impl ShardDb {
     /// The whole state (objects, retained history, marks) and the Raft bookkeeping under
     /// `raft_keys`, read at one point in time.
     pub fn export(&self, raft_keys: &[&str]) -> Result<(Image, RaftValues), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = {
+            let mut pending = self.pending_mut();
+            if !pending.is_empty() {
+                self.commit(&pending, &Pending::default())?;
+                *pending = Pending::default();
+            }
+            self.db.begin_read()?
+        };
         let meta = txn.open_table(META)?;
         let revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
         let oldest_kept = meta.get("oldest_kept")?.map(|g| g.value()).unwrap_or(1);
@@ -416,6 +592,7 @@ impl ShardDb {
         raft: &[(&str, Vec<u8>)],
         snapshot: (&[u8], &[u8]),
     ) -> Result<(), StoreError> {
+        let mut pending = self.pending_mut();
         let txn = self.db.begin_write()?;
         {
             let mut objects = txn.open_table(OBJECTS)?;
@@ -446,17 +623,27 @@ impl ShardDb {
             stored.insert("data", snapshot.1)?;
         }
         txn.commit()?;
+        // What was pending is older than the image, which replaces it.
+        *pending = Pending::default();
         Ok(())
     }
 
     /// The events after `from` under `prefix`, oldest first.
     pub fn events_after(&self, from: u64, prefix: &str) -> Result<Vec<StoreEvent>, StoreError> {
+        let pending = self.pending();
         let txn = self.db.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let mut out = Vec::new();
         for entry in table.range(from + 1..)? {
             let (rev, bytes) = entry?;
             let event = decode_event(self.shard, rev.value(), bytes.value())?;
+            if event.key.starts_with(prefix) {
+                out.push(event);
+            }
+        }
+        // Pending events are all newer than the committed ones.
+        for (rev, bytes) in pending.events.range(from + 1..) {
+            let event = decode_event(self.shard, *rev, bytes)?;
             if event.key.starts_with(prefix) {
                 out.push(event);
             }
@@ -641,5 +828,82 @@ mod tests {
         assert_eq!(db.raft_get("applied").expect("get"), Some(b"a".to_vec()));
         drop(db);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Everything a reader can see of a shard.
+    fn view(db: &ShardDb) -> (Marks, Vec<(String, Stored)>, Vec<StoreEvent>) {
+        let marks = db.marks().expect("marks");
+        let (list, at) = db.list("/").expect("list");
+        assert_eq!(at, marks.revision);
+        for (key, stored) in &list {
+            assert_eq!(db.get(key).expect("get").as_ref(), Some(stored));
+        }
+        let events = db
+            .events_after(marks.oldest_kept.saturating_sub(1), "/")
+            .expect("events");
+        (marks, list, events)
+    }
+
+    #[test]
+    fn batches_kept_in_memory_read_as_if_committed_and_commit_whole() {
+        use rand::{Rng, SeedableRng};
+        let seed = rand::random::<u64>();
+        println!("seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (reference, ref_dir) = temp_db("layers-ref");
+        let (layered, dir) = temp_db("layers");
+        let keys = ["/a", "/b/1", "/b/2", "/b/3", "/c"];
+        for round in 0..200 {
+            let batch: Vec<Proposal> = (0..rng.random_range(1..6))
+                .map(|_| {
+                    let key = keys[rng.random_range(0..keys.len())].to_owned();
+                    let value = vec![rng.random_range(0..4u8)];
+                    Proposal::write(match rng.random_range(0..3) {
+                        0 => WriteOp::Create { key, value },
+                        1 => WriteOp::Update {
+                            key,
+                            value,
+                            expected: None,
+                        },
+                        _ => WriteOp::Delete {
+                            key,
+                            expected: None,
+                        },
+                    })
+                })
+                .collect();
+            let durable = rng.random_range(0..8) == 0;
+            let want = reference
+                .apply_batch(&batch, &[], 7, true)
+                .expect("reference");
+            let got = layered
+                .apply_batch(&batch, &[], 7, durable)
+                .expect("layered");
+            assert_eq!(got, want, "seed {seed}, round {round}");
+            assert_eq!(view(&layered), view(&reference), "seed {seed}, round {round}");
+        }
+        // What is pending is lost when the process goes; what was committed stays.
+        let committed = {
+            layered.flush().expect("flush");
+            view(&layered)
+        };
+        layered
+            .apply_batch(
+                &[Proposal::write(WriteOp::Create {
+                    key: "/z".into(),
+                    value: vec![1],
+                })],
+                &[],
+                7,
+                false,
+            )
+            .expect("pending");
+        drop(layered);
+        let reopened = ShardDb::open(&dir.join("s.redb"), 0).expect("reopen");
+        assert_eq!(view(&reopened), committed);
+        assert_eq!(committed, view(&reference));
+        drop(reopened);
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(ref_dir);
     }
 }

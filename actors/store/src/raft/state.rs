@@ -16,9 +16,9 @@ use crate::watch::WatchHub;
 const APPLIED: &str = "applied";
 const MEMBERSHIP: &str = "membership";
 
-/// Applied batches reach the disk without a flush of their own (the Raft log is durable
+/// Applied batches are kept in memory over the shard database (the Raft log is durable
 /// already, and replays whatever a crash loses); one in this many entries, or once this long
-/// after the last, is flushed, which bounds the replay after a crash.
+/// after the last, commits them all to the database, which bounds the replay after a crash.
 const FLUSH_EVERY_ENTRIES: u64 = 5_000;
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -178,13 +178,17 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
         let db = self.db.clone();
         let limit = self.history_limit;
         let durable = self.flushes.due(slots.len() as u64);
-        let results = self
-            .io
-            .run(move || {
-                let raft: Vec<(&str, Vec<u8>)> = raft;
-                db.apply_batch(&ops, &raft, limit, durable)
-            })
-            .await?;
+        let batch = move || {
+            let raft: Vec<(&str, Vec<u8>)> = raft;
+            db.apply_batch(&ops, &raft, limit, durable)
+        };
+        // A batch that is not committed to the database stays in memory (reads of committed
+        // pages aside), so it runs here; one that commits goes to the blocking pool.
+        let results = if durable {
+            self.io.run(batch).await?
+        } else {
+            batch().map_err(std::io::Error::other)?
+        };
         let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(results.len());
         for result in results {
