@@ -114,7 +114,7 @@ pub struct Image {
 pub type RaftValues = Vec<Option<Vec<u8>>>;
 
 /// Changes applied since the last commit to the database.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Pending {
     /// key → its new stored form, or `None` once deleted.
     objects: BTreeMap<String, Option<Vec<u8>>>,
@@ -127,6 +127,18 @@ struct Pending {
 }
 
 impl Pending {
+    /// Takes in `newer`'s changes, which win over these.
+    fn absorb(&mut self, newer: Pending) {
+        self.objects.extend(newer.objects);
+        self.events.extend(newer.events);
+        self.fences.extend(newer.fences);
+        self.raft.extend(newer.raft);
+        if let Some(marks) = newer.marks {
+            self.events = self.events.split_off(&marks.oldest_kept);
+            self.marks = Some(marks);
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.objects.is_empty()
             && self.events.is_empty()
@@ -136,12 +148,42 @@ impl Pending {
     }
 }
 
+/// The changes not yet in the database: those being committed, and those applied since.
+#[derive(Debug, Default)]
+struct Layers {
+    active: Pending,
+    /// Sealed for a commit that is writing them (or failed to, and will retry).
+    sealed: Option<Arc<Pending>>,
+}
+
+impl Layers {
+    /// The pending layers, newest first.
+    fn newest_first(&self) -> impl Iterator<Item = &Pending> {
+        std::iter::once(&self.active).chain(self.sealed.as_deref())
+    }
+
+    fn object(&self, key: &str) -> Option<&Option<Vec<u8>>> {
+        self.newest_first().find_map(|l| l.objects.get(key))
+    }
+
+    fn fence(&self, name: &str) -> Option<u64> {
+        self.newest_first()
+            .find_map(|l| l.fences.get(name).copied())
+    }
+
+    fn marks(&self) -> Option<Marks> {
+        self.newest_first().find_map(|l| l.marks)
+    }
+}
+
 /// One shard's database. Cheap to clone; methods that reach the database block on disk.
 #[derive(Clone)]
 pub struct ShardDb {
     db: Arc<Database>,
     shard: u32,
-    pending: Arc<RwLock<Pending>>,
+    pending: Arc<RwLock<Layers>>,
+    /// Held by the one commit of pending changes that may run at a time.
+    committing: Arc<std::sync::Mutex<()>>,
 }
 
 /// The committed marks as a read transaction sees them.
@@ -189,10 +231,11 @@ impl ShardDb {
             db: Arc::new(db),
             shard,
             pending: Arc::default(),
+            committing: Arc::default(),
         })
     }
 
-    fn pending(&self) -> RwLockReadGuard<'_, Pending> {
+    fn pending(&self) -> RwLockReadGuard<'_, Layers> {
         // Pending changes are made whole before the lock is let go (a batch's are staged
         // first), so a panic elsewhere leaves them consistent.
         self.pending
@@ -200,7 +243,7 @@ impl ShardDb {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn pending_mut(&self) -> RwLockWriteGuard<'_, Pending> {
+    fn pending_mut(&self) -> RwLockWriteGuard<'_, Layers> {
         self.pending
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -214,7 +257,7 @@ impl ShardDb {
     /// The current revision and the oldest retained one.
     pub fn marks(&self) -> Result<Marks, StoreError> {
         let pending = self.pending();
-        match pending.marks {
+        match pending.marks() {
             Some(marks) => Ok(marks),
             None => read_marks(&self.db.begin_read()?),
         }
@@ -223,7 +266,7 @@ impl ShardDb {
     /// The value at `key`.
     pub fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
         let pending = self.pending();
-        if let Some(found) = pending.objects.get(key) {
+        if let Some(found) = pending.object(key) {
             return found.as_deref().map(decode_object).transpose();
         }
         let txn = self.db.begin_read()?;
@@ -236,20 +279,27 @@ impl ShardDb {
     pub fn list(&self, prefix: &str) -> Result<(Vec<(String, Stored)>, u64), StoreError> {
         let pending = self.pending();
         let txn = self.db.begin_read()?;
-        let revision = match pending.marks {
+        let revision = match pending.marks() {
             Some(marks) => marks.revision,
             None => read_marks(&txn)?.revision,
         };
         let table = txn.open_table(OBJECTS)?;
         let mut out = Vec::new();
-        let mut changed = pending
-            .objects
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .peekable();
+        // The pending changes under the prefix, the newer layer's winning.
+        let mut overlay: BTreeMap<&String, &Option<Vec<u8>>> = BTreeMap::new();
+        let layers: Vec<&Pending> = pending.newest_first().collect();
+        for layer in layers.into_iter().rev() {
+            overlay.extend(
+                layer
+                    .objects
+                    .range::<str, _>((
+                        std::ops::Bound::Included(prefix),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .take_while(|(k, _)| k.starts_with(prefix)),
+            );
+        }
+        let mut changed = overlay.into_iter().peekable();
         for entry in table.range(prefix..)? {
             let (k, v) = entry?;
             let key = k.value();
@@ -310,7 +360,7 @@ impl ShardDb {
         let txn = self.db.begin_read()?;
         let committed_objects = txn.open_table(OBJECTS)?;
         let committed_fences = txn.open_table(FENCES)?;
-        let marks = match pending.marks {
+        let marks = match pending.marks() {
             Some(marks) => marks,
             None => read_marks(&txn)?,
         };
@@ -319,9 +369,14 @@ impl ShardDb {
         // This batch's changes, staged apart so that a failed read leaves nothing half made.
         let mut stage = Pending::default();
         let fence_of =
-            |stage: &Pending, pending: &Pending, name: &str| -> Result<Option<u64>, StoreError> {
-                if let Some(token) = stage.fences.get(name).or_else(|| pending.fences.get(name)) {
-                    return Ok(Some(*token));
+            |stage: &Pending, pending: &Layers, name: &str| -> Result<Option<u64>, StoreError> {
+                if let Some(token) = stage
+                    .fences
+                    .get(name)
+                    .copied()
+                    .or_else(|| pending.fence(name))
+                {
+                    return Ok(Some(token));
                 }
                 Ok(committed_fences.get(name)?.map(|g| g.value()))
             };
@@ -359,7 +414,7 @@ impl ShardDb {
                 }
             }
             let key = op.key();
-            let current = match stage.objects.get(key).or_else(|| pending.objects.get(key)) {
+            let current = match stage.objects.get(key).or_else(|| pending.object(key)) {
                 Some(found) => found.as_deref().map(decode_object).transpose()?,
                 None => committed_objects
                     .get(key)?
@@ -433,30 +488,66 @@ impl ShardDb {
         for (key, bytes) in raft {
             stage.raft.insert((*key).to_owned(), bytes.clone());
         }
+        let Pending {
+            objects,
+            events,
+            fences,
+            raft,
+            marks,
+        } = stage;
+        let active = &mut pending.active;
+        active.objects.extend(objects);
+        active.events.extend(events);
+        active.events = active.events.split_off(&oldest_kept);
+        active.fences.extend(fences);
+        active.raft.extend(raft);
+        active.marks = marks;
+        drop(pending);
         if durable {
-            self.commit(&pending, &stage)?;
-            *pending = Pending::default();
-        } else {
-            let Pending {
-                objects,
-                events,
-                fences,
-                raft,
-                marks,
-            } = stage;
-            pending.objects.extend(objects);
-            pending.events.extend(events);
-            pending.events = pending.events.split_off(&oldest_kept);
-            pending.fences.extend(fences);
-            pending.raft.extend(raft);
-            pending.marks = marks;
+            self.commit_pending()?;
         }
         Ok(results)
     }
 
-    /// Commits the pending changes, then the later ones in `stage`, in one durable
-    /// transaction.
-    fn commit(&self, pending: &Pending, stage: &Pending) -> Result<(), StoreError> {
+    /// Commits the pending changes to the database in one durable transaction. Reads and
+    /// batches go on meanwhile: the changes are sealed first, and later batches gather
+    /// apart. One commit runs at a time; a failed one is retried by the next.
+    pub fn commit_pending(&self) -> Result<(), StoreError> {
+        let _one = self
+            .committing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(sealed) = self.seal() else {
+            return Ok(());
+        };
+        self.write_layer(&sealed)?;
+        self.pending_mut().sealed = None;
+        Ok(())
+    }
+
+    /// Seals the pending changes for a commit (with those of a commit that failed, under
+    /// them); `None` when there are none.
+    fn seal(&self) -> Option<Arc<Pending>> {
+        let mut layers = self.pending_mut();
+        let active = std::mem::take(&mut layers.active);
+        let sealed = match layers.sealed.take() {
+            Some(failed) => {
+                let mut merged = Pending::clone(&failed);
+                merged.absorb(active);
+                merged
+            }
+            None => active,
+        };
+        if sealed.is_empty() {
+            return None;
+        }
+        let sealed = Arc::new(sealed);
+        layers.sealed = Some(sealed.clone());
+        Some(sealed)
+    }
+
+    /// Writes one layer of changes in one durable transaction.
+    fn write_layer(&self, layer: &Pending) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut objects = txn.open_table(OBJECTS)?;
@@ -464,28 +555,26 @@ impl ShardDb {
             let mut fences = txn.open_table(FENCES)?;
             let mut raft = txn.open_table(RAFT)?;
             let mut meta = txn.open_table(META)?;
-            for layer in [pending, stage] {
-                for (key, value) in &layer.objects {
-                    match value {
-                        Some(bytes) => {
-                            objects.insert(key.as_str(), bytes.as_slice())?;
-                        }
-                        None => {
-                            objects.remove(key.as_str())?;
-                        }
+            for (key, value) in &layer.objects {
+                match value {
+                    Some(bytes) => {
+                        objects.insert(key.as_str(), bytes.as_slice())?;
+                    }
+                    None => {
+                        objects.remove(key.as_str())?;
                     }
                 }
-                for (rev, bytes) in &layer.events {
-                    events.insert(*rev, bytes.as_slice())?;
-                }
-                for (name, token) in &layer.fences {
-                    fences.insert(name.as_str(), *token)?;
-                }
-                for (key, bytes) in &layer.raft {
-                    raft.insert(key.as_str(), bytes.as_slice())?;
-                }
             }
-            if let Some(marks) = stage.marks.or(pending.marks) {
+            for (rev, bytes) in &layer.events {
+                events.insert(*rev, bytes.as_slice())?;
+            }
+            for (name, token) in &layer.fences {
+                fences.insert(name.as_str(), *token)?;
+            }
+            for (key, bytes) in &layer.raft {
+                raft.insert(key.as_str(), bytes.as_slice())?;
+            }
+            if let Some(marks) = layer.marks {
                 meta.insert("revision", marks.revision)?;
                 meta.insert("oldest_kept", marks.oldest_kept)?;
                 events.retain_in(..marks.oldest_kept, |_, _| false)?;
@@ -495,20 +584,10 @@ impl ShardDb {
         Ok(())
     }
 
-    /// Commits whatever is pending, durably.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        let mut pending = self.pending_mut();
-        if !pending.is_empty() {
-            self.commit(&pending, &Pending::default())?;
-            *pending = Pending::default();
-        }
-        Ok(())
-    }
-
     /// The Raft bookkeeping stored under `key`.
     pub fn raft_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let pending = self.pending();
-        if let Some(bytes) = pending.raft.get(key) {
+        if let Some(bytes) = pending.newest_first().find_map(|l| l.raft.get(key)) {
             return Ok(Some(bytes.clone()));
         }
         let txn = self.db.begin_read()?;
@@ -541,14 +620,10 @@ impl ShardDb {
     /// The whole state (objects, retained history, marks) and the Raft bookkeeping under
     /// `raft_keys`, read at one point in time.
     pub fn export(&self, raft_keys: &[&str]) -> Result<(Image, RaftValues), StoreError> {
-        let txn = {
-            let mut pending = self.pending_mut();
-            if !pending.is_empty() {
-                self.commit(&pending, &Pending::default())?;
-                *pending = Pending::default();
-            }
-            self.db.begin_read()?
-        };
+        // The database alone is a consistent state (a commit writes the Raft values with the
+        // changes they describe), and with everything pending committed, a current one.
+        self.commit_pending()?;
+        let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
         let revision = meta.get("revision")?.map(|g| g.value()).unwrap_or(0);
         let oldest_kept = meta.get("oldest_kept")?.map(|g| g.value()).unwrap_or(1);
@@ -592,6 +667,10 @@ impl ShardDb {
         raft: &[(&str, Vec<u8>)],
         snapshot: (&[u8], &[u8]),
     ) -> Result<(), StoreError> {
+        let _one = self
+            .committing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut pending = self.pending_mut();
         let txn = self.db.begin_write()?;
         {
@@ -624,7 +703,7 @@ impl ShardDb {
         }
         txn.commit()?;
         // What was pending is older than the image, which replaces it.
-        *pending = Pending::default();
+        *pending = Layers::default();
         Ok(())
     }
 
@@ -634,19 +713,29 @@ impl ShardDb {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let mut out = Vec::new();
+        let mut last = from;
         for entry in table.range(from + 1..)? {
             let (rev, bytes) = entry?;
-            let event = decode_event(self.shard, rev.value(), bytes.value())?;
+            last = rev.value();
+            let event = decode_event(self.shard, last, bytes.value())?;
             if event.key.starts_with(prefix) {
                 out.push(event);
             }
         }
-        // Pending events are all newer than the committed ones.
-        for (rev, bytes) in pending.events.range(from + 1..) {
-            let event = decode_event(self.shard, *rev, bytes)?;
-            if event.key.starts_with(prefix) {
-                out.push(event);
+        // Pending events are newer than the committed ones, the active layer's than the
+        // sealed one's; a sealed layer just committed is in the database already.
+        let layers: Vec<&Pending> = pending.newest_first().collect();
+        for layer in layers.into_iter().rev() {
+            for (rev, bytes) in layer.events.range(last + 1..) {
+                let event = decode_event(self.shard, *rev, bytes)?;
+                if event.key.starts_with(prefix) {
+                    out.push(event);
+                }
             }
+            last = layer
+                .events
+                .last_key_value()
+                .map_or(last, |(rev, _)| last.max(*rev));
         }
         Ok(out)
     }
@@ -873,6 +962,10 @@ mod tests {
                 })
                 .collect();
             let durable = rng.random_range(0..8) == 0;
+            if rng.random_range(0..8) == 0 {
+                // As if a commit were writing (or had failed to write) what is pending.
+                layered.seal();
+            }
             let want = reference
                 .apply_batch(&batch, &[], 7, true)
                 .expect("reference");
@@ -880,11 +973,15 @@ mod tests {
                 .apply_batch(&batch, &[], 7, durable)
                 .expect("layered");
             assert_eq!(got, want, "seed {seed}, round {round}");
-            assert_eq!(view(&layered), view(&reference), "seed {seed}, round {round}");
+            assert_eq!(
+                view(&layered),
+                view(&reference),
+                "seed {seed}, round {round}"
+            );
         }
         // What is pending is lost when the process goes; what was committed stays.
         let committed = {
-            layered.flush().expect("flush");
+            layered.commit_pending().expect("commit");
             view(&layered)
         };
         layered

@@ -84,6 +84,22 @@ impl ShardMachine {
         &self.hub
     }
 
+    /// Commits the pending batches to the database without holding up the batches after
+    /// them: on the blocking pool in a process, at once in a simulation. A failed commit is
+    /// retried by the next; meanwhile the Raft log holds what it would have saved.
+    fn commit_in_background(&self) {
+        let db = self.db.clone();
+        let commit = move || {
+            if let Err(err) = db.commit_pending() {
+                tracing::error!(shard = db.shard(), reason = %err, "committing applied writes failed");
+            }
+        };
+        match self.io {
+            Io::Inline => commit(),
+            Io::Blocking => drop(tokio::task::spawn_blocking(commit)),
+        }
+    }
+
     fn read_applied(db: &ShardDb) -> Result<(Option<LogId>, StoredMembership), StoreError> {
         let applied = match db.raft_get(APPLIED)? {
             Some(bytes) => decode::<Option<LogId>>(APPLIED, &bytes)?,
@@ -175,20 +191,15 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
         if let Some(m) = &membership {
             raft.push((MEMBERSHIP, encode(m).map_err(std::io::Error::other)?));
         }
-        let db = self.db.clone();
-        let limit = self.history_limit;
-        let durable = self.flushes.due(slots.len() as u64);
-        let batch = move || {
-            let raft: Vec<(&str, Vec<u8>)> = raft;
-            db.apply_batch(&ops, &raft, limit, durable)
-        };
-        // A batch that is not committed to the database stays in memory (reads of committed
-        // pages aside), so it runs here; one that commits goes to the blocking pool.
-        let results = if durable {
-            self.io.run(batch).await?
-        } else {
-            batch().map_err(std::io::Error::other)?
-        };
+        // The batch stays in memory over the database (reads of committed pages aside), so it
+        // runs here.
+        let results = self
+            .db
+            .apply_batch(&ops, &raft, self.history_limit, false)
+            .map_err(std::io::Error::other)?;
+        if self.flushes.due(slots.len() as u64) {
+            self.commit_in_background();
+        }
         let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(results.len());
         for result in results {
