@@ -101,16 +101,26 @@ where
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
     let put = Arc::new(put);
-    let end = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
+    // Every client makes one write before the clock starts, so that connections are set up
+    // (256 at once can overflow a listener's queue and wait a second for a retry) and the
+    // rows measure steady writes alone.
+    let ready = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let start = Arc::new(tokio::sync::OnceCell::new());
     let mut tasks = Vec::new();
     for c in 0..clients {
         let put = put.clone();
         let bar = bar.clone();
+        let ready = ready.clone();
+        let start = start.clone();
         let tag = format!("{system}-{replicas}-{clients}-{}", std::process::id());
         tasks.push(tokio::spawn(async move {
             let mut hist = histogram();
             let (mut n, mut errors) = (0u64, 0u64);
+            let _ = put(c, format!("/bench/{tag}/{c}/warm-up")).await;
+            ready.wait().await;
+            let end = *start
+                .get_or_init(|| async { Instant::now() + Duration::from_secs(seconds) })
+                .await;
             while Instant::now() < end {
                 let key = format!("/bench/{tag}/{c}/{n}");
                 let t = Instant::now();
@@ -126,6 +136,8 @@ where
             (hist, n - errors, errors)
         }));
     }
+    ready.wait().await;
+    let started = Instant::now();
     let mut all = histogram();
     let (mut writes, mut errors) = (0, 0);
     for t in tasks {
