@@ -12,6 +12,10 @@
 mod actors;
 mod store;
 
+/// The masters' allocator, so that the store is measured as it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

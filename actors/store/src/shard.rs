@@ -56,8 +56,8 @@ pub enum ShardMsg {
 /// The Raft timing of every shard group: heartbeats every 80 ms, elections after 250 to
 /// 500 ms of silence. A voter keeps honouring the old leader's lease (the longest election
 /// timeout) before it votes anew, so a dead leader is replaced within about a second; a
-/// snapshot every
-/// 5,000 entries, keeping 1,000 entries behind it for followers that lag a little.
+/// snapshot every 5,000 entries (up to 7,500 once staggered per replica), keeping 1,000
+/// entries behind it for followers that lag a little.
 pub fn raft_config() -> Result<Arc<openraft::Config>, StoreError> {
     let config = openraft::Config {
         cluster_name: "shoal".into(),
@@ -66,12 +66,29 @@ pub fn raft_config() -> Result<Arc<openraft::Config>, StoreError> {
         election_timeout_max: 500,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
         max_in_snapshot_log_to_keep: 1000,
+        // Above the staggered snapshot thresholds (up to one and a half times the policy's).
+        replication_lag_threshold: 10_000,
         ..Default::default()
     };
     config
         .validate()
         .map(Arc::new)
         .map_err(|e| StoreError::Storage(format!("raft configuration: {e}")))
+}
+
+/// `config` with its snapshot threshold moved up by a part of itself that differs by group
+/// and member, so that the replicas of a master, and of a group, do not all build their
+/// snapshots at the same moment under an even load.
+fn staggered(config: &Arc<openraft::Config>, group: u32, id: NodeId) -> Arc<openraft::Config> {
+    let openraft::SnapshotPolicy::LogsSinceLast(every) = config.snapshot_policy else {
+        return config.clone();
+    };
+    let spread = (every / 2).max(1);
+    let offset = (u64::from(group).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ id) % spread;
+    Arc::new(openraft::Config {
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(every + offset),
+        ..(**config).clone()
+    })
 }
 
 /// What a shard starts from.
@@ -131,7 +148,7 @@ pub async fn start_replica(args: &ShardArgs) -> Result<Replica, ActorProcessingE
         args.seed,
         openraft::Raft::new(
             args.id,
-            args.config.clone(),
+            staggered(&args.config, args.group, args.id),
             network,
             args.log.clone(),
             machine.clone(),
