@@ -232,3 +232,36 @@ impl Actor for Shard {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threshold(config: &openraft::Config) -> u64 {
+        match config.snapshot_policy {
+            openraft::SnapshotPolicy::LogsSinceLast(n) => n,
+            openraft::SnapshotPolicy::Never => panic!("no snapshots"),
+        }
+    }
+
+    #[test]
+    fn snapshot_thresholds_are_spread_over_groups_and_members() {
+        let config = raft_config().expect("config");
+        let base = threshold(&config);
+        let mut seen = std::collections::BTreeSet::new();
+        for group in 0..8 {
+            for id in [1, 2, 3, 0x1234_5678_9abc] {
+                let staggered = staggered(&config, group, id);
+                let n = threshold(&staggered);
+                assert!(
+                    (base..base + base / 2).contains(&n),
+                    "group {group}, member {id}: {n}"
+                );
+                assert!(n < config.replication_lag_threshold);
+                assert!((*staggered).clone().validate().is_ok());
+                seen.insert(n);
+            }
+        }
+        assert!(seen.len() >= 24, "only {} distinct thresholds", seen.len());
+    }
+}
