@@ -1,12 +1,13 @@
 //! Raft and client requests over loopback TCP for the in-process masters: one request per
-//! connection at a time, connections pooled.
+//! connection at a time, connections pooled. Reads are buffered, so that a frame's length
+//! and body usually come in with one receive.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_store::raft::{Member, RaftHost, Wire, WireFuture};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Frames: a u32 length, then the bytes. A response's first byte is 0 (bytes follow) or 1
@@ -21,7 +22,7 @@ async fn write_frame(stream: &mut TcpStream, tag: Option<u8>, body: &[u8]) -> st
     stream.write_all(&out).await
 }
 
-async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+async fn read_frame(stream: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
@@ -31,7 +32,7 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 
 #[derive(Clone, Default)]
 pub struct TcpWire {
-    pools: Arc<Mutex<HashMap<String, Vec<TcpStream>>>>,
+    pools: Arc<Mutex<HashMap<String, Vec<BufReader<TcpStream>>>>>,
 }
 
 impl TcpWire {
@@ -47,10 +48,10 @@ impl TcpWire {
             None => {
                 let s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
                 s.set_nodelay(true).map_err(|e| e.to_string())?;
-                s
+                BufReader::new(s)
             }
         };
-        write_frame(&mut stream, None, request)
+        write_frame(stream.get_mut(), None, request)
             .await
             .map_err(|e| e.to_string())?;
         let mut reply = read_frame(&mut stream).await.map_err(|e| e.to_string())?;
@@ -87,14 +88,15 @@ impl Wire for TcpWire {
 /// connection with it).
 pub async fn serve(listener: TcpListener, host: RaftHost) {
     let mut connections = tokio::task::JoinSet::new();
-    while let Ok((mut stream, _)) = listener.accept().await {
+    while let Ok((stream, _)) = listener.accept().await {
         let _ = stream.set_nodelay(true);
+        let mut stream = BufReader::new(stream);
         let host = host.clone();
         connections.spawn(async move {
             while let Ok(request) = read_frame(&mut stream).await {
                 let written = match host.handle(&request).await {
-                    Ok(reply) => write_frame(&mut stream, Some(0), &reply).await,
-                    Err(why) => write_frame(&mut stream, Some(1), why.as_bytes()).await,
+                    Ok(reply) => write_frame(stream.get_mut(), Some(0), &reply).await,
+                    Err(why) => write_frame(stream.get_mut(), Some(1), why.as_bytes()).await,
                 };
                 if written.is_err() {
                     break;

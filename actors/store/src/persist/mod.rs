@@ -118,6 +118,9 @@ pub struct Image {
 /// Raft bookkeeping values read back, one per key asked for.
 pub type RaftValues = Vec<Option<Vec<u8>>>;
 
+/// A Raft snapshot as stored: its encoded metadata, then its data.
+pub type SnapshotBytes = (Vec<u8>, Vec<u8>);
+
 /// One shard's database. Cheap to clone; methods that reach the database block on disk.
 #[derive(Clone)]
 pub struct ShardDb {
@@ -449,8 +452,8 @@ impl ShardDb {
         Ok(table.get(key)?.map(|g| g.value().to_vec()))
     }
 
-    /// The current Raft snapshot: its metadata and data.
-    pub fn snapshot(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    /// The current Raft snapshot: its encoded metadata and data.
+    pub fn snapshot(&self) -> Result<Option<SnapshotBytes>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SNAPSHOT)?;
         let (Some(meta), Some(data)) = (table.get("meta")?, table.get("data")?) else {

@@ -7,6 +7,7 @@
 
 pub mod balance;
 pub mod journal;
+mod lane;
 pub mod legacy;
 mod log;
 pub mod net;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -18,7 +18,9 @@ use openraft::raft::{
 use openraft::{OptionalSend, RaftNetworkFactory};
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
+use super::lane;
 use super::replica::Replica;
 use super::{Member, NodeId, ShardRaft, Snapshot, SnapshotMeta, Vote, decode, encode};
 use crate::error::StoreError;
@@ -64,7 +66,9 @@ pub enum MemberChange {
 /// Everything one master asks another about a shard group.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RaftRequest {
-    Append(u32, AppendEntriesRequest<ShardRaft>),
+    /// Appends of several groups, from their leader here to one follower (see
+    /// [`super::lane`]); no group appears twice.
+    Appends(Vec<(u32, AppendEntriesRequest<ShardRaft>)>),
     Vote(u32, VoteRequest<ShardRaft>),
     PreVote(u32, VoteRequest<ShardRaft>),
     Snapshot {
@@ -91,7 +95,8 @@ pub enum RaftRequest {
 /// replica is stopping or missing).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RaftResponse {
-    Append(Result<AppendEntriesResponse<ShardRaft>, String>),
+    /// One answer per append, in the request's order.
+    Appends(Vec<Result<AppendEntriesResponse<ShardRaft>, String>>),
     Vote(Result<VoteResponse<ShardRaft>, String>),
     Snapshot(Result<SnapshotResponse<ShardRaft>, String>),
     Client(ClientReply),
@@ -147,15 +152,18 @@ impl RaftHost {
     async fn dispatch(&self, request: RaftRequest) -> Result<RaftResponse, String> {
         let missing = |g: u32| format!("shard {g} has no replica here");
         Ok(match request {
-            RaftRequest::Append(group, rpc) => {
-                let replica = self.replica(group).ok_or_else(|| missing(group))?;
-                RaftResponse::Append(
+            RaftRequest::Appends(appends) => {
+                // The groups' replicas take their appends side by side; all of them usually
+                // become durable with the same journal flush.
+                let answers = appends.into_iter().map(|(group, rpc)| async move {
+                    let replica = self.replica(group).ok_or_else(|| missing(group))?;
                     replica
                         .raft()
                         .append_entries(rpc)
                         .await
-                        .map_err(|e| e.to_string()),
-                )
+                        .map_err(|e| e.to_string())
+                });
+                RaftResponse::Appends(futures::future::join_all(answers).await)
             }
             RaftRequest::Vote(group, rpc) => {
                 let replica = self.replica(group).ok_or_else(|| missing(group))?;
@@ -246,7 +254,9 @@ impl ClientReply {
 pub struct Router {
     wire: Arc<dyn Wire>,
     /// Who each member is, for members the caller has not been told about in a membership.
-    members: Arc<RwLock<HashMap<NodeId, Member>>>,
+    members: lane::Members,
+    /// The queue of appends to each member, started on first use.
+    lanes: Arc<Mutex<HashMap<NodeId, mpsc::UnboundedSender<lane::Queued>>>>,
 }
 
 impl Router {
@@ -255,6 +265,24 @@ impl Router {
         Router {
             wire,
             members: Arc::default(),
+            lanes: Arc::default(),
+        }
+    }
+
+    /// Queues an append for the lane to `target`, starting the lane if it has none.
+    fn enqueue(&self, target: NodeId, queued: lane::Queued) -> Result<(), String> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let lane = lanes
+            .entry(target)
+            .or_insert_with(|| lane::start(self.wire.clone(), self.members.clone(), target));
+        match lane.send(queued) {
+            Ok(()) => Ok(()),
+            // The lane's task is gone (its runtime shut down): start a new one.
+            Err(mpsc::error::SendError(queued)) => {
+                *lane = lane::start(self.wire.clone(), self.members.clone(), target);
+                lane.send(queued)
+                    .map_err(|_| "the append lane stopped".to_owned())
+            }
         }
     }
 
@@ -314,13 +342,19 @@ impl GroupRouter<ShardRaft, u32> for Router {
         rpc: AppendEntriesRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<ShardRaft>, RPCError<ShardRaft>> {
-        let request = RaftRequest::Append(group, rpc);
-        self.ask(target, request, &option, |r| match r {
-            RaftResponse::Append(r) => Some(r),
-            _ => None,
-        })
-        .await
-        .map_err(RPCError::Unreachable)
+        let (reply, answer) = oneshot::channel();
+        let queued = lane::Queued {
+            group,
+            rpc,
+            timeout: option.soft_ttl(),
+            reply,
+        };
+        let unreachable = |why: String| RPCError::Unreachable(Unreachable::from_string(why));
+        self.enqueue(target, queued).map_err(unreachable)?;
+        match answer.await {
+            Ok(result) => result.map_err(unreachable),
+            Err(_) => Err(unreachable("the append lane stopped".into())),
+        }
     }
 
     async fn vote(

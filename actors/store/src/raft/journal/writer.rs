@@ -103,11 +103,12 @@ impl Writer {
             for job in jobs {
                 job.done.complete(result.clone());
             }
-            if self.failed.is_none() && self.segment.end >= self.rotate_at {
-                if let Err(err) = self.rotate() {
-                    tracing::error!(reason = %err, "the Raft journal cannot start a new segment");
-                    self.failed = Some(err.to_string());
-                }
+            if self.failed.is_none()
+                && self.segment.end >= self.rotate_at
+                && let Err(err) = self.rotate()
+            {
+                tracing::error!(reason = %err, "the Raft journal cannot start a new segment");
+                self.failed = Some(err.to_string());
             }
         }
     }
