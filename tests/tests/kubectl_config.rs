@@ -1,5 +1,5 @@
-//! ConfigMaps and Secrets through kubectl 1.32 and 1.20: creation, tables, `stringData`, and
-//! field selectors.
+//! ConfigMaps and Secrets through kubectl 1.32 and 1.20: creation (1.32's generators send
+//! protobuf bodies, 1.20's JSON), tables, `stringData`, and field selectors.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use shoal_tests::{Cluster, Kubectl};
 #[test]
 fn configmaps_and_secrets_are_stored_and_listed_like_kubernetes() {
     let cluster = Cluster::start("config", &[]);
-    // kubectl 1.20's generators send JSON (1.32's send protobuf, served with issue 5).
+    // kubectl 1.20's generators send JSON.
     let out = cluster.kubectl_ok(
         Kubectl::V120,
         &[
@@ -31,6 +31,38 @@ fn configmaps_and_secrets_are_stored_and_listed_like_kubernetes() {
         ],
     );
     assert!(out.contains("secret/creds created"), "{out}");
+    // kubectl 1.32's send protobuf: a namespace, and a configmap and a secret in it.
+    let out = cluster.kubectl_ok(Kubectl::V132, &["create", "namespace", "team"]);
+    assert!(out.contains("namespace/team created"), "{out}");
+    let in_team = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-n", "team"]);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    for args in [
+        in_team(&["create", "configmap", "tuned", "--from-literal=mode=slow"]),
+        in_team(&[
+            "create",
+            "secret",
+            "generic",
+            "keys",
+            "--from-literal=pin=1234",
+        ]),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = cluster.kubectl_ok(Kubectl::V132, &args);
+        assert!(out.contains(" created"), "{out}");
+    }
+    for (what, path, want) in [
+        ("configmap", "{.data.mode}", "slow"),
+        ("secret", "{.data.pin}", "MTIzNA=="),
+    ] {
+        let name = if what == "configmap" { "tuned" } else { "keys" };
+        let jsonpath = format!("jsonpath={path}");
+        let args = in_team(&["get", what, name, "-o", &jsonpath]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(cluster.kubectl_ok(Kubectl::V120, &args), want, "{what}");
+    }
     let manifest = cluster.dir.join("secret.json");
     std::fs::write(&manifest, r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"tls-ish"},"type":"kubernetes.io/basic-auth","stringData":{"username":"admin"}}"#).expect("write");
     cluster.kubectl_ok(

@@ -13,6 +13,7 @@ pub mod http;
 pub mod negotiate;
 pub mod objects;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod server;
 pub mod table;

@@ -60,11 +60,16 @@ pub fn choose(accept: Option<&str>) -> Result<Representation, ApiError> {
     )))
 }
 
-/// Reads a request body as JSON bytes, converting YAML.
+/// Reads a request body as JSON bytes, converting YAML and Kubernetes protobuf.
 pub fn body_to_json(content_type: Option<&str>, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let media = content_type.map(|c| params(c).0).unwrap_or_default();
     match media.as_str() {
         "" | "application/json" => Ok(body.to_vec()),
+        "application/vnd.kubernetes.protobuf" => {
+            let value = crate::protobuf::decode_object(body)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            serde_json::to_vec(&value).map_err(|e| ApiError::BadRequest(e.to_string()))
+        }
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
             let value: serde_json::Value = serde_yaml::from_slice(body).map_err(|e| {
                 ApiError::BadRequest(format!("the request body is not valid YAML: {e}"))
@@ -150,6 +155,10 @@ mod tests {
         assert_eq!(
             body_to_json(Some("application/vnd.kubernetes.protobuf"), b"k8s\0")
                 .map_err(|e| e.code()),
+            Err(400)
+        );
+        assert_eq!(
+            body_to_json(Some("application/x-protobuf"), b"k8s\0").map_err(|e| e.code()),
             Err(415)
         );
     }
