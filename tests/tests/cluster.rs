@@ -427,6 +427,30 @@ fn a_node_with_a_wrong_token_or_hash_is_refused_and_nothing_changes() {
         text.ends_with("401") && !text.contains("master-1"),
         "{text}"
     );
+    let anonymous_review = Command::new("curl")
+        .args([
+            "-sk",
+            "-X",
+            "POST",
+            "-w",
+            "\n%{http_code}",
+            &format!(
+                "https://127.0.0.1:{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                cluster.api_port
+            ),
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&anonymous_review.stdout);
+    assert!(text.ends_with("401"), "{text}");
+    // `kubectl auth whoami` (1.32; 1.20 has no such command) names the admin and its groups.
+    let whoami = cluster.kubectl_ok(Kubectl::V132, &["auth", "whoami"]);
+    assert!(
+        whoami.contains("Username")
+            && whoami.contains("system:masters")
+            && whoami.contains("system:authenticated"),
+        "{whoami}"
+    );
     let plain = Command::new("curl")
         .args([
             "-s",

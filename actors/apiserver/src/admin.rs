@@ -15,7 +15,7 @@ use shoal_store::raft::{GroupView, MemberChange, MemberView, RaftHost};
 
 use crate::tls::Identity;
 
-fn status_response(err: &ApiError) -> Response {
+pub(crate) fn status_response(err: &ApiError) -> Response {
     let code = StatusCode::from_u16(err.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (code, Json(err.to_status())).into_response()
 }

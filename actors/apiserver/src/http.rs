@@ -378,10 +378,11 @@ fn streaming_response(
     response
 }
 
-/// The API router, with the admin routes.
+/// The API router, with the admin routes and the self-subject review.
 pub fn router(api: Arc<HttpApi>) -> Router {
     Router::new()
         .fallback(dispatch)
         .with_state(api)
         .merge(admin::router())
+        .merge(crate::whoami::router())
 }

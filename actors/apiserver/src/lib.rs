@@ -19,5 +19,6 @@ pub mod server;
 pub mod table;
 pub mod tls;
 pub mod validate;
+pub mod whoami;
 
 pub use server::{ApiServer, ApiServerArgs};
