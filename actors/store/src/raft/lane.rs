@@ -8,15 +8,14 @@
 //! that has not been answered within [`STALL`] (a follower busy installing a snapshot for one
 //! of the groups, a lost link) no longer holds up the next one, which goes beside it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use tokio::sync::{mpsc, oneshot};
 
-use super::net::{RaftRequest, RaftResponse, Wire};
-use super::{Member, NodeId, ShardRaft, decode, encode};
+use super::net::{Members, RaftRequest, RaftResponse, Wire, call};
+use super::{Member, NodeId, ShardRaft};
 
 /// How long a message may go unanswered before the next one is sent beside it.
 const STALL: Duration = Duration::from_millis(5);
@@ -31,9 +30,6 @@ pub(super) struct Queued {
     pub timeout: Duration,
     pub reply: oneshot::Sender<Result<AppendEntriesResponse<ShardRaft>, String>>,
 }
-
-/// Where members are reached, shared with the router.
-pub(super) type Members = Arc<RwLock<HashMap<NodeId, Member>>>;
 
 /// Starts the lane to `target` and returns its queue. The lane ends when every sender is
 /// gone (the router that owns it was dropped).
@@ -72,11 +68,7 @@ async fn run(
         if batch.is_empty() {
             continue;
         }
-        let member = {
-            let map = members.read().unwrap_or_else(|p| p.into_inner());
-            map.get(&target).cloned()
-        };
-        let Some(member) = member else {
+        let Some(member) = members.get(target) else {
             for q in batch {
                 let _ = q
                     .reply
@@ -101,22 +93,22 @@ async fn send(wire: Arc<dyn Wire>, to: Member, batch: Vec<Queued>) {
         appends.push((q.group, q.rpc));
         replies.push(q.reply);
     }
-    let answers = exchange(wire.as_ref(), &to, RaftRequest::Appends(appends), timeout).await;
+    let sent = replies.len();
+    let request = RaftRequest::Appends(appends);
+    let answers = match call(wire.as_ref(), &to, &request, timeout).await {
+        Ok(RaftResponse::Appends(answers)) if answers.len() == sent => Ok(answers),
+        Ok(RaftResponse::Appends(answers)) => Err(format!(
+            "{} answered {} of {sent} appends",
+            to.name,
+            answers.len()
+        )),
+        Ok(_) => Err("a reply of the wrong kind".to_owned()),
+        Err(why) => Err(why),
+    };
     match answers {
-        Ok(answers) if answers.len() == replies.len() => {
+        Ok(answers) => {
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(answer);
-            }
-        }
-        Ok(answers) => {
-            let why = format!(
-                "{} answered {} of {} appends",
-                to.name,
-                answers.len(),
-                replies.len()
-            );
-            for reply in replies {
-                let _ = reply.send(Err(why.clone()));
             }
         }
         Err(why) => {
@@ -127,29 +119,13 @@ async fn send(wire: Arc<dyn Wire>, to: Member, batch: Vec<Queued>) {
     }
 }
 
-type Answers = Vec<Result<AppendEntriesResponse<ShardRaft>, String>>;
-
-async fn exchange(
-    wire: &dyn Wire,
-    to: &Member,
-    request: RaftRequest,
-    timeout: Duration,
-) -> Result<Answers, String> {
-    let bytes = encode(&request).map_err(|e| e.to_string())?;
-    let reply = wire.call(to, bytes, timeout).await?;
-    match decode("raft response", &reply).map_err(|e| e.to_string())? {
-        RaftResponse::Appends(answers) => Ok(answers),
-        _ => Err("a reply of the wrong kind".into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::raft::{Vote, WireFuture};
+    use crate::raft::{Vote, WireFuture, decode, encode};
 
     /// A wire that reports the groups of every message it carries, and answers only once the
     /// test lets it (one permit, one answer): even groups succeed, odd ones conflict.
@@ -214,8 +190,8 @@ mod tests {
     fn rig() -> Rig {
         let (tx, calls) = mpsc::unbounded_channel();
         let gate = Arc::new(Semaphore::new(0));
-        let members: Members = Arc::default();
-        members.write().expect("members").insert(
+        let members = Members::default();
+        members.learn(
             2,
             Member {
                 name: "m2".into(),
@@ -250,6 +226,11 @@ mod tests {
             let (q, a) = queued(group);
             rig.lane.send(q).expect("queued");
             waiting.push((group, a));
+            // The lane takes each append as it comes (on this one thread, when the test
+            // yields), and holds it until the message in flight is answered.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
         }
         rig.gate.add_permits(1);
         assert_eq!(rig.calls.recv().await, Some(vec![1, 2, 3]));
@@ -301,7 +282,7 @@ mod tests {
             calls: tx,
             gate: Arc::new(Semaphore::new(0)),
         };
-        let lane = start(Arc::new(wire), Arc::default(), 7);
+        let lane = start(Arc::new(wire), Members::default(), 7);
         let (q, a) = queued(0);
         lane.send(q).expect("queued");
         let why = a.await.expect("answered").expect_err("no address");

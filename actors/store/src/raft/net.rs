@@ -249,12 +249,40 @@ impl ClientReply {
     }
 }
 
+/// Where each member is reached; shared by the router and its lanes.
+#[derive(Clone, Default)]
+pub(super) struct Members(Arc<RwLock<HashMap<NodeId, Member>>>);
+
+impl Members {
+    pub(super) fn learn(&self, id: NodeId, member: Member) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(id, member);
+    }
+
+    pub(super) fn get(&self, id: NodeId) -> Option<Member> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&id).cloned()
+    }
+}
+
+/// Sends one request to `to` over `wire` and decodes its response.
+pub(super) async fn call(
+    wire: &dyn Wire,
+    to: &Member,
+    request: &RaftRequest,
+    timeout: Duration,
+) -> Result<RaftResponse, String> {
+    let bytes = encode(request).map_err(|e| e.to_string())?;
+    let reply = wire.call(to, bytes, timeout).await?;
+    decode("raft response", &reply).map_err(|e| e.to_string())
+}
+
 /// Sends the Raft RPCs of every group over one [`Wire`] (openraft-multi's router).
 #[derive(Clone)]
 pub struct Router {
     wire: Arc<dyn Wire>,
     /// Who each member is, for members the caller has not been told about in a membership.
-    members: lane::Members,
+    members: Members,
     /// The queue of appends to each member, started on first use.
     lanes: Arc<Mutex<HashMap<NodeId, mpsc::UnboundedSender<lane::Queued>>>>,
 }
@@ -264,7 +292,7 @@ impl Router {
     pub fn new(wire: Arc<dyn Wire>) -> Router {
         Router {
             wire,
-            members: Arc::default(),
+            members: Members::default(),
             lanes: Arc::default(),
         }
     }
@@ -288,13 +316,7 @@ impl Router {
 
     /// Remembers where `id` is reached.
     pub fn learn(&self, id: NodeId, member: Member) {
-        let mut map = self.members.write().unwrap_or_else(|p| p.into_inner());
-        map.insert(id, member);
-    }
-
-    fn member(&self, id: NodeId) -> Option<Member> {
-        let map = self.members.read().unwrap_or_else(|p| p.into_inner());
-        map.get(&id).cloned()
+        self.members.learn(id, member);
     }
 
     /// Sends one request to `to` and decodes its response.
@@ -304,9 +326,7 @@ impl Router {
         request: &RaftRequest,
         timeout: Duration,
     ) -> Result<RaftResponse, String> {
-        let bytes = encode(request).map_err(|e| e.to_string())?;
-        let reply = self.wire.call(to, bytes, timeout).await?;
-        decode("raft response", &reply).map_err(|e| e.to_string())
+        call(self.wire.as_ref(), to, request, timeout).await
     }
 
     /// Sends one Raft RPC to `target` and picks its answer out of the response. Every failure
@@ -319,7 +339,7 @@ impl Router {
         option: &RPCOption,
         pick: impl FnOnce(RaftResponse) -> Option<Result<T, String>>,
     ) -> Result<T, Unreachable<ShardRaft>> {
-        let member = self.member(target).ok_or_else(|| {
+        let member = self.members.get(target).ok_or_else(|| {
             Unreachable::from_string(format!("member {target} has no known address"))
         })?;
         let response = self
