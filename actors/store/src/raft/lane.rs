@@ -1,12 +1,17 @@
-//! The AppendEntries of every group this master leads, to one other master, travel together:
-//! whatever the groups queued while the previous message was in flight goes as one message,
-//! and its answer is split among them. Eight groups replicating to the same follower then pay
-//! for one round trip (one send, one receive, one wake-up on each side) instead of eight.
+//! Messages that travel together. Two kinds of traffic go from one master to another many
+//! times over at once, and each gets a lane per destination:
 //!
-//! Each group keeps at most one append in flight to a follower (openraft replicates in order),
-//! so a message never holds two appends of the same group and nothing is reordered. A message
-//! that has not been answered within [`STALL`] (a follower busy installing a snapshot for one
-//! of the groups, a lost link) no longer holds up the next one, which goes beside it.
+//! - **Appends**: the AppendEntries of every group this master leads. Whatever the groups
+//!   queued while the previous message was in flight goes as one message, and its answer is
+//!   split among them. Eight groups replicating to the same follower then pay for one round
+//!   trip (one send, one receive, one wake-up on each side) instead of eight. Each group keeps
+//!   at most one append in flight to a follower (openraft replicates in order), so a message
+//!   never holds two appends of the same group and nothing is reordered. A message that has
+//!   not been answered within [`STALL`] (a follower busy installing a snapshot for one of the
+//!   groups, a lost link) no longer holds up the next one, which goes beside it.
+//! - **Forwards**: client requests this master received for groups another master leads.
+//!   They are independent of each other, so a message never waits for the one before it:
+//!   whatever has queued by the time the lane runs goes at once, as one message.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,45 +19,106 @@ use std::time::Duration;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use tokio::sync::{mpsc, oneshot};
 
-use super::net::{Members, RaftRequest, RaftResponse, Wire, call};
+use super::net::{ClientOp, ClientReply, Members, RaftRequest, RaftResponse, Wire, call};
 use super::{Member, NodeId, ShardRaft};
 
-/// How long a message may go unanswered before the next one is sent beside it.
+/// How long an append message may go unanswered before the next one is sent beside it.
 const STALL: Duration = Duration::from_millis(5);
 
-/// The most appends one message carries.
+/// The most items one message carries.
 const MOST: usize = 64;
 
-/// An append waiting for its message.
-pub(super) struct Queued {
+/// What a lane carries: its items, the message they make together, and the answers.
+pub(super) trait Freight: Send + 'static {
+    type Item: Send + 'static;
+    type Answer: Send + 'static;
+    /// Whether a message waits (for at most [`STALL`]) for the one before it to be answered.
+    const IN_ORDER: bool;
+    /// The message carrying `items`.
+    fn message(items: Vec<Self::Item>) -> RaftRequest;
+    /// The answers, one per item in order, out of the message's response.
+    fn answers(response: RaftResponse) -> Option<Vec<Result<Self::Answer, String>>>;
+}
+
+/// AppendEntries of the groups this master leads.
+pub(super) struct Appends;
+
+impl Freight for Appends {
+    type Item = (u32, AppendEntriesRequest<ShardRaft>);
+    type Answer = AppendEntriesResponse<ShardRaft>;
+    const IN_ORDER: bool = true;
+
+    fn message(items: Vec<Self::Item>) -> RaftRequest {
+        RaftRequest::Appends(items)
+    }
+
+    fn answers(response: RaftResponse) -> Option<Vec<Result<Self::Answer, String>>> {
+        match response {
+            RaftResponse::Appends(answers) => Some(answers),
+            _ => None,
+        }
+    }
+}
+
+/// A client request forwarded to a group's leader.
+pub(super) struct Forwarded {
     pub group: u32,
-    pub rpc: AppendEntriesRequest<ShardRaft>,
+    pub op: ClientOp,
+    /// How many more times the leader may forward it.
+    pub hops: u8,
+}
+
+/// Client requests forwarded to the leaders of their groups.
+pub(super) struct Forwards;
+
+impl Freight for Forwards {
+    type Item = Forwarded;
+    type Answer = ClientReply;
+    const IN_ORDER: bool = false;
+
+    fn message(items: Vec<Forwarded>) -> RaftRequest {
+        RaftRequest::Clients(items.into_iter().map(|f| (f.group, f.op, f.hops)).collect())
+    }
+
+    fn answers(response: RaftResponse) -> Option<Vec<Result<ClientReply, String>>> {
+        match response {
+            RaftResponse::Clients(replies) => Some(replies.into_iter().map(Ok).collect()),
+            _ => None,
+        }
+    }
+}
+
+/// An item waiting for its message.
+pub(super) struct Queued<F: Freight> {
+    pub item: F::Item,
     pub timeout: Duration,
-    pub reply: oneshot::Sender<Result<AppendEntriesResponse<ShardRaft>, String>>,
+    pub reply: oneshot::Sender<Result<F::Answer, String>>,
 }
 
 /// Starts the lane to `target` and returns its queue. The lane ends when every sender is
 /// gone (the router that owns it was dropped).
-pub(super) fn start(
+pub(super) fn start<F: Freight>(
     wire: Arc<dyn Wire>,
     members: Members,
     target: NodeId,
-) -> mpsc::UnboundedSender<Queued> {
+) -> mpsc::UnboundedSender<Queued<F>> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(wire, members, target, rx));
+    tokio::spawn(run::<F>(wire, members, target, rx));
     tx
 }
 
-async fn run(
+async fn run<F: Freight>(
     wire: Arc<dyn Wire>,
     members: Members,
     target: NodeId,
-    mut rx: mpsc::UnboundedReceiver<Queued>,
+    mut rx: mpsc::UnboundedReceiver<Queued<F>>,
 ) {
     let mut in_flight: Option<tokio::task::JoinHandle<()>> = None;
     while let Some(first) = rx.recv().await {
         // Whatever comes while the previous message is answered joins this one.
-        if let Some(previous) = in_flight.as_mut() {
+        if F::IN_ORDER
+            && let Some(previous) = in_flight.as_mut()
+        {
             // Not answered in time: it goes on by itself and this one is sent beside it.
             let _ = tokio::time::timeout(STALL, previous).await;
         }
@@ -63,7 +129,7 @@ async fn run(
                 Err(_) => break,
             }
         }
-        // A caller that gave up no longer needs its append sent.
+        // A caller that gave up no longer needs its item sent.
         batch.retain(|q| !q.reply.is_closed());
         if batch.is_empty() {
             continue;
@@ -76,33 +142,35 @@ async fn run(
             }
             continue;
         };
-        in_flight = Some(tokio::spawn(send(wire.clone(), member, batch)));
+        in_flight = Some(tokio::spawn(send::<F>(wire.clone(), member, batch)));
     }
 }
 
-/// Sends `batch` as one message and hands each append its answer.
-async fn send(wire: Arc<dyn Wire>, to: Member, batch: Vec<Queued>) {
+/// Sends `batch` as one message and hands each item its answer.
+async fn send<F: Freight>(wire: Arc<dyn Wire>, to: Member, batch: Vec<Queued<F>>) {
     let timeout = batch
         .iter()
         .map(|q| q.timeout)
         .max()
         .unwrap_or(Duration::from_secs(1));
     let mut replies = Vec::with_capacity(batch.len());
-    let mut appends = Vec::with_capacity(batch.len());
+    let mut items = Vec::with_capacity(batch.len());
     for q in batch {
-        appends.push((q.group, q.rpc));
+        items.push(q.item);
         replies.push(q.reply);
     }
     let sent = replies.len();
-    let request = RaftRequest::Appends(appends);
+    let request = F::message(items);
     let answers = match call(wire.as_ref(), &to, &request, timeout).await {
-        Ok(RaftResponse::Appends(answers)) if answers.len() == sent => Ok(answers),
-        Ok(RaftResponse::Appends(answers)) => Err(format!(
-            "{} answered {} of {sent} appends",
-            to.name,
-            answers.len()
-        )),
-        Ok(_) => Err("a reply of the wrong kind".to_owned()),
+        Ok(response) => match F::answers(response) {
+            Some(answers) if answers.len() == sent => Ok(answers),
+            Some(answers) => Err(format!(
+                "{} answered {} of {sent} requests",
+                to.name,
+                answers.len()
+            )),
+            None => Err("a reply of the wrong kind".to_owned()),
+        },
         Err(why) => Err(why),
     };
     match answers {
@@ -125,10 +193,12 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
+    use crate::error::StoreError;
     use crate::raft::{Vote, WireFuture, decode, encode};
 
     /// A wire that reports the groups of every message it carries, and answers only once the
-    /// test lets it (one permit, one answer): even groups succeed, odd ones conflict.
+    /// test lets it (one permit, one answer): even groups succeed, odd ones conflict (appends)
+    /// or are unavailable (client requests).
     struct Gated {
         calls: mpsc::UnboundedSender<Vec<u32>>,
         gate: Arc<Semaphore>,
@@ -139,32 +209,49 @@ mod tests {
             let calls = self.calls.clone();
             let gate = self.gate.clone();
             Box::pin(async move {
-                let RaftRequest::Appends(appends) =
-                    decode("request", &request).map_err(|e| e.to_string())?
-                else {
-                    return Err("not appends".into());
+                let request: RaftRequest =
+                    decode("request", &request).map_err(|e| e.to_string())?;
+                let groups: Vec<u32> = match &request {
+                    RaftRequest::Appends(appends) => appends.iter().map(|(g, _)| *g).collect(),
+                    RaftRequest::Clients(ops) => ops.iter().map(|(g, _, _)| *g).collect(),
+                    _ => return Err("neither appends nor client requests".into()),
                 };
-                let groups: Vec<u32> = appends.iter().map(|(g, _)| *g).collect();
                 let _ = calls.send(groups.clone());
                 gate.acquire().await.map_err(|e| e.to_string())?.forget();
-                let answers = groups
-                    .iter()
-                    .map(|g| {
-                        Ok(if g % 2 == 0 {
-                            AppendEntriesResponse::Success
-                        } else {
-                            AppendEntriesResponse::Conflict
-                        })
-                    })
-                    .collect();
-                encode(&RaftResponse::Appends(answers)).map_err(|e| e.to_string())
+                let response = match request {
+                    RaftRequest::Appends(_) => RaftResponse::Appends(
+                        groups
+                            .iter()
+                            .map(|g| {
+                                Ok(if g % 2 == 0 {
+                                    AppendEntriesResponse::Success
+                                } else {
+                                    AppendEntriesResponse::Conflict
+                                })
+                            })
+                            .collect(),
+                    ),
+                    _ => RaftResponse::Clients(
+                        groups
+                            .iter()
+                            .map(|g| {
+                                ClientReply::Get(if g % 2 == 0 {
+                                    Ok(None)
+                                } else {
+                                    Err(StoreError::Unavailable(*g))
+                                })
+                            })
+                            .collect(),
+                    ),
+                };
+                encode(&response).map_err(|e| e.to_string())
             })
         }
     }
 
     type Answer = oneshot::Receiver<Result<AppendEntriesResponse<ShardRaft>, String>>;
 
-    fn queued(group: u32) -> (Queued, Answer) {
+    fn queued(group: u32) -> (Queued<Appends>, Answer) {
         let (reply, answer) = oneshot::channel();
         let rpc = AppendEntriesRequest {
             vote: Vote::new(1, 1),
@@ -173,8 +260,7 @@ mod tests {
             leader_commit: None,
         };
         let q = Queued {
-            group,
-            rpc,
+            item: (group, rpc),
             timeout: Duration::from_secs(1),
             reply,
         };
@@ -182,7 +268,7 @@ mod tests {
     }
 
     struct Rig {
-        lane: mpsc::UnboundedSender<Queued>,
+        lane: mpsc::UnboundedSender<Queued<Appends>>,
         calls: mpsc::UnboundedReceiver<Vec<u32>>,
         gate: Arc<Semaphore>,
     }
@@ -203,7 +289,7 @@ mod tests {
             calls: tx,
             gate: gate.clone(),
         };
-        let lane = start(Arc::new(wire), members, 2);
+        let lane = start::<Appends>(Arc::new(wire), members, 2);
         Rig { lane, calls, gate }
     }
 
@@ -282,10 +368,72 @@ mod tests {
             calls: tx,
             gate: Arc::new(Semaphore::new(0)),
         };
-        let lane = start(Arc::new(wire), Members::default(), 7);
+        let lane = start::<Appends>(Arc::new(wire), Members::default(), 7);
         let (q, a) = queued(0);
         lane.send(q).expect("queued");
         let why = a.await.expect("answered").expect_err("no address");
         assert!(why.contains("no known address"), "{why}");
+    }
+
+    type ForwardAnswer = oneshot::Receiver<Result<ClientReply, String>>;
+
+    fn forwarded(group: u32) -> (Queued<Forwards>, ForwardAnswer) {
+        let (reply, answer) = oneshot::channel();
+        let item = Forwarded {
+            group,
+            op: ClientOp::Get(format!("/key/{group}")),
+            hops: 1,
+        };
+        let q = Queued {
+            item,
+            timeout: Duration::from_secs(1),
+            reply,
+        };
+        (q, answer)
+    }
+
+    async fn expect_reply(answer: ForwardAnswer, group: u32) {
+        match answer.await.expect("answered").expect("delivered") {
+            ClientReply::Get(Ok(None)) => assert_eq!(group % 2, 0, "group {group}"),
+            ClientReply::Get(Err(StoreError::Unavailable(g))) => {
+                assert_eq!((g, group % 2), (group, 1), "group {group}")
+            }
+            other => panic!("group {group} got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forwards_go_together_without_waiting_for_the_message_in_flight() {
+        let (tx, mut calls) = mpsc::unbounded_channel();
+        let gate = Arc::new(Semaphore::new(0));
+        let members = Members::default();
+        members.learn(
+            2,
+            Member {
+                name: "m2".into(),
+                addr: "test:2".into(),
+                api: String::new(),
+            },
+        );
+        let wire = Gated {
+            calls: tx,
+            gate: gate.clone(),
+        };
+        let lane = start::<Forwards>(Arc::new(wire), members, 2);
+        let (f0, a0) = forwarded(0);
+        lane.send(f0).expect("queued");
+        assert_eq!(calls.recv().await, Some(vec![0]));
+        // Queued before the lane runs again: one message, sent while the first is unanswered.
+        let since = tokio::time::Instant::now();
+        let (f1, a1) = forwarded(1);
+        let (f2, a2) = forwarded(2);
+        lane.send(f1).expect("queued");
+        lane.send(f2).expect("queued");
+        assert_eq!(calls.recv().await, Some(vec![1, 2]));
+        assert!(since.elapsed() < STALL, "held for {:?}", since.elapsed());
+        gate.add_permits(2);
+        expect_reply(a0, 0).await;
+        expect_reply(a1, 1).await;
+        expect_reply(a2, 2).await;
     }
 }

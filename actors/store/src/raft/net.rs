@@ -89,6 +89,9 @@ pub enum RaftRequest {
         hops: u8,
     },
     TransferLeader(u32, TransferLeaderRequest<ShardRaft>),
+    /// Client requests forwarded to the leaders of their groups (see [`super::lane`]), each
+    /// with how many more times it may be forwarded.
+    Clients(Vec<(u32, ClientOp, u8)>),
 }
 
 /// The answers, in the order of [`RaftRequest`]. `Err` is the remote's reason in words (its
@@ -102,6 +105,8 @@ pub enum RaftResponse {
     Client(ClientReply),
     Members(Result<(), String>),
     TransferLeader(Result<TransferLeaderResponse<ShardRaft>, String>),
+    /// One reply per client request, in the request's order.
+    Clients(Vec<ClientReply>),
 }
 
 /// The local replicas, by group, answering requests from other masters.
@@ -147,6 +152,13 @@ impl RaftHost {
         let request: RaftRequest = decode("raft request", request).map_err(|e| e.to_string())?;
         let response = self.dispatch(request).await?;
         encode(&response).map_err(|e| e.to_string())
+    }
+
+    async fn execute(&self, group: u32, op: ClientOp, hops: u8) -> ClientReply {
+        match self.replica(group) {
+            Some(replica) => replica.execute(op, hops).await,
+            None => ClientReply::unavailable(&op, group),
+        }
     }
 
     async fn dispatch(&self, request: RaftRequest) -> Result<RaftResponse, String> {
@@ -199,11 +211,14 @@ impl RaftHost {
                 )
             }
             RaftRequest::Client { group, op, hops } => {
-                let reply = match self.replica(group) {
-                    Some(replica) => replica.execute(op, hops).await,
-                    None => ClientReply::unavailable(&op, group),
-                };
-                RaftResponse::Client(reply)
+                RaftResponse::Client(self.execute(group, op, hops).await)
+            }
+            RaftRequest::Clients(ops) => {
+                // Proposed side by side, they usually commit together.
+                let replies = ops
+                    .into_iter()
+                    .map(|(group, op, hops)| self.execute(group, op, hops));
+                RaftResponse::Clients(futures::future::join_all(replies).await)
             }
             RaftRequest::Members {
                 group,
@@ -284,8 +299,12 @@ pub struct Router {
     /// Who each member is, for members the caller has not been told about in a membership.
     members: Members,
     /// The queue of appends to each member, started on first use.
-    lanes: Arc<Mutex<HashMap<NodeId, mpsc::UnboundedSender<lane::Queued>>>>,
+    appends: Lanes<lane::Appends>,
+    /// The queue of client requests forwarded to each member, started on first use.
+    forwards: Lanes<lane::Forwards>,
 }
+
+type Lanes<F> = Arc<Mutex<HashMap<NodeId, mpsc::UnboundedSender<lane::Queued<F>>>>>;
 
 impl Router {
     /// A router over `wire`.
@@ -293,25 +312,57 @@ impl Router {
         Router {
             wire,
             members: Members::default(),
-            lanes: Arc::default(),
+            appends: Arc::default(),
+            forwards: Arc::default(),
         }
     }
 
-    /// Queues an append for the lane to `target`, starting the lane if it has none.
-    fn enqueue(&self, target: NodeId, queued: lane::Queued) -> Result<(), String> {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        let lane = lanes
-            .entry(target)
-            .or_insert_with(|| lane::start(self.wire.clone(), self.members.clone(), target));
-        match lane.send(queued) {
-            Ok(()) => Ok(()),
-            // The lane's task is gone (its runtime shut down): start a new one.
-            Err(mpsc::error::SendError(queued)) => {
-                *lane = lane::start(self.wire.clone(), self.members.clone(), target);
+    /// Queues `item` on the lane to `target` (starting the lane if there is none) and waits
+    /// for its answer.
+    async fn through_lane<F: lane::Freight>(
+        &self,
+        lanes: &Lanes<F>,
+        target: NodeId,
+        item: F::Item,
+        timeout: Duration,
+    ) -> Result<F::Answer, String> {
+        let (reply, answer) = oneshot::channel();
+        let queued = lane::Queued {
+            item,
+            timeout,
+            reply,
+        };
+        {
+            let mut lanes = lanes.lock().unwrap_or_else(|p| p.into_inner());
+            let start = || lane::start::<F>(self.wire.clone(), self.members.clone(), target);
+            let lane = lanes.entry(target).or_insert_with(start);
+            if let Err(mpsc::error::SendError(queued)) = lane.send(queued) {
+                // The lane's task is gone (its runtime shut down): start a new one.
+                *lane = start();
                 lane.send(queued)
-                    .map_err(|_| "the append lane stopped".to_owned())
+                    .map_err(|_| "the lane stopped".to_owned())?;
             }
         }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the lane stopped".to_owned()))
+    }
+
+    /// Forwards a client request for `group` to its leader `id` at `member`, in one message
+    /// with the others queued for that master.
+    pub async fn forward(
+        &self,
+        (id, member): (NodeId, &Member),
+        group: u32,
+        op: ClientOp,
+        hops: u8,
+        timeout: Duration,
+    ) -> Result<ClientReply, String> {
+        if self.members.get(id).as_ref() != Some(member) {
+            self.members.learn(id, member.clone());
+        }
+        let item = lane::Forwarded { group, op, hops };
+        self.through_lane(&self.forwards, id, item, timeout).await
     }
 
     /// Remembers where `id` is reached.
@@ -362,19 +413,9 @@ impl GroupRouter<ShardRaft, u32> for Router {
         rpc: AppendEntriesRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<ShardRaft>, RPCError<ShardRaft>> {
-        let (reply, answer) = oneshot::channel();
-        let queued = lane::Queued {
-            group,
-            rpc,
-            timeout: option.soft_ttl(),
-            reply,
-        };
-        let unreachable = |why: String| RPCError::Unreachable(Unreachable::from_string(why));
-        self.enqueue(target, queued).map_err(unreachable)?;
-        match answer.await {
-            Ok(result) => result.map_err(unreachable),
-            Err(_) => Err(unreachable("the append lane stopped".into())),
-        }
+        self.through_lane(&self.appends, target, (group, rpc), option.soft_ttl())
+            .await
+            .map_err(|why| RPCError::Unreachable(Unreachable::from_string(why)))
     }
 
     async fn vote(

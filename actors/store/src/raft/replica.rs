@@ -148,30 +148,46 @@ impl Replica {
             match self.attempt(&op, remaining).await {
                 Attempt::Done(reply) => return reply,
                 Attempt::Forward(Some((id, _))) if self.suspected(id) => {
-                    self.pause(&mut wait, remaining).await;
+                    if !self.pause(&mut wait, remaining).await {
+                        return ClientReply::unavailable(&op, self.group);
+                    }
                 }
                 Attempt::Forward(Some((id, member))) if id != *self.raft.node_id() && hops > 0 => {
-                    let request = RaftRequest::Client {
-                        group: self.group,
-                        op: op.clone(),
-                        hops: hops - 1,
-                    };
-                    match self
+                    let forwarded = self
                         .router
-                        .send(&member, &request, remaining.min(FORWARD))
-                        .await
-                    {
-                        Ok(RaftResponse::Client(reply)) if !reply.is_unavailable() => return reply,
+                        .forward(
+                            (id, &member),
+                            self.group,
+                            op.clone(),
+                            hops - 1,
+                            remaining.min(FORWARD),
+                        )
+                        .await;
+                    if forwarded.is_err() {
+                        // No answer: pass this leader over until the group elects another.
+                        let mut suspect = self.suspect.lock().unwrap_or_else(|p| p.into_inner());
+                        *suspect = Some((id, Instant::now()));
+                    }
+                    match forwarded {
+                        Ok(reply) if !reply.is_unavailable() => return reply,
                         // A write that reached the leader may have been applied even though
                         // no answer came back: sending it again could apply it twice, or
                         // report a conflict with itself. Its outcome is unknown.
                         Ok(_) | Err(_) if matches!(op, ClientOp::Write(_)) => {
                             return ClientReply::unavailable(&op, self.group);
                         }
-                        Ok(_) | Err(_) => self.pause(&mut wait, remaining).await,
+                        Ok(_) | Err(_) => {
+                            if !self.pause(&mut wait, remaining).await {
+                                return ClientReply::unavailable(&op, self.group);
+                            }
+                        }
                     }
                 }
-                Attempt::Forward(_) | Attempt::Retry => self.pause(&mut wait, remaining).await,
+                Attempt::Forward(_) | Attempt::Retry => {
+                    if !self.pause(&mut wait, remaining).await {
+                        return ClientReply::unavailable(&op, self.group);
+                    }
+                }
             }
         }
     }
@@ -182,12 +198,13 @@ impl Replica {
     }
 
     /// Waits for the group's leadership to change, for at most `wait` (doubling from 10 ms
-    /// to 200 ms across retries, and never past the deadline).
-    async fn pause(&self, wait: &mut Duration, remaining: Duration) {
+    /// to 200 ms across retries, and never past the deadline). False when the replica is
+    /// stopping, and no leader will come.
+    async fn pause(&self, wait: &mut Duration, remaining: Duration) -> bool {
         let span = (*wait).min(remaining);
         *wait = (*wait * 2).min(Duration::from_millis(200));
         let before = self.raft.metrics().borrow_watched().current_leader;
-        let _ = self
+        let waited = self
             .raft
             .wait(Some(span))
             .metrics(
@@ -195,9 +212,25 @@ impl Replica {
                 "a new leader",
             )
             .await;
+        !matches!(waited, Err(openraft::metrics::WaitError::ShuttingDown))
+    }
+
+    /// The group's leader, when this replica knows it is another one.
+    fn leader_elsewhere(&self) -> Option<(NodeId, Member)> {
+        let watch = self.raft.metrics();
+        let metrics = watch.borrow_watched();
+        // A stopped replica's last metrics name a leader still: it answers for itself.
+        metrics.running_state.as_ref().ok()?;
+        let leader = metrics.current_leader.filter(|l| *l != metrics.id)?;
+        let member = metrics.membership_config.membership().get_node(&leader)?;
+        Some((leader, member.clone()))
     }
 
     async fn attempt(&self, op: &ClientOp, remaining: Duration) -> Attempt {
+        // Asking the Raft core would only say what the metrics already tell.
+        if let Some(leader) = self.leader_elsewhere() {
+            return Attempt::Forward(Some(leader));
+        }
         match op {
             ClientOp::Write(write) => {
                 let result =
@@ -311,12 +344,16 @@ impl Replica {
                         change: change.clone(),
                         hops: hops - 1,
                     };
-                    match self.router.send(&member, &request, remaining).await {
-                        Ok(RaftResponse::Members(result)) => return result,
-                        Ok(_) | Err(_) => self.pause(&mut wait, remaining).await,
+                    if let Ok(RaftResponse::Members(result)) =
+                        self.router.send(&member, &request, remaining).await
+                    {
+                        return result;
                     }
                 }
-                _ => self.pause(&mut wait, remaining).await,
+                _ => {}
+            }
+            if !self.pause(&mut wait, remaining).await {
+                return Err(format!("shard {}: the replica is stopping", self.group));
             }
         }
     }
