@@ -5,13 +5,19 @@ kubectl 1.32 sends protobuf bodies (`application/vnd.kubernetes.protobuf`) for t
 generators create. The messages' field numbers and types come from the `k8s-pb` crate (prost
 bindings of the Kubernetes protos); the JSON spelling of every field comes from `k8s-openapi`
 (the JSON model the API server stores), since prost's snake_case names lose it (`clusterIPs`
-becomes `cluster_i_ps`). Both are read from cargo's registry sources:
+becomes `cluster_i_ps`). Both are read from cargo's registry sources.
 
-    scripts/protobuf-schema.py > actors/apiserver/src/protobuf/schema.txt
+Which scalars mean "unset" when zero comes from the Go types (kubernetes/api and
+kubernetes/apimachinery checkouts): Go's protobuf encoder writes every field that is not a
+pointer, zero or not, and a `json:",omitempty"` value field is left out of JSON when zero.
+
+    K8S_API_SRC=…/api K8S_APIMACHINERY_SRC=…/apimachinery \
+        scripts/protobuf-schema.py > actors/apiserver/src/protobuf/schema.txt
 
 Each message is a line `message <full name>`, then one line per field:
 `<number> <json name> <one|many|map> <type> [<map value type>]`, where a type is a scalar
-(string, bytes, bool, int32, int64, double) or a message's full name.
+(string, bytes, bool, int32, int64, double) or a message's full name. A single scalar whose
+zero value is left out of JSON is marked `omit` after its type.
 """
 
 import glob
@@ -158,13 +164,49 @@ def messages(names):
     return out
 
 
-def resolve_inline(all_messages, names):
+GO_FIELD = re.compile(r'^\s+(\w+)\s+(\S+)\s+`([^`]*)`', re.M)
+GO_STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)
+
+
+def go_value_fields():
+    """`{(package, struct): {json name}}`: the Go value (not pointer) fields that JSON
+    leaves out when empty."""
+    roots = []
+    for env, prefix in (("K8S_API_SRC", "k8s.io.api"),
+                        ("K8S_APIMACHINERY_SRC", "k8s.io.apimachinery")):
+        root = os.environ.get(env)
+        if not root:
+            sys.exit(f"{env} must name a checkout of its Kubernetes repository")
+        roots.append((root, prefix))
+    out = {}
+    for root, prefix in roots:
+        for path in glob.glob(os.path.join(root, "**", "types.go"), recursive=True):
+            module = os.path.relpath(os.path.dirname(path), root).split(os.sep)
+            package = prefix + "." + ".".join(module)
+            with open(path) as f:
+                text = f.read()
+            for struct in GO_STRUCT.finditer(text):
+                fields = set()
+                for field in GO_FIELD.finditer(struct.group(2)):
+                    typ, tag = field.group(2), field.group(3)
+                    j = re.search(r'json:"([^"]*)"', tag)
+                    if j is None or typ.startswith("*"):
+                        continue
+                    name, *options = j.group(1).split(",")
+                    if "omitempty" in options and name:
+                        fields.add(name)
+                out[type_key(package + "." + struct.group(1))] = fields
+    return out
+
+
+def resolve_inline(all_messages, names, values):
     """Keeps `inline` where the field is named after its type (`localObjectReference`) or
     every field of the embedded message is the parent's in JSON; elsewhere (a field newer than k8s-openapi's model) the field is an ordinary one."""
     by_name = dict(all_messages)
     out = []
     for name, fields in all_messages:
         known = names.get(type_key(name)) or {}
+        omitted = values.get(type_key(name), set())
         lines = []
         for tag, json, label, typ in fields:
             if isinstance(label, tuple):
@@ -172,6 +214,8 @@ def resolve_inline(all_messages, names):
                 named = normalize(json) == normalize(typ.rsplit(".", 1)[1])
                 inline = named or (inner and all(normalize(f[1]) in known for f in inner))
                 label = "inline" if inline else "one"
+            if label == "one" and "." not in typ and json in omitted:
+                typ += " omit"
             lines.append(f"{tag} {json} {label} {typ}")
         out.append((name, lines))
     return out
@@ -179,13 +223,13 @@ def resolve_inline(all_messages, names):
 
 def main():
     names = json_names()
-    all_messages = resolve_inline(messages(names), names)
+    all_messages = resolve_inline(messages(names), names, go_value_fields())
     known = {name for name, _ in all_messages}
     print(f"# Written by scripts/protobuf-schema.py from k8s-pb {PB_VERSION} and "
           f"k8s-openapi {OPENAPI_VERSION} ({OPENAPI_API}).")
     for name, fields in all_messages:
         for field in fields:
-            parts = field.split(" ")
+            parts = [p for p in field.split(" ") if p != "omit"]
             for typ in parts[3:]:
                 if "." in typ and typ not in known:
                     sys.exit(f"{name} refers to the unknown message {typ}")

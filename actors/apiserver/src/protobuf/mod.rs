@@ -52,6 +52,20 @@ struct Field {
     label: Label,
     /// A scalar's name or a message's full name; for a map, the value's.
     typ: &'static str,
+    /// A Go value (not a pointer) whose JSON omits it when empty: Go's protobuf encoder
+    /// writes it even when zero, and zero means unset.
+    omit_zero: bool,
+}
+
+/// Whether a decoded scalar is its type's zero value.
+fn is_zero(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Null => true,
+        _ => false,
+    }
 }
 
 /// Every message's fields, by message name and field number.
@@ -80,17 +94,23 @@ fn parse_schema(text: &'static str) -> Schema {
         let Ok(tag) = tag.parse::<u32>() else {
             continue;
         };
-        let (label, typ) = match (*label, rest) {
-            ("one", [typ]) => (Label::One, *typ),
-            ("many", [typ]) => (Label::Many, *typ),
-            ("inline", [typ]) => (Label::Inline, *typ),
-            ("map", [_key, value]) => (Label::Map, *value),
+        let (label, typ, omit_zero) = match (*label, rest) {
+            ("one", [typ]) => (Label::One, *typ, false),
+            ("one", [typ, "omit"]) => (Label::One, *typ, true),
+            ("many", [typ]) => (Label::Many, *typ, false),
+            ("inline", [typ]) => (Label::Inline, *typ, false),
+            ("map", [_key, value]) => (Label::Map, *value, false),
             _ => continue,
         };
-        schema
-            .entry(name)
-            .or_default()
-            .insert(tag, Field { json, label, typ });
+        schema.entry(name).or_default().insert(
+            tag,
+            Field {
+                json,
+                label,
+                typ,
+                omit_zero,
+            },
+        );
     }
     schema
 }
@@ -177,7 +197,9 @@ fn decode_message(name: &str, bytes: &[u8], depth: usize) -> Result<Value, Proto
         match field.label {
             Label::One => {
                 let value = decode_value(field.typ, wire, &mut reader, depth)?;
-                merge_into(&mut object, field.json, value);
+                if !(field.omit_zero && is_zero(&value)) {
+                    merge_into(&mut object, field.json, value);
+                }
             }
             Label::Inline => {
                 if wire != 2 {

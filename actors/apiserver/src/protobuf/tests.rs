@@ -390,3 +390,60 @@ fn durations_read_as_go_writes_them() {
     assert_eq!(go_duration(3_723_500_000_000), "1h2m3.5s");
     assert_eq!(go_duration(-2_000_000_000), "-2s");
 }
+
+#[test]
+fn zero_values_go_writes_for_its_value_fields_are_left_out() {
+    // Go's encoder writes every field that is not a pointer, zero or not; kubectl 1.32's
+    // `create deployment` body is full of them. Pointers keep their zeros.
+    let deployment = apps::Deployment {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("web".into()),
+            generate_name: Some(String::new()),
+            generation: Some(0),
+            ..Default::default()
+        }),
+        spec: Some(apps::DeploymentSpec {
+            replicas: Some(0),
+            min_ready_seconds: Some(0),
+            paused: Some(false),
+            strategy: Some(apps::DeploymentStrategy {
+                r#type: Some(String::new()),
+                rolling_update: None,
+            }),
+            template: Some(core::PodTemplateSpec {
+                metadata: None,
+                spec: Some(core::PodSpec {
+                    containers: vec![core::Container {
+                        name: Some("web".into()),
+                        image: Some("busybox".into()),
+                        image_pull_policy: Some(String::new()),
+                        stdin: Some(false),
+                        ..Default::default()
+                    }],
+                    restart_policy: Some(String::new()),
+                    termination_grace_period_seconds: Some(0),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let value = decode_object(&envelope("apps/v1", "Deployment", &deployment)).expect("decoded");
+    assert_eq!(value["metadata"], json!({"name": "web"}));
+    let spec = &value["spec"];
+    assert_eq!(spec["replicas"], 0, "a pointer's zero is kept");
+    assert!(spec.get("minReadySeconds").is_none(), "{spec}");
+    assert!(spec.get("paused").is_none(), "{spec}");
+    assert_eq!(spec["strategy"], json!({}));
+    let pod = &spec["template"]["spec"];
+    assert!(pod.get("restartPolicy").is_none(), "{pod}");
+    assert_eq!(
+        pod["terminationGracePeriodSeconds"], 0,
+        "a pointer's zero is kept"
+    );
+    assert_eq!(
+        pod["containers"][0],
+        json!({"name": "web", "image": "busybox"})
+    );
+}
