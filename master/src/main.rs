@@ -73,6 +73,31 @@ pub struct Args {
     /// How often candidates look at the leader lease (and the leader renews it).
     #[arg(long, default_value_t = 200)]
     pub leader_elect_retry_period_ms: u64,
+    /// The range Services get their cluster IPs from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: shoal_apiserver::addresses::Cidr,
+    /// The range NodePort Services get their node ports from (low-high).
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    pub service_node_port_range: std::ops::RangeInclusive<u16>,
+}
+
+/// `low-high`, both ports, low not above high.
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (low, high) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not a range of ports (low-high)"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|e| format!("{p:?} is not a port: {e}"))
+    };
+    let (low, high) = (port(low)?, port(high)?);
+    if low == 0 || low > high {
+        return Err(format!(
+            "{text:?} is not a range of ports (1 <= low <= high)"
+        ));
+    }
+    Ok(low..=high)
 }
 
 impl Args {

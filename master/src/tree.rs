@@ -222,6 +222,10 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         store: store.clone(),
         tokens: Arc::new(HashMap::<String, Identity>::new()),
         control_plane: Some(host.clone()),
+        ranges: shoal_apiserver::addresses::ServiceRanges {
+            cidr: args.service_cidr,
+            node_ports: args.service_node_port_range.clone(),
+        },
     };
     let transport_args = TransportArgs {
         name: args.master_name(),

@@ -29,12 +29,13 @@ pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// How often an update that raced another writer is retried when the client gave no version.
-const UPDATE_ATTEMPTS: usize = 5;
+pub(crate) const UPDATE_ATTEMPTS: usize = 5;
 
 /// The API's request core over the store.
 #[derive(Clone, Debug)]
 pub struct ApiCore {
     store: Store,
+    ranges: crate::addresses::ServiceRanges,
 }
 
 /// The start of a watch: synthetic ADDED objects (for starts at "any" or "latest"), then the
@@ -46,8 +47,8 @@ pub struct WatchStart {
 
 /// How a write is to be made: for real or as a dry run, and under which leadership term.
 #[derive(Clone, Debug, Default)]
-struct WriteCtx {
-    dry_run: bool,
+pub(crate) struct WriteCtx {
+    pub(crate) dry_run: bool,
     fence: Option<Fence>,
 }
 
@@ -76,7 +77,17 @@ fn map_store_error(info: &ResourceInfo, name: &str, err: StoreError) -> ApiError
 impl ApiCore {
     /// A core over `store`.
     pub fn new(store: Store) -> ApiCore {
-        ApiCore { store }
+        ApiCore::with_ranges(store, crate::addresses::ServiceRanges::default())
+    }
+
+    /// A core whose Services get their addresses and node ports from `ranges`.
+    pub fn with_ranges(store: Store, ranges: crate::addresses::ServiceRanges) -> ApiCore {
+        ApiCore { store, ranges }
+    }
+
+    /// The ranges Services get their addresses and node ports from.
+    pub fn ranges(&self) -> &crate::addresses::ServiceRanges {
+        &self.ranges
     }
 
     /// The store's shard count.
@@ -101,7 +112,12 @@ impl ApiCore {
         let info = resources::find(&req.group, &req.version, &req.resource)
             .ok_or(ApiError::UnknownResource)?;
         if let Some(sub) = req.subresource.as_deref() {
-            if sub != "status" || !info.has_status {
+            let served = match sub {
+                "status" => info.has_status,
+                "scale" => crate::kinds::workloads::scalable(info.kind),
+                _ => false,
+            };
+            if !served {
                 return Err(ApiError::UnknownResource);
             }
             if !matches!(req.verb, Verb::Get | Verb::Update | Verb::Patch) {
@@ -126,6 +142,23 @@ impl ApiCore {
             dry_run: req.options.dry_run,
             fence: req.fence.clone(),
         };
+        if req.subresource.as_deref() == Some("scale")
+            && let Some(name) = req.name.as_deref()
+        {
+            let scale = match req.verb {
+                Verb::Get => self.get_scale(info, namespace, name).await?,
+                Verb::Update => {
+                    self.update_scale(info, namespace, name, &req.body, &ctx)
+                        .await?
+                }
+                _ => {
+                    let kind = req.options.patch.ok_or(ApiError::UnsupportedMediaType)?;
+                    self.patch_scale(info, namespace, name, kind, &req.body, &ctx)
+                        .await?
+                }
+            };
+            return Ok((200, scale));
+        }
         match (req.verb, req.name.as_deref()) {
             (Verb::Get, Some(name)) => Ok((200, self.get(info, namespace, name).await?)),
             (Verb::List, None) => {
@@ -161,7 +194,11 @@ impl ApiCore {
     }
 
     /// Stores one write, fenced by the writer's leadership term when it has one.
-    async fn commit(&self, op: WriteOp, ctx: &WriteCtx) -> Result<WriteOutcome, StoreError> {
+    pub(crate) async fn commit(
+        &self,
+        op: WriteOp,
+        ctx: &WriteCtx,
+    ) -> Result<WriteOutcome, StoreError> {
         self.store.write_fenced(op, ctx.fence.clone()).await
     }
 
@@ -296,19 +333,29 @@ impl ApiCore {
         );
         meta.remove("resourceVersion");
         meta.remove("deletionTimestamp");
-        if info.kind == "Pod" {
+        if info.kind == "Pod" || crate::kinds::workloads::tracks_generation(info.kind) {
             meta.insert("generation".into(), json!(1));
         }
         apply_defaults(info, &mut object);
+        crate::kinds::workloads::on_create(info.kind, &mut object);
         let value = Value::Object(object);
         check_typed(info, &value)?;
         check_semantics(info, &name, &value)?;
+        let mut value = value;
+        let claims = match value.as_object_mut() {
+            Some(service) if info.kind == "Service" => {
+                let owner = format!("{}/{name}", namespace.unwrap_or_default());
+                self.allocate(info, &name, &owner, service, None, ctx)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
         let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?;
         if dry_run {
             return Ok(value);
         }
         let key = Self::key(info, namespace, &name);
-        let outcome = self
+        let created = self
             .commit(
                 WriteOp::Create {
                     key,
@@ -316,9 +363,14 @@ impl ApiCore {
                 },
                 ctx,
             )
-            .await
-            .map_err(|e| map_store_error(info, &name, e))?;
-        with_version(&bytes, &outcome.rev.to_string())
+            .await;
+        match created {
+            Ok(outcome) => with_version(&bytes, &outcome.rev.to_string()),
+            Err(err) => {
+                self.release(&claims, ctx).await;
+                Err(map_store_error(info, &name, err))
+            }
+        }
     }
 
     /// The revision a client's version names for `key`, if any.
@@ -375,7 +427,7 @@ impl ApiCore {
         Err(ApiError::stale(subject(info, name)))
     }
 
-    async fn update(
+    pub(crate) async fn update(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
@@ -410,13 +462,33 @@ impl ApiCore {
             }
             let old = parse_object(&current.value)?;
             let mut merged = merge_update(info, &old, object.clone(), status_only);
-            if info.kind == "Secret"
-                && let Some(map) = merged.as_object_mut()
+            if let Some(map) = merged.as_object_mut() {
+                if info.kind == "Secret" {
+                    crate::validate::fold_string_data(map);
+                } else if !status_only && info.kind != "Pod" {
+                    // Defaults hold on every write, as the decoder applies them in Kubernetes.
+                    apply_defaults(info, map);
+                }
+            }
+            let old = Value::Object(old);
+            let mut claims = Vec::new();
+            if info.kind == "Service"
+                && let Some(service) = merged.as_object_mut()
             {
-                crate::validate::fold_string_data(map);
+                crate::addresses::keep_allocated(&old, service);
             }
             check_typed(info, &merged)?;
             check_semantics(info, name, &merged)?;
+            crate::validate::check_update(info, name, &old, &merged)?;
+            if info.kind == "Service"
+                && !status_only
+                && let Some(service) = merged.as_object_mut()
+            {
+                let owner = format!("{}/{name}", namespace.unwrap_or_default());
+                claims = self
+                    .allocate(info, name, &owner, service, Some(&old), ctx)
+                    .await?;
+            }
             let bytes =
                 serde_json::to_vec(&merged).map_err(|e| ApiError::Internal(e.to_string()))?;
             if dry_run {
@@ -427,7 +499,19 @@ impl ApiCore {
                 value: bytes.clone(),
                 expected: Some(current.rev),
             };
-            match self.commit(op, ctx).await {
+            let written = self.commit(op, ctx).await;
+            if written.is_err() {
+                self.release(&claims, ctx).await;
+            } else if info.kind == "Service" {
+                // What the Service no longer uses (a type that needs no node port) is freed.
+                let now = crate::addresses::claims_of(&merged);
+                let dropped: Vec<String> = crate::addresses::claims_of(&old)
+                    .into_iter()
+                    .filter(|k| !now.contains(k))
+                    .collect();
+                self.release(&dropped, ctx).await;
+            }
+            match written {
                 Ok(outcome) => return with_version(&bytes, &outcome.rev.to_string()),
                 Err(StoreError::Conflict { .. }) if wanted.is_none() => continue,
                 Err(err) => return Err(map_store_error(info, name, err)),
@@ -493,6 +577,9 @@ impl ApiCore {
         )
         .await
         .map_err(|e| map_store_error(info, name, e))?;
+        if info.kind == "Service" {
+            self.release_service(&old, ctx).await;
+        }
         Ok(old)
     }
 
@@ -505,7 +592,7 @@ impl ApiCore {
                 .list(&prefix)
                 .await
                 .map_err(|e| map_store_error(info, "", e))?;
-            for (key, _) in items {
+            for (key, stored) in items {
                 match self
                     .commit(
                         WriteOp::Delete {
@@ -516,6 +603,11 @@ impl ApiCore {
                     )
                     .await
                 {
+                    Ok(_) if info.kind == "Service" => {
+                        if let Ok(service) = serde_json::from_slice::<Value>(&stored.value) {
+                            self.release_service(&service, ctx).await;
+                        }
+                    }
                     Ok(_) | Err(StoreError::NotFound(_)) => {}
                     Err(err) => return Err(map_store_error(info, "", err)),
                 }

@@ -75,6 +75,17 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
                 "verbs": info.status_verbs(),
             }));
         }
+        if crate::kinds::workloads::scalable(info.kind) {
+            entries.push(json!({
+                "name": format!("{}/scale", info.resource),
+                "singularName": "",
+                "namespaced": info.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
     }
     let group_version = if group.is_empty() {
         version.to_owned()
@@ -116,7 +127,10 @@ mod tests {
             .iter()
             .filter_map(|g| g["name"].as_str())
             .collect();
-        assert_eq!(names, vec!["coordination.k8s.io"]);
+        assert_eq!(
+            names,
+            vec!["apps", "batch", "coordination.k8s.io", "discovery.k8s.io"]
+        );
         for name in names {
             let (_, versions) = resources::named_groups()
                 .into_iter()
@@ -126,7 +140,8 @@ mod tests {
                 assert!(api_resource_list(name, v).is_some());
             }
         }
-        assert!(api_group("apps").is_none());
-        assert!(api_resource_list("apps", "v1").is_none());
+        assert!(api_group("rbac.authorization.k8s.io").is_none());
+        assert!(api_resource_list("rbac.authorization.k8s.io", "v1").is_none());
+        assert!(api_resource_list("apps", "v2").is_none());
     }
 }

@@ -5,16 +5,19 @@
 // the failure path, where its size costs nothing that matters.
 #![allow(clippy::result_large_err)]
 
+pub mod addresses;
 pub mod admin;
 pub mod core;
 pub mod discovery;
 pub mod filters;
 pub mod http;
+pub mod kinds;
 pub mod negotiate;
 pub mod objects;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
+pub mod scale;
 pub mod server;
 pub mod table;
 pub mod tls;

@@ -26,6 +26,8 @@ pub struct ApiServerArgs {
     pub tokens: Arc<Tokens>,
     /// This master's shard replicas, for the control-plane membership routes.
     pub control_plane: Option<shoal_store::raft::RaftHost>,
+    /// Where Services get their cluster IPs and node ports.
+    pub ranges: crate::addresses::ServiceRanges,
 }
 
 /// Aborts the HTTP server when the actor's state is dropped, however the actor ended.
@@ -57,7 +59,7 @@ impl Actor for ApiServer {
         myself: ActorRef<ApiServerMsg>,
         args: ApiServerArgs,
     ) -> Result<ApiServerState, ActorProcessingErr> {
-        let core = ApiCore::new(args.store.clone());
+        let core = ApiCore::with_ranges(args.store.clone(), args.ranges.clone());
         core.ensure_system_namespaces()
             .await
             .map_err(|e| format!("creating system namespaces: {e}"))?;

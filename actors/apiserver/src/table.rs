@@ -5,10 +5,8 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use shoal_core::time::{human_duration, parse_time};
 
+use crate::kinds::{Column, network, workloads};
 use crate::resources::ResourceInfo;
-
-/// One column: name, type, and priority (1 = shown only with `-o wide`).
-struct Column(&'static str, &'static str, u8, &'static str);
 
 fn columns(info: &ResourceInfo) -> Vec<Column> {
     let name = Column(
@@ -160,10 +158,14 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             Column("Secrets", "integer", 0, "The number of secrets."),
             age,
         ],
-        _ => vec![
-            name,
-            Column("Created At", "date", 0, "The creation time of the object."),
-        ],
+        kind => workloads::columns(kind)
+            .or_else(|| network::columns(kind))
+            .unwrap_or_else(|| {
+                vec![
+                    name,
+                    Column("Created At", "date", 0, "The creation time of the object."),
+                ]
+            }),
     }
 }
 
@@ -173,14 +175,14 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-fn age(object: &Value, now: Timestamp) -> String {
+pub(crate) fn age(object: &Value, now: Timestamp) -> String {
     match parse_time(str_at(object, "/metadata/creationTimestamp")) {
         Some(created) => human_duration(now.as_second() - created.as_second()),
         None => "<unknown>".into(),
     }
 }
 
-fn since(object: &Value, pointer: &str, now: Timestamp) -> String {
+pub(crate) fn since(object: &Value, pointer: &str, now: Timestamp) -> String {
     match parse_time(str_at(object, pointer)) {
         Some(t) => human_duration(now.as_second() - t.as_second()),
         None => "<unknown>".into(),
@@ -401,10 +403,14 @@ fn cells(info: &ResourceInfo, object: &Value, now: Timestamp) -> Vec<Value> {
             ),
             json!(age(object, now)),
         ],
-        _ => vec![
-            json!(str_at(object, "/metadata/name")),
-            json!(str_at(object, "/metadata/creationTimestamp")),
-        ],
+        kind => workloads::cells(kind, object, now)
+            .or_else(|| network::cells(kind, object, now))
+            .unwrap_or_else(|| {
+                vec![
+                    json!(str_at(object, "/metadata/name")),
+                    json!(str_at(object, "/metadata/creationTimestamp")),
+                ]
+            }),
     }
 }
 

@@ -5,6 +5,8 @@ use serde_json::{Map, Value, json};
 use shoal_core::ApiError;
 use shoal_core::error::{FieldCause, Subject};
 
+pub(crate) use crate::kinds::ensure_object;
+use crate::kinds::{default_field, network, workloads};
 use crate::resources::ResourceInfo;
 
 /// The subject of errors about `name` of `info`'s kind.
@@ -100,7 +102,9 @@ pub fn check_typed(info: &ResourceInfo, object: &Value) -> Result<(), ApiError> 
         "Event" => serde_json::from_value::<Event>(object.clone()).map(|_| ()),
         "Secret" => serde_json::from_value::<Secret>(object.clone()).map(|_| ()),
         "ServiceAccount" => serde_json::from_value::<ServiceAccount>(object.clone()).map(|_| ()),
-        _ => Ok(()),
+        kind => workloads::typed(kind, object)
+            .or_else(|| network::typed(kind, object))
+            .unwrap_or(Ok(())),
     };
     result.map_err(|e| ApiError::BadRequest(format!("unable to decode {} body: {e}", info.kind)))
 }
@@ -109,52 +113,13 @@ pub fn check_typed(info: &ResourceInfo, object: &Value) -> Result<(), ApiError> 
 pub fn check_semantics(info: &ResourceInfo, name: &str, object: &Value) -> Result<(), ApiError> {
     let mut causes = Vec::new();
     if info.kind == "Pod" {
-        let containers = object.pointer("/spec/containers").and_then(Value::as_array);
-        match containers {
-            None => causes.push(FieldCause {
-                reason: "FieldValueRequired",
-                field: "spec.containers".into(),
-                message: "Required value".into(),
-            }),
-            Some(list) if list.is_empty() => causes.push(FieldCause {
-                reason: "FieldValueRequired",
-                field: "spec.containers".into(),
-                message: "Required value".into(),
-            }),
-            Some(list) => {
-                for (i, c) in list.iter().enumerate() {
-                    let cname = c.get("name").and_then(Value::as_str).unwrap_or_default();
-                    if let Some(why) = dns_label_problem(cname) {
-                        causes.push(FieldCause {
-                            reason: if cname.is_empty() {
-                                "FieldValueRequired"
-                            } else {
-                                "FieldValueInvalid"
-                            },
-                            field: format!("spec.containers[{i}].name"),
-                            message: if cname.is_empty() {
-                                "Required value".into()
-                            } else {
-                                format!("Invalid value: {cname:?}: {why}")
-                            },
-                        });
-                    }
-                    if c.get("image")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .trim()
-                        .is_empty()
-                    {
-                        causes.push(FieldCause {
-                            reason: "FieldValueRequired",
-                            field: format!("spec.containers[{i}].image"),
-                            message: "Required value".into(),
-                        });
-                    }
-                }
-            }
-        }
+        causes.extend(container_causes(
+            object.get("spec").unwrap_or(&Value::Null),
+            "spec",
+        ));
     }
+    workloads::validate(info.kind, object, &mut causes);
+    network::validate(info.kind, object, &mut causes);
     if info.kind == "Lease"
         && let Some(d) = object
             .pointer("/spec/leaseDurationSeconds")
@@ -177,6 +142,74 @@ pub fn check_semantics(info: &ResourceInfo, name: &str, object: &Value) -> Resul
     }
 }
 
+/// Checks an update against the stored object: the fields that may not change.
+pub fn check_update(
+    info: &ResourceInfo,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    workloads::validate_update(info.kind, old, new, &mut causes);
+    network::validate_update(info.kind, old, new, &mut causes);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(subject(info, name), causes))
+    }
+}
+
+/// The containers of a pod spec at `path`: at least one, each named and with an image.
+pub(crate) fn container_causes(spec: &Value, path: &str) -> Vec<FieldCause> {
+    let mut causes = Vec::new();
+    let containers = spec.pointer("/containers").and_then(Value::as_array);
+    match containers {
+        None => causes.push(FieldCause {
+            reason: "FieldValueRequired",
+            field: format!("{path}.containers"),
+            message: "Required value".into(),
+        }),
+        Some(list) if list.is_empty() => causes.push(FieldCause {
+            reason: "FieldValueRequired",
+            field: format!("{path}.containers"),
+            message: "Required value".into(),
+        }),
+        Some(list) => {
+            for (i, c) in list.iter().enumerate() {
+                let cname = c.get("name").and_then(Value::as_str).unwrap_or_default();
+                if let Some(why) = dns_label_problem(cname) {
+                    causes.push(FieldCause {
+                        reason: if cname.is_empty() {
+                            "FieldValueRequired"
+                        } else {
+                            "FieldValueInvalid"
+                        },
+                        field: format!("{path}.containers[{i}].name"),
+                        message: if cname.is_empty() {
+                            "Required value".into()
+                        } else {
+                            format!("Invalid value: {cname:?}: {why}")
+                        },
+                    });
+                }
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .trim()
+                    .is_empty()
+                {
+                    causes.push(FieldCause {
+                        reason: "FieldValueRequired",
+                        field: format!("{path}.containers[{i}].image"),
+                        message: "Required value".into(),
+                    });
+                }
+            }
+        }
+    }
+    causes
+}
+
 /// A ConfigMap's or Secret's keys must be valid config keys.
 fn config_key_causes(object: &Value) -> Vec<FieldCause> {
     let keys = ["data", "binaryData", "stringData"]
@@ -195,28 +228,6 @@ fn config_key_causes(object: &Value) -> Vec<FieldCause> {
     .collect()
 }
 
-/// The object at `key`, made an empty object first when it is missing or not an object.
-pub(crate) fn ensure_object<'a>(
-    parent: &'a mut Map<String, Value>,
-    key: &str,
-) -> &'a mut Map<String, Value> {
-    let entry = parent.entry(key.to_owned()).or_insert_with(|| json!({}));
-    if !entry.is_object() {
-        *entry = json!({});
-    }
-    match entry {
-        Value::Object(map) => map,
-        // Just replaced by an object above.
-        _ => unreachable!("entry is an object"),
-    }
-}
-
-fn default_field(map: &mut Map<String, Value>, key: &str, value: Value) {
-    if map.get(key).is_none_or(Value::is_null) {
-        map.insert(key.to_owned(), value);
-    }
-}
-
 /// Fills in the defaults Kubernetes sets on create.
 pub fn apply_defaults(info: &ResourceInfo, object: &mut Map<String, Value>) {
     match info.kind {
@@ -228,23 +239,12 @@ pub fn apply_defaults(info: &ResourceInfo, object: &mut Map<String, Value>) {
         }
         "Pod" => {
             let spec = ensure_object(object, "spec");
+            pod_spec_defaults(spec);
             default_field(spec, "restartPolicy", json!("Always"));
-            default_field(spec, "terminationGracePeriodSeconds", json!(30));
-            default_field(spec, "dnsPolicy", json!("ClusterFirst"));
-            default_field(spec, "schedulerName", json!("default-scheduler"));
             default_field(spec, "serviceAccountName", json!("default"));
-            default_field(spec, "securityContext", json!({}));
             default_field(spec, "enableServiceLinks", json!(true));
             default_field(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
             default_field(spec, "priority", json!(0));
-            if let Some(Value::Array(containers)) = spec.get_mut("containers") {
-                for c in containers.iter_mut().filter_map(Value::as_object_mut) {
-                    default_field(c, "imagePullPolicy", json!("IfNotPresent"));
-                    default_field(c, "terminationMessagePath", json!("/dev/termination-log"));
-                    default_field(c, "terminationMessagePolicy", json!("File"));
-                    default_field(c, "resources", json!({}));
-                }
-            }
             let status = ensure_object(object, "status");
             default_field(status, "phase", json!("Pending"));
             default_field(status, "qosClass", json!("BestEffort"));
@@ -253,7 +253,27 @@ pub fn apply_defaults(info: &ResourceInfo, object: &mut Map<String, Value>) {
             default_field(object, "type", json!("Opaque"));
             fold_string_data(object);
         }
-        _ => {}
+        kind => {
+            workloads::defaults(kind, object);
+            network::defaults(kind, object);
+        }
+    }
+}
+
+/// The defaults of a pod spec, in a pod or a template (the restart policy aside, which
+/// Jobs must choose).
+pub(crate) fn pod_spec_defaults(spec: &mut Map<String, Value>) {
+    default_field(spec, "terminationGracePeriodSeconds", json!(30));
+    default_field(spec, "dnsPolicy", json!("ClusterFirst"));
+    default_field(spec, "schedulerName", json!("default-scheduler"));
+    default_field(spec, "securityContext", json!({}));
+    if let Some(Value::Array(containers)) = spec.get_mut("containers") {
+        for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+            default_field(c, "imagePullPolicy", json!("IfNotPresent"));
+            default_field(c, "terminationMessagePath", json!("/dev/termination-log"));
+            default_field(c, "terminationMessagePolicy", json!("File"));
+            default_field(c, "resources", json!({}));
+        }
     }
 }
 
