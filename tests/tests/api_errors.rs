@@ -63,9 +63,18 @@ fn bad_requests_get_the_kubernetes_status_codes() {
             404,
             "NotFound",
         ),
+        // A resource no served group has, and a group that is not served.
         (
             "GET",
-            "/apis/apps/v1/namespaces/default/deployments",
+            "/apis/apps/v1/namespaces/default/widgets",
+            "application/json",
+            "",
+            404,
+            "NotFound",
+        ),
+        (
+            "GET",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
             "application/json",
             "",
             404,
