@@ -31,9 +31,6 @@ pub struct Replica {
     raft: ShardRaftHandle,
     machine: ShardMachine,
     router: Router,
-    /// A leader that just failed to answer a forwarded request, and when: requests wait for
-    /// a new leader instead of forwarding to it again.
-    suspect: std::sync::Arc<std::sync::Mutex<Option<(NodeId, Instant)>>>,
 }
 
 /// One member of a group, as a replica sees it.
@@ -51,9 +48,6 @@ pub struct GroupView {
     pub term: u64,
     pub members: Vec<MemberView>,
 }
-
-/// How long a leader that failed to answer is passed over.
-const SUSPICION: Duration = Duration::from_secs(2);
 
 /// What one local attempt came to.
 enum Attempt {
@@ -88,7 +82,6 @@ impl Replica {
             raft,
             machine,
             router,
-            suspect: Default::default(),
         }
     }
 
@@ -147,11 +140,6 @@ impl Replica {
             }
             match self.attempt(&op, remaining).await {
                 Attempt::Done(reply) => return reply,
-                Attempt::Forward(Some((id, _))) if self.suspected(id) => {
-                    if !self.pause(&mut wait, remaining).await {
-                        return ClientReply::unavailable(&op, self.group);
-                    }
-                }
                 Attempt::Forward(Some((id, member))) if id != *self.raft.node_id() && hops > 0 => {
                     let forwarded = self
                         .router
@@ -163,11 +151,6 @@ impl Replica {
                             remaining.min(FORWARD),
                         )
                         .await;
-                    if forwarded.is_err() {
-                        // No answer: pass this leader over until the group elects another.
-                        let mut suspect = self.suspect.lock().unwrap_or_else(|p| p.into_inner());
-                        *suspect = Some((id, Instant::now()));
-                    }
                     match forwarded {
                         Ok(reply) if !reply.is_unavailable() => return reply,
                         // A write that reached the leader may have been applied even though
@@ -190,11 +173,6 @@ impl Replica {
                 }
             }
         }
-    }
-
-    fn suspected(&self, leader: NodeId) -> bool {
-        let suspect = self.suspect.lock().unwrap_or_else(|p| p.into_inner());
-        suspect.is_some_and(|(id, at)| id == leader && at.elapsed() < SUSPICION)
     }
 
     /// Waits for the group's leadership to change, for at most `wait` (doubling from 10 ms
@@ -332,6 +310,11 @@ impl Replica {
             let target = match result {
                 Err(_) => return Err(format!("shard {}: the change timed out", self.group)),
                 Ok(Ok(())) => return Ok(()),
+                // The previous change (its joint phase) is still being committed: this one
+                // goes next.
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    openraft::error::ChangeMembershipError::InProgress(_),
+                )))) => None,
                 Ok(Err(err)) => match forward_target(&err) {
                     Some(target) => target,
                     None => return Err(format!("shard {}: {err}", self.group)),
