@@ -17,7 +17,8 @@ pointer, zero or not, and a `json:",omitempty"` value field is left out of JSON 
 Each message is a line `message <full name>`, then one line per field:
 `<number> <json name> <one|many|map> <type> [<map value type>]`, where a type is a scalar
 (string, bytes, bool, int32, int64, double) or a message's full name. A single scalar whose
-zero value is left out of JSON is marked `omit` after its type.
+zero value is left out of JSON is marked `omit` after its type; a field with a strategic
+merge patch strategy carries `smp=<strategy>` and, for lists merged by key, `key=<field>`.
 """
 
 import glob
@@ -168,9 +169,9 @@ GO_FIELD = re.compile(r'^\s+(\w+)\s+(\S+)\s+`([^`]*)`', re.M)
 GO_STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)
 
 
-def go_value_fields():
-    """`{(package, struct): {json name}}`: the Go value (not pointer) fields that JSON
-    leaves out when empty."""
+def go_fields():
+    """From the Go types, by message: the value (not pointer) fields that JSON leaves out
+    when empty, and each field's strategic-merge-patch strategy and merge key."""
     roots = []
     for env, prefix in (("K8S_API_SRC", "k8s.io.api"),
                         ("K8S_APIMACHINERY_SRC", "k8s.io.apimachinery")):
@@ -186,16 +187,20 @@ def go_value_fields():
             with open(path) as f:
                 text = f.read()
             for struct in GO_STRUCT.finditer(text):
-                fields = set()
+                omitted, patch = set(), {}
                 for field in GO_FIELD.finditer(struct.group(2)):
                     typ, tag = field.group(2), field.group(3)
                     j = re.search(r'json:"([^"]*)"', tag)
-                    if j is None or typ.startswith("*"):
+                    if j is None:
                         continue
                     name, *options = j.group(1).split(",")
-                    if "omitempty" in options and name:
-                        fields.add(name)
-                out[type_key(package + "." + struct.group(1))] = fields
+                    if "omitempty" in options and name and not typ.startswith("*"):
+                        omitted.add(name)
+                    strategy = re.search(r'patchStrategy:"([^"]*)"', tag)
+                    key = re.search(r'patchMergeKey:"([^"]*)"', tag)
+                    if strategy and name:
+                        patch[name] = (strategy.group(1), key.group(1) if key else None)
+                out[type_key(package + "." + struct.group(1))] = (omitted, patch)
     return out
 
 
@@ -206,7 +211,7 @@ def resolve_inline(all_messages, names, values):
     out = []
     for name, fields in all_messages:
         known = names.get(type_key(name)) or {}
-        omitted = values.get(type_key(name), set())
+        omitted, patch = values.get(type_key(name), (set(), {}))
         lines = []
         for tag, json, label, typ in fields:
             if isinstance(label, tuple):
@@ -216,6 +221,9 @@ def resolve_inline(all_messages, names, values):
                 label = "inline" if inline else "one"
             if label == "one" and "." not in typ and json in omitted:
                 typ += " omit"
+            if json in patch:
+                strategy, key = patch[json]
+                typ += f" smp={strategy}" + (f" key={key}" if key else "")
             lines.append(f"{tag} {json} {label} {typ}")
         out.append((name, lines))
     return out
@@ -223,13 +231,13 @@ def resolve_inline(all_messages, names, values):
 
 def main():
     names = json_names()
-    all_messages = resolve_inline(messages(names), names, go_value_fields())
+    all_messages = resolve_inline(messages(names), names, go_fields())
     known = {name for name, _ in all_messages}
     print(f"# Written by scripts/protobuf-schema.py from k8s-pb {PB_VERSION} and "
           f"k8s-openapi {OPENAPI_VERSION} ({OPENAPI_API}).")
     for name, fields in all_messages:
         for field in fields:
-            parts = [p for p in field.split(" ") if p != "omit"]
+            parts = [p for p in field.split(" ") if p != "omit" and "=" not in p]
             for typ in parts[3:]:
                 if "." in typ and typ not in known:
                     sys.exit(f"{name} refers to the unknown message {typ}")

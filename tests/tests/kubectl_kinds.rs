@@ -333,3 +333,138 @@ fn workloads_and_services_behave_like_kubernetes() {
     assert_eq!(scale["group"], "autoscaling", "{gv}");
     assert_eq!(scale["kind"], "Scale", "{gv}");
 }
+
+fn deployment_yaml(
+    name: &str,
+    image: &str,
+    env: &[(&str, &str)],
+    sidecar: bool,
+    tier: bool,
+) -> String {
+    let env: String = env
+        .iter()
+        .map(|(k, v)| format!("        - name: {k}\n          value: \"{v}\"\n"))
+        .collect();
+    let sidecar = if sidecar {
+        "      - name: sidecar\n        image: busybox\n"
+    } else {
+        ""
+    };
+    let tier = if tier { "\n    tier: fe" } else { "" };
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  labels:
+    app: {name}{tier}
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+      - name: web
+        image: {image}
+        env:
+{env}{sidecar}"
+    )
+}
+
+#[test]
+fn apply_edit_and_patch_merge_lists_by_their_keys() {
+    let cluster = Cluster::start("smp", &[]);
+    for (k, name) in [(Kubectl::V132, "new"), (Kubectl::V120, "old")] {
+        let file = cluster.dir.join(format!("{name}.yaml"));
+        let path = file.display().to_string();
+        // Schema validation is kubectl's; the merge is the server's.
+        let apply = |yaml: String| {
+            std::fs::write(&file, yaml).expect("write the file");
+            cluster.kubectl_ok(k, &["apply", "--validate=false", "-f", &path])
+        };
+        let out = apply(deployment_yaml(
+            name,
+            "busybox:1",
+            &[("A", "1"), ("B", "2")],
+            true,
+            true,
+        ));
+        assert!(out.contains("created"), "{k:?}: {out}");
+        // Change a field and a list item, remove a list item, a container and a label.
+        let out = apply(deployment_yaml(
+            name,
+            "busybox:2",
+            &[("B", "3")],
+            false,
+            false,
+        ));
+        assert!(out.contains("configured"), "{k:?}: {out}");
+        let live = json(&cluster.kubectl_ok(k, &["get", "deploy", name, "-o", "json"]));
+        let containers = &live["spec"]["template"]["spec"]["containers"];
+        assert_eq!(
+            containers.as_array().map(Vec::len),
+            Some(1),
+            "{k:?}: {live}"
+        );
+        assert_eq!(containers[0]["image"], "busybox:2", "{k:?}: {live}");
+        assert_eq!(
+            containers[0]["env"],
+            serde_json::json!([{"name": "B", "value": "3"}]),
+            "{k:?}: {live}"
+        );
+        assert_eq!(
+            live["metadata"]["labels"],
+            serde_json::json!({"app": name}),
+            "{k:?}: {live}"
+        );
+        assert_eq!(live["metadata"]["generation"], 2, "{k:?}: {live}");
+        // `patch` is strategic by default: the env list merges by name.
+        let patch = r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"C","value":"4"}]}]}}}}"#;
+        cluster.kubectl_ok(k, &["patch", "deployment", name, "-p", patch]);
+        // `set image` sends $setElementOrder with the container merged by name.
+        cluster.kubectl_ok(
+            k,
+            &[
+                "set",
+                "image",
+                &format!("deployment/{name}"),
+                "web=busybox:3",
+            ],
+        );
+        let live = json(&cluster.kubectl_ok(k, &["get", "deploy", name, "-o", "json"]));
+        let web = &live["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(web["image"], "busybox:3", "{k:?}: {live}");
+        assert_eq!(
+            web["env"],
+            serde_json::json!([{"name": "B", "value": "3"}, {"name": "C", "value": "4"}]),
+            "{k:?}: {live}"
+        );
+        let text = live.to_string();
+        assert!(
+            !text.contains("$setElementOrder") && !text.contains("$patch"),
+            "{text}"
+        );
+        // A patch that names no merge key is refused, and nothing changes.
+        let out = cluster.kubectl(
+            k,
+            &[
+                "patch",
+                "deployment",
+                name,
+                "-p",
+                r#"{"spec":{"template":{"spec":{"containers":[{"image":"x"}]}}}}"#,
+            ],
+        );
+        assert!(!out.status.success(), "{k:?}");
+        let again = json(&cluster.kubectl_ok(k, &["get", "deploy", name, "-o", "json"]));
+        assert_eq!(
+            again["metadata"]["resourceVersion"],
+            live["metadata"]["resourceVersion"]
+        );
+    }
+}

@@ -19,6 +19,7 @@ pub mod protobuf;
 pub mod resources;
 pub mod scale;
 pub mod server;
+pub mod strategic;
 pub mod table;
 pub mod tls;
 pub mod validate;

@@ -90,6 +90,7 @@ pub fn patch_kind(content_type: Option<&str>) -> Result<PatchKind, ApiError> {
     {
         "application/json-patch+json" => Ok(PatchKind::Json),
         "application/merge-patch+json" => Ok(PatchKind::Merge),
+        "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
         _ => Err(ApiError::UnsupportedMediaType),
     }
 }
@@ -135,7 +136,11 @@ mod tests {
             Ok(PatchKind::Json)
         );
         assert_eq!(
-            patch_kind(Some("application/strategic-merge-patch+json")).map_err(|e| e.code()),
+            patch_kind(Some("application/strategic-merge-patch+json")),
+            Ok(PatchKind::Strategic)
+        );
+        assert_eq!(
+            patch_kind(Some("application/apply-patch+yaml")).map_err(|e| e.code()),
             Err(415)
         );
         assert_eq!(patch_kind(None).map_err(|e| e.code()), Err(415));

@@ -1,5 +1,6 @@
-//! Applying a PATCH body to an object: JSON patch (RFC 6902) and JSON merge patch (RFC 7396),
-//! both through the `json-patch` crate. Pure: the object and the patch in, the result out.
+//! Applying a PATCH body to an object: JSON patch (RFC 6902) and JSON merge patch (RFC 7396)
+//! through the `json-patch` crate, and Kubernetes' strategic merge patch
+//! ([`crate::strategic`]). Pure: the object and the patch in, the result out.
 
 use serde_json::Value;
 use shoal_core::error::FieldCause;
@@ -29,6 +30,23 @@ pub fn apply(
                 ));
             }
             json_patch::merge(&mut result, &doc);
+        }
+        PatchKind::Strategic => {
+            let doc: Value = serde_json::from_slice(patch).map_err(|e| {
+                ApiError::BadRequest(format!("the strategic merge patch is not valid JSON: {e}"))
+            })?;
+            // The object says what it is (a Scale, through the scale subresource).
+            let api_version = object
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .map_or_else(|| info.api_version(), str::to_owned);
+            let kind = object
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or(info.kind);
+            let message = crate::protobuf::message_of(&api_version, kind);
+            result = crate::strategic::apply(object, &doc, message)
+                .map_err(|e| ApiError::BadRequest(format!("invalid strategic merge patch: {e}")))?;
         }
         PatchKind::Json => {
             let ops: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| {

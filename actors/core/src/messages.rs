@@ -46,6 +46,8 @@ pub enum PatchKind {
     Json,
     /// RFC 7396, `application/merge-patch+json`.
     Merge,
+    /// Kubernetes' strategic merge patch, `application/strategic-merge-patch+json`.
+    Strategic,
 }
 
 /// Query options that shape a request.

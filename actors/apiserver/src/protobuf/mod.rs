@@ -55,6 +55,10 @@ struct Field {
     /// A Go value (not a pointer) whose JSON omits it when empty: Go's protobuf encoder
     /// writes it even when zero, and zero means unset.
     omit_zero: bool,
+    /// Its strategic merge patch strategy (`merge`, `retainKeys`, `merge,retainKeys`, …).
+    strategy: Option<&'static str>,
+    /// The field that identifies an element of a list merged by key.
+    merge_key: Option<&'static str>,
 }
 
 /// Whether a decoded scalar is its type's zero value.
@@ -94,13 +98,20 @@ fn parse_schema(text: &'static str) -> Schema {
         let Ok(tag) = tag.parse::<u32>() else {
             continue;
         };
-        let (label, typ, omit_zero) = match (*label, rest) {
-            ("one", [typ]) => (Label::One, *typ, false),
-            ("one", [typ, "omit"]) => (Label::One, *typ, true),
-            ("many", [typ]) => (Label::Many, *typ, false),
-            ("inline", [typ]) => (Label::Inline, *typ, false),
-            ("map", [_key, value]) => (Label::Map, *value, false),
+        // The type (a map's key and value type), then the field's marks.
+        let (types, marks): (Vec<&'static str>, Vec<&'static str>) =
+            rest.iter().partition(|w| **w != "omit" && !w.contains('='));
+        let (label, typ) = match (*label, types.as_slice()) {
+            ("one", [typ]) => (Label::One, *typ),
+            ("many", [typ]) => (Label::Many, *typ),
+            ("inline", [typ]) => (Label::Inline, *typ),
+            ("map", [_key, value]) => (Label::Map, *value),
             _ => continue,
+        };
+        let mark = |name: &str| {
+            marks
+                .iter()
+                .find_map(|m| m.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
         };
         schema.entry(name).or_default().insert(
             tag,
@@ -108,11 +119,59 @@ fn parse_schema(text: &'static str) -> Schema {
                 json,
                 label,
                 typ,
-                omit_zero,
+                omit_zero: marks.contains(&"omit"),
+                strategy: mark("smp"),
+                merge_key: mark("key"),
             },
         );
     }
     schema
+}
+
+/// What a strategic merge patch needs to know of one field of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatchField {
+    /// The message of its value (of each element, for a list; of each value, for a map), or
+    /// `None` for a scalar.
+    pub message: Option<&'static str>,
+    pub list: bool,
+    pub map: bool,
+    pub strategy: Option<&'static str>,
+    pub merge_key: Option<&'static str>,
+}
+
+/// The message an object of `kind` in `api_version` is, if the schema has it.
+pub fn message_of(api_version: &str, kind: &str) -> Option<&'static str> {
+    let name = format!("{}.{kind}", package(api_version));
+    SCHEMA.get_key_value(name.as_str()).map(|(k, _)| *k)
+}
+
+/// The field of `message` spelled `json` in JSON, looking through the Go structs it embeds.
+pub fn patch_field(message: &str, json: &str) -> Option<PatchField> {
+    patch_field_at(message, json, 0)
+}
+
+fn patch_field_at(message: &str, json: &str, depth: usize) -> Option<PatchField> {
+    let fields = SCHEMA.get(message)?;
+    if let Some(f) = fields
+        .values()
+        .find(|f| f.json == json && f.label != Label::Inline)
+    {
+        return Some(PatchField {
+            message: f.typ.contains('.').then_some(f.typ),
+            list: f.label == Label::Many,
+            map: f.label == Label::Map,
+            strategy: f.strategy,
+            merge_key: f.merge_key,
+        });
+    }
+    if depth >= 8 {
+        return None;
+    }
+    fields
+        .values()
+        .filter(|f| f.label == Label::Inline)
+        .find_map(|f| patch_field_at(f.typ, json, depth + 1))
 }
 
 /// The protobuf package of an `apiVersion`: `apps/v1` -> `k8s.io.api.apps.v1`.
