@@ -50,6 +50,33 @@ pub struct WatchStart {
 pub(crate) struct WriteCtx {
     pub(crate) dry_run: bool,
     fence: Option<Fence>,
+    field_validation: shoal_core::FieldValidation,
+    /// What the client is to be warned of.
+    warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl WriteCtx {
+    /// Drops the fields `object`'s kind does not have, as `?fieldValidation=` says.
+    fn check_fields(
+        &self,
+        info: &ResourceInfo,
+        object: Map<String, Value>,
+    ) -> Result<Map<String, Value>, ApiError> {
+        let mut value = Value::Object(object);
+        let warnings = crate::fields::enforce(info, &mut value, self.field_validation)?;
+        if !warnings.is_empty() {
+            let mut all = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+            for w in warnings {
+                if !all.contains(&w) {
+                    all.push(w);
+                }
+            }
+        }
+        match value {
+            Value::Object(map) => Ok(map),
+            _ => Err(ApiError::Internal("an object stopped being one".into())),
+        }
+    }
 }
 
 fn map_store_error(info: &ResourceInfo, name: &str, err: StoreError) -> ApiError {
@@ -97,13 +124,20 @@ impl ApiCore {
 
     /// Answers one request.
     pub async fn handle(&self, req: ApiRequest) -> ApiReply {
-        match self.dispatch(&req).await {
+        let warnings = std::sync::Arc::default();
+        let mut reply = match self.dispatch(&req, std::sync::Arc::clone(&warnings)).await {
             Ok((code, value)) => ApiReply::ok(code, &value),
             Err(err) => ApiReply::error(&err),
-        }
+        };
+        reply.warnings = std::mem::take(&mut *warnings.lock().unwrap_or_else(|p| p.into_inner()));
+        reply
     }
 
-    async fn dispatch(&self, req: &ApiRequest) -> Result<(u16, Value), ApiError> {
+    async fn dispatch(
+        &self,
+        req: &ApiRequest,
+        warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> Result<(u16, Value), ApiError> {
         if req.verb == Verb::Malformed {
             return Err(ApiError::BadRequest(
                 "the request could not be decoded".into(),
@@ -141,6 +175,8 @@ impl ApiCore {
         let ctx = WriteCtx {
             dry_run: req.options.dry_run,
             fence: req.fence.clone(),
+            field_validation: req.options.field_validation,
+            warnings,
         };
         if req.subresource.as_deref() == Some("scale")
             && let Some(name) = req.name.as_deref()
@@ -290,7 +326,7 @@ impl ApiCore {
         ctx: &WriteCtx,
     ) -> Result<Value, ApiError> {
         let dry_run = ctx.dry_run;
-        let mut object = parse_object(body)?;
+        let mut object = ctx.check_fields(info, parse_object(body)?)?;
         check_type_meta(info, &object)?;
         let name = match (meta_str(&object, "name"), meta_str(&object, "generateName")) {
             (Some(name), _) => name.to_owned(),
@@ -437,7 +473,7 @@ impl ApiCore {
         ctx: &WriteCtx,
     ) -> Result<Value, ApiError> {
         let dry_run = ctx.dry_run;
-        let object = parse_object(body)?;
+        let object = ctx.check_fields(info, parse_object(body)?)?;
         check_type_meta(info, &object)?;
         if let Some(body_name) = meta_str(&object, "name")
             && body_name != name

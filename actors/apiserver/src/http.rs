@@ -124,14 +124,19 @@ fn parse_resource_path<'a>(
     })
 }
 
-fn options_from(query: &HashMap<String, String>) -> RequestOptions {
-    RequestOptions {
+fn options_from(query: &HashMap<String, String>) -> Result<RequestOptions, ApiError> {
+    let field_validation = match query.get("fieldValidation").filter(|v| !v.is_empty()) {
+        Some(text) => text.parse().map_err(ApiError::BadRequest)?,
+        None => Default::default(),
+    };
+    Ok(RequestOptions {
         label_selector: query.get("labelSelector").cloned(),
         field_selector: query.get("fieldSelector").cloned(),
         resource_version: query.get("resourceVersion").cloned(),
         dry_run: query.get("dryRun").is_some_and(|v| v == "All"),
         patch: None,
-    }
+        field_validation,
+    })
 }
 
 /// Serves every API path.
@@ -169,6 +174,23 @@ async fn dispatch(
     };
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
         ["version"] => return respond_json(200, &version_info(), plain),
+        ["openapi", "v3"] => return respond_json(200, &crate::openapi::root(), plain),
+        ["openapi", "v3", doc @ ..] => {
+            let Some(found) = crate::openapi::document(&doc.join("/")) else {
+                return error_response(&ApiError::UnknownResource);
+            };
+            let mut response = respond_json(200, &found.doc, plain);
+            // A URL with the document's hash names these exact contents.
+            let cache = if query.get("hash") == Some(&found.hash) {
+                "public, immutable, max-age=31536000"
+            } else {
+                "no-cache, private"
+            };
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+            return response;
+        }
         ["api"] => return respond_json(200, &discovery::api_versions(&api.server_address), plain),
         ["apis"] => return respond_json(200, &discovery::api_group_list(), plain),
         ["apis", group] => {
@@ -195,7 +217,10 @@ async fn dispatch(
         Ok(t) => t,
         Err(err) => return error_response(&err),
     };
-    let options = options_from(&query);
+    let options = match options_from(&query) {
+        Ok(options) => options,
+        Err(err) => return error_response(&err),
+    };
     let verb = match (&method, target.name) {
         (&Method::GET, Some(_)) => Verb::Get,
         (&Method::GET, None) if parse_bool(query.get("watch")) => {
@@ -257,7 +282,15 @@ async fn dispatch(
         || representation != Representation::Table
         || !matches!(verb, Verb::Get | Verb::List)
     {
-        return respond_json(reply.code, &reply.json(), plain);
+        let mut response = respond_json(reply.code, &reply.json(), plain);
+        for warning in &reply.warnings {
+            // As Kubernetes sends them: code 299, no agent, the text quoted.
+            let quoted = format!("299 - {:?}", warning);
+            if let Ok(value) = HeaderValue::from_str(&quoted) {
+                response.headers_mut().append(header::WARNING, value);
+            }
+        }
+        return response;
     }
     let value = reply.json();
     let include = IncludeObject::parse(query.get("includeObject").map(String::as_str));

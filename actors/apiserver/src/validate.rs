@@ -89,24 +89,13 @@ pub fn check_namespace_name(
 /// Decodes the object into its `k8s-openapi` type, so wrong types and shapes are refused
 /// before anything is stored.
 pub fn check_typed(info: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
-    use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::{
-        ConfigMap, Event, Namespace, Node, Pod, Secret, ServiceAccount,
-    };
-    let result = match info.kind {
-        "Namespace" => serde_json::from_value::<Namespace>(object.clone()).map(|_| ()),
-        "Node" => serde_json::from_value::<Node>(object.clone()).map(|_| ()),
-        "Pod" => serde_json::from_value::<Pod>(object.clone()).map(|_| ()),
-        "Lease" => serde_json::from_value::<Lease>(object.clone()).map(|_| ()),
-        "ConfigMap" => serde_json::from_value::<ConfigMap>(object.clone()).map(|_| ()),
-        "Event" => serde_json::from_value::<Event>(object.clone()).map(|_| ()),
-        "Secret" => serde_json::from_value::<Secret>(object.clone()).map(|_| ()),
-        "ServiceAccount" => serde_json::from_value::<ServiceAccount>(object.clone()).map(|_| ()),
-        kind => workloads::typed(kind, object)
-            .or_else(|| network::typed(kind, object))
-            .unwrap_or(Ok(())),
-    };
-    result.map_err(|e| ApiError::BadRequest(format!("unable to decode {} body: {e}", info.kind)))
+    match crate::kinds::roundtrip(info.kind, object) {
+        Some(Err(e)) => Err(ApiError::BadRequest(format!(
+            "unable to decode {} body: {e}",
+            info.kind
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Kind-specific checks beyond types.

@@ -15,7 +15,9 @@ pub mod version;
 
 pub use error::ApiError;
 pub use keys::{ObjectKey, shard_for};
-pub use messages::{ApiReply, ApiRequest, ApiServerMsg, Fence, PatchKind, RequestOptions, Verb};
+pub use messages::{
+    ApiReply, ApiRequest, ApiServerMsg, Fence, FieldValidation, PatchKind, RequestOptions, Verb,
+};
 pub use version::CompositeVersion;
 
 /// The process group every ApiServer actor joins; callers find the API through it.

@@ -59,6 +59,36 @@ pub struct RequestOptions {
     pub dry_run: bool,
     /// For `Verb::Patch`: the patch's format.
     pub patch: Option<PatchKind>,
+    /// What a write does with fields its kind does not have.
+    pub field_validation: FieldValidation,
+}
+
+/// What a write does with fields its kind does not have (`?fieldValidation=`); they are
+/// never stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FieldValidation {
+    /// The write fails with 400, naming them.
+    Strict,
+    /// The write succeeds with a warning naming each (the default, as in Kubernetes).
+    #[default]
+    Warn,
+    /// They are dropped silently.
+    Ignore,
+}
+
+impl std::str::FromStr for FieldValidation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<FieldValidation, String> {
+        match text {
+            "Strict" => Ok(FieldValidation::Strict),
+            "Warn" => Ok(FieldValidation::Warn),
+            "Ignore" => Ok(FieldValidation::Ignore),
+            other => Err(format!(
+                "fieldValidation must be one of \"Ignore\", \"Warn\" or \"Strict\", not {other:?}"
+            )),
+        }
+    }
 }
 
 /// A leadership term that fences writes: a component that holds a leader lease stamps every
@@ -144,6 +174,8 @@ impl ApiRequest {
 pub struct ApiReply {
     pub code: u16,
     pub body: Vec<u8>,
+    /// Warnings for the client (HTTP `Warning: 299` headers).
+    pub warnings: Vec<String>,
 }
 
 impl ApiReply {
@@ -152,6 +184,7 @@ impl ApiReply {
         ApiReply {
             code,
             body: serde_json::to_vec(value).unwrap_or_default(),
+            warnings: Vec::new(),
         }
     }
 

@@ -9,6 +9,43 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 use shoal_core::error::FieldCause;
 
+/// The object read into the `k8s-openapi` type of `kind` and written back: what Kubernetes
+/// keeps of it (fields the kind does not have are gone). `None` for a kind not modelled.
+pub fn roundtrip(kind: &str, object: &Value) -> Option<Result<Value, serde_json::Error>> {
+    use k8s_openapi::api::apps::v1 as apps;
+    use k8s_openapi::api::batch::v1 as batch;
+    use k8s_openapi::api::coordination::v1 as coordination;
+    use k8s_openapi::api::core::v1 as core;
+    use k8s_openapi::api::discovery::v1 as discovery;
+    fn through<T: serde::de::DeserializeOwned + serde::Serialize>(
+        v: &Value,
+    ) -> Result<Value, serde_json::Error> {
+        T::deserialize(v).and_then(|typed| serde_json::to_value(typed))
+    }
+    Some(match kind {
+        "Namespace" => through::<core::Namespace>(object),
+        "Node" => through::<core::Node>(object),
+        "Pod" => through::<core::Pod>(object),
+        "ConfigMap" => through::<core::ConfigMap>(object),
+        "Secret" => through::<core::Secret>(object),
+        "ServiceAccount" => through::<core::ServiceAccount>(object),
+        "Event" => through::<core::Event>(object),
+        "Service" => through::<core::Service>(object),
+        "Endpoints" => through::<core::Endpoints>(object),
+        "ReplicationController" => through::<core::ReplicationController>(object),
+        "Deployment" => through::<apps::Deployment>(object),
+        "ReplicaSet" => through::<apps::ReplicaSet>(object),
+        "DaemonSet" => through::<apps::DaemonSet>(object),
+        "StatefulSet" => through::<apps::StatefulSet>(object),
+        "ControllerRevision" => through::<apps::ControllerRevision>(object),
+        "Job" => through::<batch::Job>(object),
+        "CronJob" => through::<batch::CronJob>(object),
+        "Lease" => through::<coordination::Lease>(object),
+        "EndpointSlice" => through::<discovery::EndpointSlice>(object),
+        _ => return None,
+    })
+}
+
 /// One table column: name, type, priority (1 = only with `-o wide`) and description.
 pub struct Column(pub &'static str, pub &'static str, pub u8, pub &'static str);
 

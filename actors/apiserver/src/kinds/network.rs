@@ -10,21 +10,6 @@ use super::{
 };
 use crate::table::age;
 
-/// Decodes `object` into the `k8s-openapi` type of `kind`, if it is a network kind.
-pub fn typed(kind: &str, object: &Value) -> Option<Result<(), serde_json::Error>> {
-    use k8s_openapi::api::core::v1::{Endpoints, Service};
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
-    fn check<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(), serde_json::Error> {
-        T::deserialize(v).map(drop)
-    }
-    Some(match kind {
-        "Service" => check::<Service>(object),
-        "Endpoints" => check::<Endpoints>(object),
-        "EndpointSlice" => check::<EndpointSlice>(object),
-        _ => return None,
-    })
-}
-
 const SERVICE_TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
 const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP"];
 
@@ -423,7 +408,11 @@ mod tests {
         assert_eq!(s["spec"]["ports"][0]["protocol"], "TCP");
         assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);
         assert!(s["spec"].get("externalTrafficPolicy").is_none());
-        assert!(typed("Service", &s).expect("a network kind").is_ok());
+        assert!(
+            crate::kinds::roundtrip("Service", &s)
+                .expect("modelled")
+                .is_ok()
+        );
         let mut causes = Vec::new();
         validate("Service", &s, &mut causes);
         assert!(causes.is_empty(), "{causes:?}");

@@ -14,29 +14,6 @@ use super::{
 use crate::table::{age, since};
 use crate::validate::{container_causes, pod_spec_defaults};
 
-/// Decodes `object` into the `k8s-openapi` type of `kind`, if it is a workload kind.
-pub fn typed(kind: &str, object: &Value) -> Option<Result<(), serde_json::Error>> {
-    use k8s_openapi::api::apps::v1::{
-        ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
-    };
-    use k8s_openapi::api::batch::v1::{CronJob, Job};
-    use k8s_openapi::api::core::v1::ReplicationController;
-    fn check<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(), serde_json::Error> {
-        T::deserialize(v).map(drop)
-    }
-    Some(match kind {
-        "Deployment" => check::<Deployment>(object),
-        "ReplicaSet" => check::<ReplicaSet>(object),
-        "DaemonSet" => check::<DaemonSet>(object),
-        "StatefulSet" => check::<StatefulSet>(object),
-        "ControllerRevision" => check::<ControllerRevision>(object),
-        "Job" => check::<Job>(object),
-        "CronJob" => check::<CronJob>(object),
-        "ReplicationController" => check::<ReplicationController>(object),
-        _ => return None,
-    })
-}
-
 /// Whether `metadata.generation` starts at 1 and counts the changes to `spec`.
 pub fn tracks_generation(kind: &str) -> bool {
     matches!(
@@ -772,7 +749,11 @@ mod tests {
         assert_eq!(pod["containers"][0]["terminationMessagePolicy"], "File");
         // Set by admission on pods, not on templates.
         assert!(pod.get("serviceAccountName").is_none());
-        assert!(typed("Deployment", &d).expect("a workload").is_ok());
+        assert!(
+            crate::kinds::roundtrip("Deployment", &d)
+                .expect("modelled")
+                .is_ok()
+        );
         let mut causes = Vec::new();
         validate("Deployment", &d, &mut causes);
         assert!(causes.is_empty(), "{causes:?}");
