@@ -263,14 +263,9 @@ fn workloads_and_services_behave_like_kubernetes() {
     .expect("write the file");
     for k in Kubectl::ALL {
         // 1.32 leaves validation to the server (the OpenAPI v3 documents declare
-        // fieldValidation); 1.20 validates with OpenAPI v2 itself, which is not served.
+        // fieldValidation); 1.20 validates with the OpenAPI v2 protobuf document itself.
         let path = file.display().to_string();
-        let validate = if k == Kubectl::V132 {
-            "--validate=strict"
-        } else {
-            "--validate=false"
-        };
-        let out = cluster.kubectl(k, &["create", validate, "-f", &path]);
+        let out = cluster.kubectl(k, &["create", "-f", &path]);
         let why = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{k:?}");
         assert!(
@@ -304,6 +299,14 @@ fn workloads_and_services_behave_like_kubernetes() {
     let why = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{why}");
     assert!(why.contains(r#"unknown field "spec.bogus""#), "{why}");
+    // kubectl 1.20 finds it itself, in the OpenAPI v2 document.
+    let out = cluster.kubectl(Kubectl::V120, &["create", "-f", &path]);
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{why}");
+    assert!(
+        why.contains(r#"unknown field "bogus" in io.k8s.api.apps.v1.DeploymentSpec"#),
+        "{why}"
+    );
     let odd = json(&cluster.kubectl_ok(Kubectl::V120, &["get", "deploy", "odd", "-o", "json"]));
     assert!(odd["spec"].get("bogus").is_none(), "{odd}");
     assert!(
@@ -312,10 +315,12 @@ fn workloads_and_services_behave_like_kubernetes() {
             .is_none(),
         "{odd}"
     );
-    // `explain` reads the same documents.
-    let out = cluster.kubectl_ok(Kubectl::V132, &["explain", "deployment.spec.strategy"]);
-    assert!(out.contains("DeploymentStrategy"), "{out}");
-    assert!(out.contains("rollingUpdate"), "{out}");
+    // `explain` reads the same documents (1.32 the v3 ones, 1.20 the v2 one).
+    for k in Kubectl::ALL {
+        let out = cluster.kubectl_ok(k, &["explain", "deployment.spec.strategy"]);
+        assert!(out.contains("DeploymentStrategy"), "{k:?}: {out}");
+        assert!(out.contains("rollingUpdate"), "{k:?}: {out}");
+    }
 
     // Jobs get their generated selector; their pods must not restart Always.
     let out = cluster.kubectl_ok(
@@ -423,15 +428,11 @@ fn apply_edit_and_patch_merge_lists_by_their_keys() {
     for (k, name) in [(Kubectl::V132, "new"), (Kubectl::V120, "old")] {
         let file = cluster.dir.join(format!("{name}.yaml"));
         let path = file.display().to_string();
-        // 1.32 validates through the server; 1.20 would need OpenAPI v2, not served.
-        let validate = if k == Kubectl::V132 {
-            "--validate=strict"
-        } else {
-            "--validate=false"
-        };
+        // With each version's default validation: 1.32's through the server, 1.20's
+        // against the OpenAPI v2 document.
         let apply = |yaml: String| {
             std::fs::write(&file, yaml).expect("write the file");
-            cluster.kubectl_ok(k, &["apply", validate, "-f", &path])
+            cluster.kubectl_ok(k, &["apply", "-f", &path])
         };
         let out = apply(deployment_yaml(
             name,

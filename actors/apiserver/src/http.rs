@@ -139,6 +139,23 @@ fn options_from(query: &HashMap<String, String>) -> Result<RequestOptions, ApiEr
     })
 }
 
+/// The OpenAPI v2 document: protobuf when asked for (kubectl 1.20's validation), JSON
+/// otherwise.
+fn openapi_v2(path: &str, accept: Option<&str>) -> Response {
+    const PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+    let doc = crate::openapi::swagger();
+    if path == "/swagger-2.0.0.pb-v1" || accept.is_some_and(|a| a.contains(PROTOBUF)) {
+        let mut response = (StatusCode::OK, doc.protobuf.clone()).into_response();
+        // The type asked for is not a valid media type ('@'): the bytes go untyped.
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        return response;
+    }
+    respond_json(200, &doc.json, Representation::Json)
+}
+
 /// Serves every API path.
 async fn dispatch(
     State(api): State<Arc<HttpApi>>,
@@ -162,6 +179,9 @@ async fn dispatch(
         ));
     };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if matches!(path, "/openapi/v2" | "/swagger-2.0.0.pb-v1") {
+        return openapi_v2(path, accept);
+    }
     let representation = match choose(accept) {
         Ok(r) => r,
         Err(err) => return error_response(&err),

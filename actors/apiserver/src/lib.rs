@@ -16,6 +16,7 @@ pub mod kinds;
 pub mod negotiate;
 pub mod objects;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;

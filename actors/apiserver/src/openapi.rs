@@ -45,6 +45,72 @@ pub fn document(path: &str) -> Option<&'static GroupVersionDoc> {
     DOCS.get(path.trim_matches('/'))
 }
 
+/// The OpenAPI v2 (Swagger 2.0) document of every served kind, as JSON and as the
+/// protobuf kubectl 1.20 downloads: the same schemas under `definitions`.
+pub struct SwaggerDoc {
+    pub json: Value,
+    pub protobuf: Vec<u8>,
+}
+
+static SWAGGER: LazyLock<SwaggerDoc> = LazyLock::new(|| {
+    let mut definitions = Map::new();
+    for d in DOCS.values() {
+        if let Some(Value::Object(schemas)) = d.doc.pointer("/components/schemas") {
+            for (name, schema) in schemas {
+                definitions.insert(name.clone(), v2_refs(schema));
+            }
+        }
+    }
+    let json = json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": MODEL_VERSION},
+        "paths": {},
+        "definitions": definitions,
+    });
+    let protobuf = crate::openapi_v2::encode(&json);
+    SwaggerDoc { json, protobuf }
+});
+
+/// The v2 document.
+pub fn swagger() -> &'static SwaggerDoc {
+    &SWAGGER
+}
+
+/// A schema as v2 writes it: references point at `definitions`, and a reference with a
+/// description is a `$ref` beside it (v3 wraps it in a one-element `allOf`).
+fn v2_refs(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .flat_map(|(k, v)| match (k.as_str(), v) {
+                    ("allOf", Value::Array(one))
+                        if one.len() == 1 && one[0].get("$ref").is_some() =>
+                    {
+                        one[0]
+                            .as_object()
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .collect::<Vec<_>>()
+                    }
+                    _ => vec![(k.clone(), v.clone())],
+                })
+                .map(|(k, v)| {
+                    let v = match (k.as_str(), &v) {
+                        ("$ref", Value::String(r)) => {
+                            Value::String(r.replace("#/components/schemas/", "#/definitions/"))
+                        }
+                        _ => v2_refs(&v),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(v2_refs).collect()),
+        other => other.clone(),
+    }
+}
+
 /// FNV-1a over the document's bytes, in hex: it changes whenever the document does.
 fn hash_of(bytes: &[u8]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -352,5 +418,27 @@ mod tests {
                 "{name} is referred to but missing"
             );
         }
+    }
+
+    #[test]
+    fn the_v2_document_has_every_definition_with_plain_references() {
+        let doc = &swagger().json;
+        let definitions = &doc["definitions"];
+        let meta = &definitions["io.k8s.api.apps.v1.Deployment"]["properties"]["metadata"];
+        assert_eq!(
+            meta["$ref"],
+            "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+        );
+        assert!(meta.get("allOf").is_none(), "{meta}");
+        let text = doc.to_string();
+        assert!(!text.contains("#/components/"));
+        for reference in text.split("\"$ref\":\"#/definitions/").skip(1) {
+            let name = reference.split('"').next().unwrap_or_default();
+            assert!(
+                definitions.get(name).is_some(),
+                "{name} is referred to but missing"
+            );
+        }
+        assert!(!swagger().protobuf.is_empty());
     }
 }
