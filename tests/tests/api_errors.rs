@@ -211,3 +211,239 @@ fn bad_requests_get_the_kubernetes_status_codes() {
     }
     cluster.wait_nodes(&[("master-1", "Ready")], Duration::from_secs(10));
 }
+
+/// A small seeded generator (xorshift64*), so a failing body can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// One write endpoint: where it is, and the good body it corrupts.
+struct Target {
+    collection: &'static str,
+    name: &'static str,
+    good: serde_json::Value,
+    /// A field and a value of the wrong type for it (JSON pointer, value).
+    wrong: Vec<(&'static str, serde_json::Value)>,
+}
+
+fn targets() -> Vec<Target> {
+    use serde_json::json;
+    vec![
+        Target {
+            collection: "/apis/apps/v1/namespaces/default/deployments",
+            name: "web",
+            good: json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"metadata": {"labels": {"app": "web"}},
+                        "spec": {"containers": [{"name": "web", "image": "busybox"}]}}}}),
+            wrong: vec![
+                ("/spec/replicas", json!("three")),
+                ("/spec", json!("x")),
+                ("/metadata", json!(5)),
+                ("/spec/template/spec/containers", json!({"a": 1})),
+                ("/metadata/labels", json!([1])),
+            ],
+        },
+        Target {
+            collection: "/api/v1/namespaces/default/services",
+            name: "svc",
+            good: json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"},
+                "spec": {"ports": [{"port": 80}], "selector": {"app": "web"}}}),
+            wrong: vec![
+                ("/spec/ports", json!("x")),
+                ("/spec/ports/0/port", json!("eighty")),
+                ("/spec/selector", json!([true])),
+            ],
+        },
+        Target {
+            collection: "/api/v1/namespaces/default/configmaps",
+            name: "cm",
+            good: json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"},
+                "data": {"k": "v"}}),
+            wrong: vec![("/data", json!([1])), ("/data/k", json!(5))],
+        },
+        Target {
+            collection: "/api/v1/namespaces/default/pods",
+            name: "pod",
+            good: json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pod"},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+            wrong: vec![
+                ("/spec/containers", json!(3)),
+                ("/spec/containers/0/ports", json!({"x": 1})),
+            ],
+        },
+    ]
+}
+
+/// Sets the field at `pointer`, adding it to its parent object when it is missing.
+fn set(value: &mut serde_json::Value, pointer: &str, to: serde_json::Value) {
+    let (parent, key) = pointer.rsplit_once('/').expect("a pointer");
+    match value.pointer_mut(parent) {
+        Some(serde_json::Value::Object(map)) => {
+            map.insert(key.to_owned(), to);
+        }
+        Some(serde_json::Value::Array(items)) => {
+            let i: usize = key.parse().expect("an index");
+            items[i] = to;
+        }
+        _ => panic!("{pointer} has no parent in {value}"),
+    }
+}
+
+#[test]
+fn two_hundred_malformed_bodies_get_a_status_and_change_nothing() {
+    let cluster = Cluster::start("malformed", &[]);
+    let targets = targets();
+    let mut stored = Vec::new();
+    for t in &targets {
+        let (code, body) = cluster.curl(
+            "POST",
+            t.collection,
+            "application/json",
+            &t.good.to_string(),
+        );
+        assert_eq!(code, 201, "{body}");
+        let (code, body) = cluster.curl("GET", &format!("{}/{}", t.collection, t.name), "", "");
+        assert_eq!(code, 200, "{body}");
+        stored.push(body);
+    }
+    // SHOAL_MALFORMED_SEED=<n> explores other bodies.
+    let seed = std::env::var("SHOAL_MALFORMED_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0005);
+    let mut rng = Rng(seed);
+    let file = cluster.dir.join("body");
+    let at_file = format!("@{}", file.display());
+    for i in 0..200 {
+        let t = &targets[rng.below(targets.len())];
+        let object = format!("{}/{}", t.collection, t.name);
+        let mut body = t.good.clone();
+        // A write to the stored object names its version; a create gets a fresh name.
+        let (method, path, content_type) = match rng.below(7) {
+            0 => ("POST", t.collection.to_owned(), "application/json"),
+            1 => ("PUT", object.clone(), "application/json"),
+            2 => ("PATCH", object.clone(), "application/merge-patch+json"),
+            3 => (
+                "PATCH",
+                object.clone(),
+                "application/strategic-merge-patch+json",
+            ),
+            4 => ("PATCH", object.clone(), "application/json-patch+json"),
+            5 if t.name == "web" => ("PUT", format!("{object}/scale"), "application/json"),
+            _ => ("PUT", format!("{object}/status"), "application/json"),
+        };
+        if method == "POST" {
+            set(
+                &mut body,
+                "/metadata/name",
+                serde_json::json!(format!("new-{i}")),
+            );
+        }
+        let json_patch = content_type == "application/json-patch+json";
+        let mut query = "";
+        let mut category = rng.below(6);
+        // A status write keeps the stored labels: a huge one there is not an error.
+        if category == 2 && path.ends_with("/status") {
+            category = 0;
+        }
+        let text = match category {
+            // Cut short.
+            0 => {
+                let full = body.to_string();
+                full[..1 + rng.below(full.len() - 1)].to_owned()
+            }
+            // A field of the wrong type.
+            1 => {
+                let (pointer, value) = &t.wrong[rng.below(t.wrong.len())];
+                if json_patch {
+                    serde_json::json!([{"op": "add", "path": pointer, "value": value}]).to_string()
+                } else if path.ends_with("/scale") {
+                    serde_json::json!({"spec": {"replicas": "x"}}).to_string()
+                } else {
+                    set(&mut body, pointer, value.clone());
+                    body.to_string()
+                }
+            }
+            // Huge strings where Kubernetes bounds them.
+            2 => {
+                let huge = "x".repeat(1000 + rng.below(200_000));
+                if json_patch {
+                    serde_json::json!([{"op": "add", "path": "/metadata/labels", "value": {"big": huge}}]).to_string()
+                } else if path.ends_with("/scale") {
+                    serde_json::json!({"spec": {"replicas": huge}}).to_string()
+                } else {
+                    set(
+                        &mut body,
+                        "/metadata/labels",
+                        serde_json::json!({"big": huge}),
+                    );
+                    body.to_string()
+                }
+            }
+            // Nesting deeper than any decoder follows.
+            3 => {
+                let depth = 200 + rng.below(5000);
+                format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+            }
+            // Fields the kind does not have, with strict validation asked for.
+            4 => {
+                query = "?fieldValidation=Strict";
+                if json_patch {
+                    serde_json::json!([{"op": "add", "path": "/spec/bogus", "value": 1}])
+                        .to_string()
+                } else if path.ends_with("/scale") {
+                    serde_json::json!({"kind": "Pod", "spec": {"replicas": 1}}).to_string()
+                } else {
+                    set(&mut body, "/bogus", serde_json::json!({"x": 1}));
+                    body.to_string()
+                }
+            }
+            // Patches that are not patches.
+            _ => match content_type {
+                "application/json-patch+json" => [
+                    "{}",
+                    r#"[{"op":"remove","path":"/spec/nope/nope"}]"#,
+                    r#"[{"op":"explode"}]"#,
+                ][rng.below(3)]
+                .to_owned(),
+                "application/strategic-merge-patch+json" => [
+                    r#"{"$patch":"explode"}"#,
+                    r#"{"metadata":{"$setElementOrder/finalizers":"a"}}"#,
+                    "[1]",
+                ][rng.below(3)]
+                .to_owned(),
+                _ => ["[1]", "7", "\"text\""][rng.below(3)].to_owned(),
+            },
+        };
+        std::fs::write(&file, &text).expect("write the body");
+        let (code, reply) = cluster.curl(method, &format!("{path}{query}"), content_type, &at_file);
+        let shown: String = text.chars().take(200).collect();
+        assert!(
+            (400..500).contains(&code),
+            "seed {seed:#x} body {i}: {method} {path}{query} {content_type} got {code}: {reply}\nbody: {shown}"
+        );
+        let st = status(&reply);
+        assert_eq!(st["kind"], "Status", "body {i}: {reply}");
+        assert_eq!(st["code"], code, "body {i}: {reply}");
+    }
+    // Nothing stored changed, and nothing was added.
+    for (t, before) in targets.iter().zip(&stored) {
+        let (_, after) = cluster.curl("GET", &format!("{}/{}", t.collection, t.name), "", "");
+        assert_eq!(&after, before, "{} changed", t.name);
+        let (_, list) = cluster.curl("GET", t.collection, "", "");
+        let items = status(&list)["items"].as_array().map_or(0, Vec::len);
+        assert_eq!(items, 1, "{}: {list}", t.collection);
+    }
+}

@@ -474,6 +474,12 @@ impl ApiCore {
     ) -> Result<Value, ApiError> {
         let dry_run = ctx.dry_run;
         let object = ctx.check_fields(info, parse_object(body)?)?;
+        // The body must read as its kind whole, even where a status write ignores it.
+        let body_object = Value::Object(object);
+        check_typed(info, &body_object)?;
+        let Value::Object(object) = body_object else {
+            return Err(ApiError::Internal("an object stopped being one".into()));
+        };
         check_type_meta(info, &object)?;
         if let Some(body_name) = meta_str(&object, "name")
             && body_name != name
@@ -501,7 +507,7 @@ impl ApiCore {
             if let Some(map) = merged.as_object_mut() {
                 if info.kind == "Secret" {
                     crate::validate::fold_string_data(map);
-                } else if !status_only && info.kind != "Pod" {
+                } else if !status_only {
                     // Defaults hold on every write, as the decoder applies them in Kubernetes.
                     apply_defaults(info, map);
                 }

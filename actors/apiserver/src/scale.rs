@@ -40,6 +40,16 @@ pub fn scale_of(info: &ResourceInfo, parent: &Value) -> Value {
 
 /// The replica count a `Scale` asks for, checked as Kubernetes checks it.
 fn wanted_replicas(info: &ResourceInfo, name: &str, scale: &Value) -> Result<i64, ApiError> {
+    if !scale.is_object() {
+        return Err(ApiError::BadRequest(
+            "unable to decode Scale body: a Scale is a JSON object".into(),
+        ));
+    }
+    if let Some(spec) = scale.get("spec").filter(|s| !s.is_null() && !s.is_object()) {
+        return Err(ApiError::BadRequest(format!(
+            "unable to decode Scale body: spec must be an object, not {spec}"
+        )));
+    }
     if let Some(kind) = scale.get("kind").and_then(Value::as_str)
         && kind != "Scale"
     {

@@ -100,7 +100,7 @@ pub fn check_typed(info: &ResourceInfo, object: &Value) -> Result<(), ApiError> 
 
 /// Kind-specific checks beyond types.
 pub fn check_semantics(info: &ResourceInfo, name: &str, object: &Value) -> Result<(), ApiError> {
-    let mut causes = Vec::new();
+    let mut causes = metadata_causes(object.get("metadata").unwrap_or(&Value::Null));
     if info.kind == "Pod" {
         causes.extend(container_causes(
             object.get("spec").unwrap_or(&Value::Null),
@@ -129,6 +129,84 @@ pub fn check_semantics(info: &ResourceInfo, name: &str, object: &Value) -> Resul
     } else {
         Err(ApiError::Invalid(subject(info, name), causes))
     }
+}
+
+/// A qualified name (a label or annotation key, or a label value's form): at most 63
+/// characters, alphanumeric at both ends, `-`, `_` and `.` between.
+fn qualified_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("name part must be non-empty");
+    }
+    if name.len() > 63 {
+        return Some("name part must be no more than 63 characters");
+    }
+    let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    (!ok).then_some("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+}
+
+/// A label or annotation key: an optional DNS subdomain prefix and `/`, then a name.
+fn key_problem(key: &str) -> Option<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        if prefix.is_empty() {
+            return Some("prefix part must be non-empty".into());
+        }
+        if let Some(why) = dns_subdomain_problem(prefix) {
+            return Some(format!("prefix part {why}"));
+        }
+    }
+    qualified_name_problem(name).map(str::to_owned)
+}
+
+/// The most bytes an object's annotations may hold, keys and values together.
+const ANNOTATIONS_MOST: usize = 256 * 1024;
+
+/// The checks of every object's labels and annotations.
+fn metadata_causes(meta: &Value) -> Vec<FieldCause> {
+    let mut causes = Vec::new();
+    let invalid = |field: &str, value: &str, why: &str| FieldCause {
+        reason: "FieldValueInvalid",
+        field: field.to_owned(),
+        message: format!("Invalid value: {value:?}: {why}"),
+    };
+    if let Some(labels) = meta.get("labels").and_then(Value::as_object) {
+        for (key, value) in labels {
+            if let Some(why) = key_problem(key) {
+                causes.push(invalid("metadata.labels", key, &why));
+            }
+            let value = value.as_str().unwrap_or_default();
+            if !value.is_empty()
+                && let Some(why) = qualified_name_problem(value)
+            {
+                let why = why.replacen("name part", "a valid label value", 1);
+                causes.push(invalid(&format!("metadata.labels[{key}]"), value, &why));
+            }
+        }
+    }
+    if let Some(annotations) = meta.get("annotations").and_then(Value::as_object) {
+        let mut total = 0;
+        for (key, value) in annotations {
+            if let Some(why) = key_problem(key) {
+                causes.push(invalid("metadata.annotations", key, &why));
+            }
+            total += key.len() + value.as_str().map_or(0, str::len);
+        }
+        if total > ANNOTATIONS_MOST {
+            causes.push(FieldCause {
+                reason: "FieldValueTooLong",
+                field: "metadata.annotations".into(),
+                message: format!("Too long: may not be more than {ANNOTATIONS_MOST} bytes"),
+            });
+        }
+    }
+    causes
 }
 
 /// Checks an update against the stored object: the fields that may not change.
@@ -298,6 +376,27 @@ mod tests {
             ""
         };
         find(group, "v1", resource).expect("served")
+    }
+
+    #[test]
+    fn labels_and_annotations_are_checked_as_kubernetes_checks_them() {
+        let good = json!({"labels": {"app": "web", "example.com/tier": "front-end", "empty": ""},
+                          "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}});
+        assert!(metadata_causes(&good).is_empty());
+        let bad = json!({"labels": {"-x": "ok", "a/b/c": "ok", "v": "not ok!", "long": "x".repeat(64)},
+                         "annotations": {"Bad Key": "x", "big": "y".repeat(300 * 1024)}});
+        let fields: Vec<String> = metadata_causes(&bad).into_iter().map(|c| c.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "metadata.labels",
+                "metadata.labels",
+                "metadata.labels[long]",
+                "metadata.labels[v]",
+                "metadata.annotations",
+                "metadata.annotations",
+            ]
+        );
     }
 
     #[test]
