@@ -59,23 +59,33 @@ fn missing(given: &Value, kept: &Value, path: &str, pointer: &str, out: &mut Vec
     }
 }
 
-/// The fields of `object` its kind does not have, in the order they appear.
-pub fn unknown_fields(kind: &str, object: &Value) -> Vec<Unknown> {
+/// The fields of `object` its kind does not have, in the order they appear; an error
+/// when the object does not read as its kind at all.
+pub fn unknown_fields(kind: &str, object: &Value) -> Result<Vec<Unknown>, serde_json::Error> {
     let mut out = Vec::new();
-    if let Some(Ok(kept)) = roundtrip(kind, object) {
-        missing(object, &kept, "", "", &mut out);
+    if let Some(kept) = roundtrip(kind, object) {
+        missing(object, &kept?, "", "", &mut out);
     }
-    out
+    Ok(out)
 }
 
 /// Applies `mode` to `object`: removes every unknown field, and returns the warnings to
-/// send, or the error when `Strict` finds any.
+/// send, or the error when `Strict` finds any. An object that does not read as its kind
+/// is a 400 whatever the mode: the typed check of a request body.
 pub fn enforce(
     info: &ResourceInfo,
     object: &mut Value,
     mode: FieldValidation,
 ) -> Result<Vec<String>, ApiError> {
-    let unknown = unknown_fields(info.kind, object);
+    // The URL says what the object is when the body does not.
+    if let Value::Object(map) = object {
+        map.entry("apiVersion")
+            .or_insert_with(|| Value::String(info.api_version()));
+        map.entry("kind")
+            .or_insert_with(|| Value::String(info.kind.to_owned()));
+    }
+    let unknown = unknown_fields(info.kind, object)
+        .map_err(|e| ApiError::BadRequest(format!("unable to decode {} body: {e}", info.kind)))?;
     if unknown.is_empty() {
         return Ok(Vec::new());
     }
@@ -150,6 +160,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_named_as_kubernetes_names_them() {
         let paths: Vec<String> = unknown_fields("Deployment", &deployment())
+            .expect("a Deployment")
             .into_iter()
             .map(|u| u.path)
             .collect();
@@ -164,7 +175,18 @@ mod tests {
         let mut clean = deployment();
         let info = find("apps", "v1", "deployments").expect("served");
         enforce(info, &mut clean, FieldValidation::Ignore).expect("ignored");
-        assert!(unknown_fields("Deployment", &clean).is_empty(), "{clean}");
+        assert!(
+            unknown_fields("Deployment", &clean)
+                .expect("a Deployment")
+                .is_empty(),
+            "{clean}"
+        );
+        // Whatever the mode, a body that is not a Deployment is refused.
+        let mut bare = json!({"metadata": {"name": "web"}});
+        enforce(info, &mut bare, FieldValidation::Strict).expect("the URL names the kind");
+        let mut wrong = json!({"spec": {"replicas": "three"}});
+        let err = enforce(info, &mut wrong, FieldValidation::Ignore).expect_err("not a Deployment");
+        assert_eq!(err.code(), 400);
         // What the kind has is kept as it was sent.
         assert_eq!(clean["metadata"]["labels"]["any/key"], "v");
         assert_eq!(

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use shoal_core::time::{human_duration, parse_time};
 
-use crate::kinds::{Column, network, workloads};
+use crate::kinds::{Column, network, or_none, str_at, workloads};
 use crate::resources::ResourceInfo;
 
 fn columns(info: &ResourceInfo) -> Vec<Column> {
@@ -169,12 +169,6 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
     }
 }
 
-fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
-
 pub(crate) fn age(object: &Value, now: Timestamp) -> String {
     match parse_time(str_at(object, "/metadata/creationTimestamp")) {
         Some(created) => human_duration(now.as_second() - created.as_second()),
@@ -235,10 +229,6 @@ fn count_keys(object: &Value, fields: &[&str]) -> usize {
         .filter_map(Value::as_object)
         .map(|m| m.len())
         .sum()
-}
-
-fn or_none(s: String) -> String {
-    if s.is_empty() { "<none>".into() } else { s }
 }
 
 fn node_cells(node: &Value, now: Timestamp) -> Vec<Value> {

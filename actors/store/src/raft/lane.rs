@@ -267,13 +267,13 @@ mod tests {
         (q, answer)
     }
 
-    struct Rig {
-        lane: mpsc::UnboundedSender<Queued<Appends>>,
+    struct Rig<F: Freight = Appends> {
+        lane: mpsc::UnboundedSender<Queued<F>>,
         calls: mpsc::UnboundedReceiver<Vec<u32>>,
         gate: Arc<Semaphore>,
     }
 
-    fn rig() -> Rig {
+    fn rig<F: Freight>() -> Rig<F> {
         let (tx, calls) = mpsc::unbounded_channel();
         let gate = Arc::new(Semaphore::new(0));
         let members = Members::default();
@@ -289,7 +289,7 @@ mod tests {
             calls: tx,
             gate: gate.clone(),
         };
-        let lane = start::<Appends>(Arc::new(wire), members, 2);
+        let lane = start::<F>(Arc::new(wire), members, 2);
         Rig { lane, calls, gate }
     }
 
@@ -303,7 +303,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn appends_queued_behind_a_message_go_together_and_get_their_own_answers() {
-        let mut rig = rig();
+        let mut rig = rig::<Appends>();
         let (q0, a0) = queued(0);
         rig.lane.send(q0).expect("queued");
         assert_eq!(rig.calls.recv().await, Some(vec![0]));
@@ -329,7 +329,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unanswered_message_holds_up_the_next_only_for_a_while() {
-        let mut rig = rig();
+        let mut rig = rig::<Appends>();
         let (q0, a0) = queued(0);
         rig.lane.send(q0).expect("queued");
         assert_eq!(rig.calls.recv().await, Some(vec![0]));
@@ -345,7 +345,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_append_whose_caller_gave_up_is_not_sent() {
-        let mut rig = rig();
+        let mut rig = rig::<Appends>();
         let (q0, a0) = queued(0);
         rig.lane.send(q0).expect("queued");
         assert_eq!(rig.calls.recv().await, Some(vec![0]));
@@ -404,22 +404,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn forwards_go_together_without_waiting_for_the_message_in_flight() {
-        let (tx, mut calls) = mpsc::unbounded_channel();
-        let gate = Arc::new(Semaphore::new(0));
-        let members = Members::default();
-        members.learn(
-            2,
-            Member {
-                name: "m2".into(),
-                addr: "test:2".into(),
-                api: String::new(),
-            },
-        );
-        let wire = Gated {
-            calls: tx,
-            gate: gate.clone(),
-        };
-        let lane = start::<Forwards>(Arc::new(wire), members, 2);
+        let Rig {
+            lane,
+            mut calls,
+            gate,
+        } = rig::<Forwards>();
         let (f0, a0) = forwarded(0);
         lane.send(f0).expect("queued");
         assert_eq!(calls.recv().await, Some(vec![0]));

@@ -55,6 +55,9 @@ pub(crate) struct WriteCtx {
     warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+mod namespaces;
+mod watch;
+
 impl WriteCtx {
     /// Drops the fields `object`'s kind does not have, as `?fieldValidation=` says.
     fn check_fields(
@@ -473,13 +476,8 @@ impl ApiCore {
         ctx: &WriteCtx,
     ) -> Result<Value, ApiError> {
         let dry_run = ctx.dry_run;
-        let object = ctx.check_fields(info, parse_object(body)?)?;
         // The body must read as its kind whole, even where a status write ignores it.
-        let body_object = Value::Object(object);
-        check_typed(info, &body_object)?;
-        let Value::Object(object) = body_object else {
-            return Err(ApiError::Internal("an object stopped being one".into()));
-        };
+        let object = ctx.check_fields(info, parse_object(body)?)?;
         check_type_meta(info, &object)?;
         if let Some(body_name) = meta_str(&object, "name")
             && body_name != name
@@ -623,115 +621,5 @@ impl ApiCore {
             self.release_service(&old, ctx).await;
         }
         Ok(old)
-    }
-
-    /// Deletes every namespaced object in `namespace`.
-    async fn empty_namespace(&self, namespace: &str, ctx: &WriteCtx) -> Result<(), ApiError> {
-        for info in resources::RESOURCES.iter().filter(|r| r.namespaced) {
-            let prefix = ObjectKey::prefix(info.group, info.resource, Some(namespace));
-            let (items, _) = self
-                .store
-                .list(&prefix)
-                .await
-                .map_err(|e| map_store_error(info, "", e))?;
-            for (key, stored) in items {
-                match self
-                    .commit(
-                        WriteOp::Delete {
-                            key,
-                            expected: None,
-                        },
-                        ctx,
-                    )
-                    .await
-                {
-                    Ok(_) if info.kind == "Service" => {
-                        if let Ok(service) = serde_json::from_slice::<Value>(&stored.value) {
-                            self.release_service(&service, ctx).await;
-                        }
-                    }
-                    Ok(_) | Err(StoreError::NotFound(_)) => {}
-                    Err(err) => return Err(map_store_error(info, "", err)),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts a watch per the request's `resourceVersion`: "" and "0" begin with synthetic
-    /// ADDED events for the current state; a version replays everything after it.
-    pub async fn watch(
-        &self,
-        info: &ResourceInfo,
-        namespace: Option<&str>,
-        options: &RequestOptions,
-    ) -> Result<WatchStart, ApiError> {
-        let prefix = ObjectKey::prefix(info.group, info.resource, namespace);
-        let version = Version::parse(
-            options.resource_version.as_deref().unwrap_or_default(),
-            self.shards() as usize,
-        )
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let from = match version {
-            Version::Composite(c) => Some(c),
-            Version::Revision(rev) if self.shards() == 1 => Some(CompositeVersion {
-                revisions: vec![rev],
-            }),
-            // A single revision from one object of a many-shard store names no position in
-            // the others: watch from now.
-            Version::Revision(_) => None,
-            Version::Latest | Version::Any => {
-                let filters = Filters::parse(info, options)?;
-                let (initial, list_version) = self.list_prefix(info, &prefix, &filters).await?;
-                let stream = self
-                    .store
-                    .watch(&prefix, Some(&list_version))
-                    .await
-                    .map_err(|e| map_store_error(info, "", e))?;
-                return Ok(WatchStart { initial, stream });
-            }
-        };
-        let stream = self
-            .store
-            .watch(&prefix, from.as_ref())
-            .await
-            .map_err(|e| map_store_error(info, "", e))?;
-        Ok(WatchStart {
-            initial: Vec::new(),
-            stream,
-        })
-    }
-
-    /// A store event as a watch event (`type`, object with the watch position as its version),
-    /// or `None` when the selectors filter it out.
-    pub fn watch_event(
-        &self,
-        filters: &Filters,
-        event: &StoreEvent,
-        position: &CompositeVersion,
-    ) -> Option<(&'static str, Value)> {
-        let object = with_version(&event.value, &position.encode()).ok()?;
-        if !filters.matches(&object) {
-            return None;
-        }
-        let kind = match event.kind {
-            EventKind::Added => "ADDED",
-            EventKind::Modified => "MODIFIED",
-            EventKind::Deleted => "DELETED",
-        };
-        Some((kind, object))
-    }
-
-    /// Creates the namespaces every cluster has, keeping those that exist.
-    pub async fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
-        let info = resources::find("", "v1", "namespaces").ok_or(ApiError::UnknownResource)?;
-        for ns in SYSTEM_NAMESPACES {
-            let body = serde_json::to_vec(&json!({"metadata": {"name": ns}})).unwrap_or_default();
-            match self.create(info, None, &body, &WriteCtx::default()).await {
-                Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(())
     }
 }
