@@ -20,8 +20,11 @@ use ractor::{Actor, SpawnErr};
 use shoal_apiserver::tls::{Identity, server_config};
 use shoal_apiserver::{ApiServer, ApiServerArgs};
 use shoal_controllers::apiserver_identity::{ApiServerIdentity, IdentityArgs};
+use shoal_controllers::garbage_collector::Resource;
 use shoal_controllers::leader::{RaiseError, Singleton};
-use shoal_controllers::{Elector, ElectorArgs, NodeLifecycle, NodeLifecycleArgs};
+use shoal_controllers::{
+    Elector, ElectorArgs, GarbageCollector, GarbageCollectorArgs, NodeLifecycle, NodeLifecycleArgs,
+};
 use shoal_core::supervisor::{ChildSpec, RestartIntensity, Supervisor, SupervisorArgs};
 use shoal_kubelet::KubeletArgs;
 use shoal_kubelet::objects::NodeIdentity;
@@ -345,16 +348,36 @@ fn print_banner(args: &Args, pki: &MasterPki) -> Result<(), MasterError> {
 /// controllers write under the term they were started with.
 fn controller_manager(args: &Args, store: Store) -> ElectorArgs {
     let grace = args.node_monitor_grace();
+    // Every kind the API serves may own others or be owned.
+    let resources: Vec<Resource> = shoal_apiserver::resources::RESOURCES
+        .iter()
+        .map(|r| Resource {
+            group: r.group.into(),
+            version: r.version.into(),
+            resource: r.resource.into(),
+        })
+        .collect();
     let singleton: Singleton = Arc::new(move |fence| {
-        vec![ChildSpec::actor(
-            "node-lifecycle",
-            NodeLifecycle,
-            NodeLifecycleArgs {
-                grace,
-                period: Duration::from_millis(250),
-                fence: Some(fence),
-            },
-        )]
+        vec![
+            ChildSpec::actor(
+                "node-lifecycle",
+                NodeLifecycle,
+                NodeLifecycleArgs {
+                    grace,
+                    period: Duration::from_millis(250),
+                    fence: Some(fence.clone()),
+                },
+            ),
+            ChildSpec::actor(
+                "garbage-collector",
+                GarbageCollector,
+                GarbageCollectorArgs {
+                    resources: resources.clone(),
+                    period: Duration::from_secs(1),
+                    fence: Some(fence),
+                },
+            ),
+        ]
     });
     ElectorArgs {
         lease: "kube-controller-manager".into(),

@@ -515,3 +515,179 @@ fn apply_edit_and_patch_merge_lists_by_their_keys() {
         );
     }
 }
+
+/// A ConfigMap owned by `owner` (uid `uid`), blocking its foreground deletion or not.
+fn owned_configmap(name: &str, owner: &str, uid: &str, blocks: bool) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: {owner}\n    uid: {uid}\n    blockOwnerDeletion: {blocks}\ndata:\n  k: v\n"
+    )
+}
+
+#[test]
+fn deletion_follows_finalizers_and_the_propagation_policy() {
+    let cluster = Cluster::start("delete", &[]);
+    let exists = |k: Kubectl, name: &str| {
+        let out = cluster.kubectl(k, &["get", "configmap", name, "-o", "json"]);
+        out.status
+            .success()
+            .then(|| json(&String::from_utf8_lossy(&out.stdout)))
+    };
+    // An owner and two dependents, one of which blocks a foreground deletion.
+    let family = |k: Kubectl, owner: &str| {
+        cluster.kubectl_ok(k, &["create", "configmap", owner, "--from-literal=a=b"]);
+        let uid = exists(k, owner).expect("the owner")["metadata"]["uid"]
+            .as_str()
+            .expect("a uid")
+            .to_owned();
+        let file = cluster.dir.join(format!("{owner}-dependents.yaml"));
+        let yaml = format!(
+            "{}---\n{}",
+            owned_configmap(&format!("{owner}-blocks"), owner, &uid, true),
+            owned_configmap(&format!("{owner}-free"), owner, &uid, false)
+        );
+        std::fs::write(&file, yaml).expect("write the file");
+        cluster.kubectl_ok(k, &["apply", "-f", &file.display().to_string()]);
+    };
+    let gone = |k: Kubectl, name: &str| {
+        shoal_tests::wait_for(
+            &format!("{name} to be collected"),
+            std::time::Duration::from_secs(20),
+            || exists(k, name).is_none().then_some(()),
+        )
+    };
+
+    for (k, orphan_flag) in [
+        (Kubectl::V132, "--cascade=orphan"),
+        (Kubectl::V120, "--cascade=false"),
+    ] {
+        let p = format!("{k:?}").to_lowercase();
+        // Background (kubectl's default): the owner goes at once, its dependents after it.
+        let owner = format!("{p}-bg");
+        family(k, &owner);
+        let out = cluster.kubectl_ok(k, &["delete", "configmap", &owner]);
+        assert!(out.contains("deleted"), "{k:?}: {out}");
+        assert!(exists(k, &owner).is_none(), "{k:?}: the owner stayed");
+        gone(k, &format!("{owner}-blocks"));
+        gone(k, &format!("{owner}-free"));
+
+        // Orphan: the dependents stay, without their reference to the owner.
+        let owner = format!("{p}-orphan");
+        family(k, &owner);
+        cluster.kubectl_ok(k, &["delete", "configmap", &owner, orphan_flag]);
+        gone(k, &owner);
+        for d in ["blocks", "free"] {
+            let d = exists(k, &format!("{owner}-{d}")).expect("an orphan stays");
+            assert!(
+                d["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_none_or(Vec::is_empty),
+                "{k:?}: {d}"
+            );
+        }
+    }
+
+    // Foreground: the owner is marked and waits for its blocking dependent.
+    family(Kubectl::V132, "fg");
+    cluster.kubectl_ok(
+        Kubectl::V132,
+        &["delete", "configmap", "fg", "--cascade=foreground"],
+    );
+    assert!(exists(Kubectl::V132, "fg").is_none());
+    assert!(exists(Kubectl::V132, "fg-blocks").is_none());
+    gone(Kubectl::V132, "fg-free");
+
+    // Finalizers hold an object: deleting marks it, a new finalizer is refused, removing the
+    // last one deletes it.
+    let held = cluster.dir.join("held.yaml");
+    std::fs::write(
+        &held,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n",
+    )
+    .expect("write the file");
+    for k in Kubectl::ALL {
+        cluster.kubectl_ok(k, &["create", "-f", &held.display().to_string()]);
+        cluster.kubectl_ok(k, &["delete", "configmap", "held", "--wait=false"]);
+        let marked = exists(k, "held").expect("held by its finalizer");
+        assert!(
+            marked["metadata"]["deletionTimestamp"].is_string(),
+            "{k:?}: {marked}"
+        );
+        assert_eq!(
+            marked["metadata"]["deletionGracePeriodSeconds"], 0,
+            "{k:?}: {marked}"
+        );
+        let out = cluster.kubectl(
+            k,
+            &[
+                "patch",
+                "configmap",
+                "held",
+                "--type=json",
+                "-p",
+                r#"[{"op":"add","path":"/metadata/finalizers/-","value":"example.com/more"}]"#,
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{k:?}: a new finalizer was taken");
+        assert!(
+            err.contains("no new finalizers can be added"),
+            "{k:?}: {err}"
+        );
+        // A label still may change.
+        cluster.kubectl_ok(k, &["label", "configmap", "held", "still=here"]);
+        cluster.kubectl_ok(
+            k,
+            &[
+                "patch",
+                "configmap",
+                "held",
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
+        );
+        assert!(exists(k, "held").is_none(), "{k:?}: still there");
+    }
+
+    // The wire: a Status for a removed object; preconditions and bad options refused.
+    cluster.kubectl_ok(Kubectl::V132, &["create", "configmap", "wire"]);
+    let path = "/api/v1/namespaces/default/configmaps/wire";
+    let (code, body) = cluster.curl(
+        "DELETE",
+        path,
+        "application/json",
+        r#"{"preconditions": {"uid": "not-its-uid"}}"#,
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains("Precondition failed: UID in precondition"),
+        "{body}"
+    );
+    let (code, body) = cluster.curl(
+        "DELETE",
+        &format!("{path}?propagationPolicy=Sideways"),
+        "application/json",
+        "",
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("supported values"), "{body}");
+    let (code, body) = cluster.curl(
+        "DELETE",
+        path,
+        "application/json",
+        r#"{"propagationPolicy": "Orphan", "orphanDependents": true}"#,
+    );
+    assert_eq!(code, 422, "{body}");
+    let (code, body) = cluster.curl(
+        "DELETE",
+        &format!("{path}?gracePeriodSeconds=0"),
+        "application/json",
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let status = json(&body);
+    assert_eq!(status["kind"], "Status", "{body}");
+    assert_eq!(status["status"], "Success", "{body}");
+    assert_eq!(status["details"]["name"], "wire", "{body}");
+    assert_eq!(status["details"]["kind"], "configmaps", "{body}");
+}

@@ -270,7 +270,13 @@ async fn dispatch(
         .and_then(|v| v.to_str().ok());
     let mut options = options;
     let body = match verb {
-        Verb::Create | Verb::Update | Verb::Delete => match body_to_json(content_type, &body) {
+        Verb::Create | Verb::Update => match body_to_json(content_type, &body) {
+            Ok(b) => b,
+            Err(err) => return error_response(&err),
+        },
+        Verb::Delete => match body_to_json(content_type, &body)
+            .and_then(|b| delete_options_with_query(b, &query))
+        {
             Ok(b) => b,
             Err(err) => return error_response(&err),
         },
@@ -334,6 +340,49 @@ async fn dispatch(
         render(target.info, &[value], &rv, include, true)
     };
     respond_json(200, &table, Representation::Table)
+}
+
+/// A delete's body with the `DeleteOptions` fields the query gives (`gracePeriodSeconds`,
+/// `propagationPolicy`, `orphanDependents`) where the body has none.
+fn delete_options_with_query(
+    body: Vec<u8>,
+    query: &HashMap<String, String>,
+) -> Result<Vec<u8>, ApiError> {
+    let fields = [
+        "gracePeriodSeconds",
+        "propagationPolicy",
+        "orphanDependents",
+    ];
+    if !fields.iter().any(|f| query.contains_key(*f)) {
+        return Ok(body);
+    }
+    let mut options: serde_json::Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!("the DeleteOptions could not be read: {e}"))
+        })?
+    };
+    for field in fields {
+        let Some(text) = query.get(field) else {
+            continue;
+        };
+        let value = match field {
+            "gracePeriodSeconds" => Value::from(text.parse::<i64>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "gracePeriodSeconds must be an integer, not {text:?}"
+                ))
+            })?),
+            "orphanDependents" => Value::from(text.parse::<bool>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "orphanDependents must be true or false, not {text:?}"
+                ))
+            })?),
+            _ => Value::from(text.as_str()),
+        };
+        options.entry(field).or_insert(value);
+    }
+    serde_json::to_vec(&options).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// One watch event as a line of JSON.

@@ -112,6 +112,7 @@ pub(crate) fn merge_update(
         "uid",
         "creationTimestamp",
         "deletionTimestamp",
+        "deletionGracePeriodSeconds",
         "generation",
     ] {
         match old_meta.get(field) {

@@ -206,6 +206,47 @@ fn metadata_causes(meta: &Value) -> Vec<FieldCause> {
             });
         }
     }
+    if let Some(finalizers) = meta.get("finalizers").and_then(Value::as_array) {
+        for (i, finalizer) in finalizers.iter().enumerate() {
+            let text = finalizer.as_str().unwrap_or_default();
+            if let Some(why) = key_problem(text) {
+                causes.push(invalid(&format!("metadata.finalizers[{i}]"), text, &why));
+            }
+        }
+    }
+    if let Some(owners) = meta.get("ownerReferences").and_then(Value::as_array) {
+        for owner in owners {
+            for (field, what) in [
+                ("apiVersion", "version"),
+                ("kind", "kind"),
+                ("name", "name"),
+                ("uid", "uid"),
+            ] {
+                if owner
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    causes.push(invalid(
+                        &format!("metadata.ownerReferences.{field}"),
+                        "",
+                        &format!("{what} must not be empty"),
+                    ));
+                }
+            }
+        }
+        let controllers = owners
+            .iter()
+            .filter(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+            .count();
+        if controllers > 1 {
+            causes.push(FieldCause {
+                reason: "FieldValueInvalid",
+                field: "metadata.ownerReferences".into(),
+                message: "Invalid value: only one reference can have Controller set to true".into(),
+            });
+        }
+    }
     causes
 }
 

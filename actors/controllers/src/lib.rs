@@ -2,8 +2,10 @@
 //! actor shell that observes through the API and acts through it.
 
 pub mod apiserver_identity;
+pub mod garbage_collector;
 pub mod leader;
 pub mod node_lifecycle;
 
+pub use garbage_collector::{GarbageCollector, GarbageCollectorArgs};
 pub use leader::{Elector, ElectorArgs};
 pub use node_lifecycle::{NodeLifecycle, NodeLifecycleArgs};

@@ -55,8 +55,11 @@ pub(crate) struct WriteCtx {
     warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+mod delete;
 mod namespaces;
 mod watch;
+
+pub use delete::{DeleteOptions, DeletePlan, Propagation, is_deleting};
 
 impl WriteCtx {
     /// Drops the fields `object`'s kind does not have, as `?fieldValidation=` says.
@@ -372,6 +375,7 @@ impl ApiCore {
         );
         meta.remove("resourceVersion");
         meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
         if info.kind == "Pod" || crate::kinds::workloads::tracks_generation(info.kind) {
             meta.insert("generation".into(), json!(1));
         }
@@ -520,6 +524,7 @@ impl ApiCore {
             check_typed(info, &merged)?;
             check_semantics(info, name, &merged)?;
             crate::validate::check_update(info, name, &old, &merged)?;
+            let freed = delete::check_finalizers(info, name, &old, &merged)?;
             if info.kind == "Service"
                 && !status_only
                 && let Some(service) = merged.as_object_mut()
@@ -533,6 +538,17 @@ impl ApiCore {
                 serde_json::to_vec(&merged).map_err(|e| ApiError::Internal(e.to_string()))?;
             if dry_run {
                 return Ok(merged);
+            }
+            if freed {
+                // The last finalizer of an object marked for deletion is gone: so is it.
+                match self
+                    .remove(info, name, key.clone(), current.rev, &old, ctx)
+                    .await
+                {
+                    Ok(()) => return Ok(merged),
+                    Err(ApiError::Conflict(..)) if wanted.is_none() => continue,
+                    Err(err) => return Err(err),
+                }
             }
             let op = WriteOp::Update {
                 key: key.clone(),
@@ -558,68 +574,5 @@ impl ApiCore {
             }
         }
         Err(ApiError::stale(subject(info, name)))
-    }
-
-    async fn delete(
-        &self,
-        info: &ResourceInfo,
-        namespace: Option<&str>,
-        name: &str,
-        body: &[u8],
-        ctx: &WriteCtx,
-    ) -> Result<Value, ApiError> {
-        let dry_run = ctx.dry_run;
-        let options = if body.iter().all(u8::is_ascii_whitespace) {
-            Map::new()
-        } else {
-            parse_object(body)?
-        };
-        if info.resource == "namespaces" && SYSTEM_NAMESPACES.contains(&name) {
-            return Err(ApiError::Forbidden(format!(
-                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-            )));
-        }
-        let (key, current) = self.load(info, namespace, name).await?;
-        let old = with_version(&current.value, &current.rev.to_string())?;
-        if let Some(uid) = options
-            .get("preconditions")
-            .and_then(|p| p.get("uid"))
-            .and_then(Value::as_str)
-            && old.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
-        {
-            return Err(ApiError::Conflict(
-                subject(info, name),
-                format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    old.pointer("/metadata/uid")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                ),
-            ));
-        }
-        let wanted_text = options
-            .get("preconditions")
-            .and_then(|p| p.get("resourceVersion"))
-            .and_then(Value::as_str);
-        let expected = self.precondition(info, name, &key, wanted_text)?;
-        if dry_run {
-            return Ok(old);
-        }
-        if info.resource == "namespaces" {
-            self.empty_namespace(name, ctx).await?;
-        }
-        self.commit(
-            WriteOp::Delete {
-                key,
-                expected: Some(expected.unwrap_or(current.rev)),
-            },
-            ctx,
-        )
-        .await
-        .map_err(|e| map_store_error(info, name, e))?;
-        if info.kind == "Service" {
-            self.release_service(&old, ctx).await;
-        }
-        Ok(old)
     }
 }

@@ -1,0 +1,521 @@
+//! Deletion as Kubernetes does it. An object without finalizers goes at once. One with
+//! finalizers is only marked (`deletionTimestamp`) and stays until the last finalizer is
+//! removed, which deletes it. The propagation policy picks the garbage collector's finalizer:
+//! `Orphan` adds `orphan` (its dependents lose their owner reference first), `Foreground` adds
+//! `foregroundDeletion` (its blocking dependents go first), `Background` adds none (the
+//! dependents go after it).
+
+use jiff::Timestamp;
+
+use super::*;
+
+/// The finalizer that keeps an owner until its dependents have lost their references to it.
+pub const ORPHAN: &str = "orphan";
+/// The finalizer that keeps an owner until its blocking dependents are gone.
+pub const FOREGROUND: &str = "foregroundDeletion";
+
+/// What happens to an owner's dependents when it is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    Orphan,
+    Background,
+    Foreground,
+}
+
+/// `DeleteOptions`, from the body and the query together.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    pub grace_period: Option<i64>,
+    /// `None`: whatever the object's finalizers already say (Background if nothing).
+    pub propagation: Option<Propagation>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+fn options_subject() -> shoal_core::error::Subject {
+    shoal_core::error::Subject {
+        group: String::new(),
+        resource: String::new(),
+        kind: "DeleteOptions".into(),
+        name: String::new(),
+    }
+}
+
+impl DeleteOptions {
+    /// Reads a `DeleteOptions` object (an empty map: none given).
+    pub fn parse(body: &Map<String, Value>) -> Result<DeleteOptions, ApiError> {
+        let invalid = |field: &str, value: &Value, why: &str| {
+            ApiError::invalid_field(options_subject(), field, &value.to_string(), why)
+        };
+        let grace_period = match body.get("gracePeriodSeconds") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .ok_or_else(|| invalid("gracePeriodSeconds", v, "must be an integer"))?,
+            ),
+        };
+        let orphan = match body.get("orphanDependents") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_bool()
+                    .ok_or_else(|| invalid("orphanDependents", v, "must be a boolean"))?,
+            ),
+        };
+        let policy = match body.get("propagationPolicy") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(match v.as_str() {
+                Some("Orphan") => Propagation::Orphan,
+                Some("Background") => Propagation::Background,
+                Some("Foreground") => Propagation::Foreground,
+                _ => {
+                    return Err(ApiError::Invalid(
+                        options_subject(),
+                        vec![shoal_core::error::FieldCause {
+                            reason: "FieldValueNotSupported",
+                            field: "propagationPolicy".into(),
+                            message: format!(
+                                "Unsupported value: {v}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+                            ),
+                        }],
+                    ));
+                }
+            }),
+        };
+        let propagation = match (orphan, policy) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "propagationPolicy",
+                    &body["propagationPolicy"],
+                    "orphanDependents and deletionPropagation cannot be both set",
+                ));
+            }
+            (Some(true), None) => Some(Propagation::Orphan),
+            (Some(false), None) => Some(Propagation::Background),
+            (None, policy) => policy,
+        };
+        let preconditions = body.get("preconditions").filter(|p| !p.is_null());
+        if let Some(p) = preconditions
+            && !p.is_object()
+        {
+            return Err(invalid("preconditions", p, "must be an object"));
+        }
+        let precondition = |field: &str| -> Result<Option<String>, ApiError> {
+            match preconditions.and_then(|p| p.get(field)) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(invalid(
+                    &format!("preconditions.{field}"),
+                    other,
+                    "must be a string",
+                )),
+            }
+        };
+        Ok(DeleteOptions {
+            grace_period,
+            propagation,
+            uid: precondition("uid")?,
+            resource_version: precondition("resourceVersion")?,
+        })
+    }
+}
+
+/// What a delete does to the stored object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeletePlan {
+    /// Remove it now.
+    Remove,
+    /// Store it as given (marked for deletion, with the finalizers that hold it).
+    Mark(Value),
+    /// It is marked already and nothing changes.
+    Pending,
+}
+
+fn finalizers_of(object: &Value) -> Vec<String> {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether `object` is marked for deletion.
+pub fn is_deleting(object: &Value) -> bool {
+    object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
+/// The pure core of a delete: given the stored object, the options and the time, what to do.
+pub fn plan(object: &Value, options: &DeleteOptions, now: Timestamp) -> DeletePlan {
+    let old = finalizers_of(object);
+    let deleting = is_deleting(object);
+    // An explicit policy replaces the collector's finalizer; none keeps what is there.
+    let mut finalizers = old.clone();
+    if let Some(policy) = options.propagation {
+        finalizers.retain(|f| f != ORPHAN && f != FOREGROUND);
+        match policy {
+            Propagation::Orphan => finalizers.push(ORPHAN.into()),
+            Propagation::Foreground => finalizers.push(FOREGROUND.into()),
+            Propagation::Background => {}
+        }
+    }
+    if finalizers.is_empty() {
+        return DeletePlan::Remove;
+    }
+    if deleting && finalizers == old {
+        return DeletePlan::Pending;
+    }
+    let mut marked = object.clone();
+    let meta = match marked.as_object_mut() {
+        Some(map) => metadata_mut(map),
+        None => return DeletePlan::Remove,
+    };
+    meta.insert("finalizers".into(), json!(finalizers));
+    if !deleting {
+        meta.insert("deletionTimestamp".into(), json!(format_time(now)));
+        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+        if let Some(generation) = meta.get("generation").and_then(Value::as_i64)
+            && generation > 0
+        {
+            meta.insert("generation".into(), json!(generation + 1));
+        }
+    }
+    meta.remove("resourceVersion");
+    DeletePlan::Mark(marked)
+}
+
+/// What an update of an object marked for deletion may not do, and whether it frees it: new
+/// finalizers are refused; without any left, the object goes.
+pub fn check_finalizers(
+    info: &ResourceInfo,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<bool, ApiError> {
+    if !is_deleting(old) {
+        return Ok(false);
+    }
+    let before = finalizers_of(old);
+    let after = finalizers_of(new);
+    let added: Vec<&String> = after.iter().filter(|f| !before.contains(f)).collect();
+    if !added.is_empty() {
+        return Err(ApiError::Invalid(
+            subject(info, name),
+            vec![shoal_core::error::FieldCause {
+                reason: "FieldValueForbidden",
+                field: "metadata.finalizers".into(),
+                message: format!(
+                    "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                ),
+            }],
+        ));
+    }
+    Ok(after.is_empty())
+}
+
+/// What a delete that removed the object answers: the object itself for pods (as Kubernetes
+/// does), a `Success` status naming it for everything else.
+pub fn removed_reply(info: &ResourceInfo, object: &Value) -> Value {
+    if info.kind == "Pod" {
+        return object.clone();
+    }
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": object.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+            "group": info.group,
+            "kind": info.resource,
+            "uid": object.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+        },
+    })
+}
+
+impl ApiCore {
+    pub(super) async fn delete(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        body: &[u8],
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        let body = if body.iter().all(u8::is_ascii_whitespace) {
+            Map::new()
+        } else {
+            parse_object(body)?
+        };
+        let options = DeleteOptions::parse(&body)?;
+        if info.resource == "namespaces" && SYSTEM_NAMESPACES.contains(&name) {
+            return Err(ApiError::Forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
+        let (key, current) = self.load(info, namespace, name).await?;
+        let old = with_version(&current.value, &current.rev.to_string())?;
+        if let Some(uid) = &options.uid
+            && old.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str())
+        {
+            return Err(ApiError::Conflict(
+                subject(info, name),
+                format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    old.pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        let expected = self
+            .precondition(info, name, &key, options.resource_version.as_deref())?
+            .unwrap_or(current.rev);
+        if expected != current.rev {
+            return Err(ApiError::Conflict(
+                subject(info, name),
+                format!(
+                    "Precondition failed: ResourceVersion in precondition: {}, ResourceVersion in object meta: {}",
+                    options.resource_version.as_deref().unwrap_or_default(),
+                    current.rev
+                ),
+            ));
+        }
+        // Namespaces empty themselves as they go (the namespace's own finalizer is the
+        // server's to run), so they are removed outright.
+        let plan = if info.resource == "namespaces" {
+            DeletePlan::Remove
+        } else {
+            plan(&old, &options, Timestamp::now())
+        };
+        match plan {
+            DeletePlan::Pending => Ok(old),
+            DeletePlan::Mark(marked) => {
+                if ctx.dry_run {
+                    return Ok(marked);
+                }
+                let bytes =
+                    serde_json::to_vec(&marked).map_err(|e| ApiError::Internal(e.to_string()))?;
+                let outcome = self
+                    .commit(
+                        WriteOp::Update {
+                            key,
+                            value: bytes.clone(),
+                            expected: Some(expected),
+                        },
+                        ctx,
+                    )
+                    .await
+                    .map_err(|e| map_store_error(info, name, e))?;
+                with_version(&bytes, &outcome.rev.to_string())
+            }
+            DeletePlan::Remove => {
+                if ctx.dry_run {
+                    return Ok(removed_reply(info, &old));
+                }
+                if info.resource == "namespaces" {
+                    self.empty_namespace(name, ctx).await?;
+                }
+                self.remove(info, name, key, expected, &old, ctx).await?;
+                Ok(removed_reply(info, &old))
+            }
+        }
+    }
+
+    /// Removes the stored object at `key` (at revision `expected`) and frees what it held.
+    pub(super) async fn remove(
+        &self,
+        info: &ResourceInfo,
+        name: &str,
+        key: String,
+        expected: u64,
+        old: &Value,
+        ctx: &WriteCtx,
+    ) -> Result<(), ApiError> {
+        self.commit(
+            WriteOp::Delete {
+                key,
+                expected: Some(expected),
+            },
+            ctx,
+        )
+        .await
+        .map_err(|e| map_store_error(info, name, e))?;
+        if info.kind == "Service" {
+            self.release_service(old, ctx).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_700_000_000).expect("valid")
+    }
+
+    fn options(body: Value) -> Result<DeleteOptions, ApiError> {
+        DeleteOptions::parse(body.as_object().expect("an object"))
+    }
+
+    fn object(finalizers: &[&str], deleting: bool) -> Value {
+        let mut o = json!({"metadata": {"name": "a", "uid": "u", "generation": 2, "resourceVersion": "7", "finalizers": finalizers}});
+        if deleting {
+            o["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:00:00Z");
+        }
+        o
+    }
+
+    #[test]
+    fn options_read_the_policy_the_old_flag_and_preconditions() {
+        assert_eq!(options(json!({})).expect("ok"), DeleteOptions::default());
+        let o = options(json!({"propagationPolicy": "Foreground", "gracePeriodSeconds": 5, "preconditions": {"uid": "u1", "resourceVersion": "9"}})).expect("ok");
+        assert_eq!(o.propagation, Some(Propagation::Foreground));
+        assert_eq!(o.grace_period, Some(5));
+        assert_eq!(o.uid.as_deref(), Some("u1"));
+        assert_eq!(o.resource_version.as_deref(), Some("9"));
+        assert_eq!(
+            options(json!({"orphanDependents": true}))
+                .expect("ok")
+                .propagation,
+            Some(Propagation::Orphan)
+        );
+    }
+
+    #[test]
+    fn bad_options_are_invalid_with_the_field_named() {
+        for (body, field) in [
+            (
+                json!({"propagationPolicy": "Sideways"}),
+                "propagationPolicy",
+            ),
+            (
+                json!({"propagationPolicy": "Orphan", "orphanDependents": false}),
+                "propagationPolicy",
+            ),
+            (json!({"gracePeriodSeconds": "soon"}), "gracePeriodSeconds"),
+            (json!({"preconditions": {"uid": 7}}), "preconditions.uid"),
+            (json!({"preconditions": []}), "preconditions"),
+        ] {
+            match options(body.clone()) {
+                Err(ApiError::Invalid(_, causes)) => {
+                    assert_eq!(causes[0].field, field, "{body}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_object_without_finalizers_goes_at_once_unless_a_policy_holds_it() {
+        let none = object(&[], false);
+        assert_eq!(
+            plan(&none, &DeleteOptions::default(), now()),
+            DeletePlan::Remove
+        );
+        let background = DeleteOptions {
+            propagation: Some(Propagation::Background),
+            ..Default::default()
+        };
+        assert_eq!(plan(&none, &background, now()), DeletePlan::Remove);
+        let orphan = DeleteOptions {
+            propagation: Some(Propagation::Orphan),
+            ..Default::default()
+        };
+        let DeletePlan::Mark(marked) = plan(&none, &orphan, now()) else {
+            panic!("not marked")
+        };
+        assert_eq!(marked["metadata"]["finalizers"], json!(["orphan"]));
+        assert_eq!(
+            marked["metadata"]["deletionTimestamp"],
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 0);
+        assert_eq!(marked["metadata"]["generation"], 3);
+        assert!(marked["metadata"].get("resourceVersion").is_none());
+    }
+
+    #[test]
+    fn finalizers_hold_an_object_and_a_second_delete_changes_only_the_policy() {
+        let held = object(&["example.com/keep"], false);
+        let DeletePlan::Mark(marked) = plan(&held, &DeleteOptions::default(), now()) else {
+            panic!("not marked")
+        };
+        assert_eq!(
+            marked["metadata"]["finalizers"],
+            json!(["example.com/keep"])
+        );
+        // Marked already: nothing to do, unless the policy changes.
+        let again = object(&["example.com/keep"], true);
+        assert_eq!(
+            plan(&again, &DeleteOptions::default(), now()),
+            DeletePlan::Pending
+        );
+        let foreground = DeleteOptions {
+            propagation: Some(Propagation::Foreground),
+            ..Default::default()
+        };
+        let orphaning = object(&["example.com/keep", ORPHAN], true);
+        let DeletePlan::Mark(switched) = plan(&orphaning, &foreground, now()) else {
+            panic!("not changed")
+        };
+        assert_eq!(
+            switched["metadata"]["finalizers"],
+            json!(["example.com/keep", FOREGROUND])
+        );
+        // The original mark stays.
+        assert_eq!(
+            switched["metadata"]["deletionTimestamp"],
+            "2023-11-14T22:00:00Z"
+        );
+        assert_eq!(switched["metadata"]["generation"], 2);
+        // Background on an owner held only by the collector's finalizer frees it.
+        let background = DeleteOptions {
+            propagation: Some(Propagation::Background),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&object(&[ORPHAN], true), &background, now()),
+            DeletePlan::Remove
+        );
+    }
+
+    #[test]
+    fn a_marked_object_takes_no_new_finalizers_and_goes_with_its_last() {
+        let info = resources::find("", "v1", "configmaps").expect("served");
+        let old = object(&["a.io/x", "b.io/y"], true);
+        assert!(!check_finalizers(info, "a", &old, &object(&["a.io/x"], true)).expect("ok"));
+        assert!(check_finalizers(info, "a", &old, &object(&[], true)).expect("ok"));
+        match check_finalizers(info, "a", &old, &object(&["a.io/x", "c.io/z"], true)) {
+            Err(ApiError::Invalid(_, causes)) => {
+                assert_eq!(causes[0].field, "metadata.finalizers");
+                assert!(
+                    causes[0].message.contains("c.io/z"),
+                    "{}",
+                    causes[0].message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Objects not being deleted take any.
+        let live = object(&[], false);
+        assert!(!check_finalizers(info, "a", &live, &object(&["c.io/z"], false)).expect("ok"));
+    }
+
+    #[test]
+    fn removal_answers_a_status_except_for_pods() {
+        let cm = resources::find("", "v1", "configmaps").expect("served");
+        let pods = resources::find("", "v1", "pods").expect("served");
+        let o = object(&[], false);
+        let status = removed_reply(cm, &o);
+        assert_eq!(status["kind"], "Status");
+        assert_eq!(status["details"]["kind"], "configmaps");
+        assert_eq!(status["details"]["uid"], "u");
+        assert_eq!(removed_reply(pods, &o), o);
+    }
+}

@@ -1,0 +1,570 @@
+//! The garbage collector: deletes objects whose owners are gone, and finishes the deletion of
+//! owners deleted with the `Orphan` or `Foreground` policy, as Kubernetes' collector does.
+//!
+//! - A dependent none of whose owners is left (owners that are gone, or deleted in the
+//!   foreground) is deleted: in the foreground when an owner waits for it and it has
+//!   dependents of its own, else in the background. A dependent that keeps a live owner only
+//!   loses its references to the others.
+//! - An owner marked for deletion with the `orphan` finalizer has its references removed
+//!   from every dependent, and then loses the finalizer.
+//! - An owner marked for deletion with the `foregroundDeletion` finalizer loses it once no
+//!   dependent that blocks its deletion (`blockOwnerDeletion`) is left.
+//!
+//! An owner is matched by uid: an object of the same name made again is another owner.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorMessage;
+use serde_json::{Value, json};
+use shoal_core::client::call_ok;
+use shoal_core::{ApiError, ApiRequest, Fence, Verb};
+
+/// The finalizer that keeps an owner until its dependents have lost their references to it.
+pub const ORPHAN: &str = "orphan";
+/// The finalizer that keeps an owner until its blocking dependents are gone.
+pub const FOREGROUND: &str = "foregroundDeletion";
+
+/// A resource the collector looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    pub group: String,
+    pub version: String,
+    /// Plural: `configmaps`.
+    pub resource: String,
+}
+
+/// Where an object lives: its resource (an index into the collector's list), namespace, name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub resource: usize,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// One owner reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerRef {
+    pub uid: String,
+    /// `blockOwnerDeletion`: a foreground deletion of the owner waits for this dependent.
+    pub blocks: bool,
+}
+
+/// What the collector sees of one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectView {
+    pub target: Target,
+    pub uid: String,
+    pub owners: Vec<OwnerRef>,
+    pub finalizers: Vec<String>,
+    /// Marked for deletion (`deletionTimestamp`).
+    pub deleting: bool,
+}
+
+impl ObjectView {
+    /// Reads the collector's fields from an object of `resource`.
+    pub fn from_object(resource: usize, object: &Value) -> Option<ObjectView> {
+        let meta = object.get("metadata")?;
+        let strings = |v: Option<&Value>| -> Vec<String> {
+            v.and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        };
+        Some(ObjectView {
+            target: Target {
+                resource,
+                namespace: meta
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                name: meta.get("name")?.as_str()?.to_owned(),
+            },
+            uid: meta.get("uid")?.as_str()?.to_owned(),
+            owners: meta
+                .get("ownerReferences")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| {
+                    Some(OwnerRef {
+                        uid: r.get("uid")?.as_str()?.to_owned(),
+                        blocks: r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true),
+                    })
+                })
+                .collect(),
+            finalizers: strings(meta.get("finalizers")),
+            deleting: meta.get("deletionTimestamp").is_some_and(|t| !t.is_null()),
+        })
+    }
+}
+
+/// The deletion policy of a delete the collector makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    Background,
+    Foreground,
+}
+
+/// What the collector does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Delete the object (only if it is still the one with this uid).
+    Delete {
+        target: Target,
+        uid: String,
+        policy: Policy,
+    },
+    /// Remove the references to these owners from the object.
+    DropOwners { target: Target, owners: Vec<String> },
+    /// Remove a finalizer of the collector's from the object.
+    RemoveFinalizer {
+        target: Target,
+        finalizer: &'static str,
+    },
+}
+
+/// The pure core: what to do, given every object.
+pub fn decide(objects: &[ObjectView]) -> Vec<Action> {
+    let by_uid: HashMap<&str, &ObjectView> = objects.iter().map(|o| (o.uid.as_str(), o)).collect();
+    // An owner of a namespaced object lives in its namespace or is cluster-scoped.
+    let owner_of = |dependent: &ObjectView, uid: &str| -> Option<&ObjectView> {
+        by_uid.get(uid).copied().filter(|owner| {
+            owner.target.namespace.is_none() || owner.target.namespace == dependent.target.namespace
+        })
+    };
+    let mut dependents: HashMap<&str, Vec<(&ObjectView, bool)>> = HashMap::new();
+    for object in objects {
+        for owner in &object.owners {
+            if owner_of(object, &owner.uid).is_some() {
+                dependents
+                    .entry(owner.uid.as_str())
+                    .or_default()
+                    .push((object, owner.blocks));
+            }
+        }
+    }
+    let mut actions = Vec::new();
+    for object in objects {
+        // As a dependent.
+        if !object.owners.is_empty() && !object.deleting {
+            let mut solid = false;
+            let mut gone = Vec::new();
+            let mut waiting = false;
+            for owner in &object.owners {
+                match owner_of(object, &owner.uid) {
+                    None => gone.push(owner.uid.clone()),
+                    Some(o) if o.deleting && o.finalizers.iter().any(|f| f == FOREGROUND) => {
+                        waiting = true;
+                        gone.push(owner.uid.clone());
+                    }
+                    Some(_) => solid = true,
+                }
+            }
+            if solid {
+                if !gone.is_empty() {
+                    actions.push(Action::DropOwners {
+                        target: object.target.clone(),
+                        owners: gone,
+                    });
+                }
+            } else {
+                let has_dependents = dependents.contains_key(object.uid.as_str());
+                actions.push(Action::Delete {
+                    target: object.target.clone(),
+                    uid: object.uid.clone(),
+                    policy: if waiting && has_dependents {
+                        Policy::Foreground
+                    } else {
+                        Policy::Background
+                    },
+                });
+            }
+        }
+        // As an owner being deleted.
+        if object.deleting {
+            let mine = dependents.get(object.uid.as_str());
+            if object.finalizers.iter().any(|f| f == ORPHAN) {
+                let mut orphaned = HashSet::new();
+                for (dependent, _) in mine.into_iter().flatten() {
+                    if orphaned.insert(&dependent.target) {
+                        actions.push(Action::DropOwners {
+                            target: dependent.target.clone(),
+                            owners: vec![object.uid.clone()],
+                        });
+                    }
+                }
+                if orphaned.is_empty() {
+                    actions.push(Action::RemoveFinalizer {
+                        target: object.target.clone(),
+                        finalizer: ORPHAN,
+                    });
+                }
+            }
+            if object.finalizers.iter().any(|f| f == FOREGROUND)
+                && !mine.into_iter().flatten().any(|(_, blocks)| *blocks)
+            {
+                actions.push(Action::RemoveFinalizer {
+                    target: object.target.clone(),
+                    finalizer: FOREGROUND,
+                });
+            }
+        }
+    }
+    actions
+}
+
+/// Messages of the collector (local only).
+#[derive(RactorMessage)]
+pub enum GarbageCollectorMsg {
+    /// Observe and act once.
+    Tick,
+}
+
+/// Arguments: what to look at, how often, and the term to stamp writes with.
+#[derive(Clone)]
+pub struct GarbageCollectorArgs {
+    pub resources: Vec<Resource>,
+    pub period: Duration,
+    pub fence: Option<Fence>,
+}
+
+/// The garbage collector actor.
+#[derive(Clone)]
+pub struct GarbageCollector;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every object of every resource, as views and as read (keyed by where they live).
+async fn observe(
+    resources: &[Resource],
+) -> Result<(Vec<ObjectView>, HashMap<Target, Value>), ApiError> {
+    let mut views = Vec::new();
+    let mut objects = HashMap::new();
+    for (i, r) in resources.iter().enumerate() {
+        let list = call_ok(
+            ApiRequest::new(Verb::List, &r.group, &r.version, &r.resource, None, None),
+            CALL_TIMEOUT,
+        )
+        .await?;
+        for item in list["items"].as_array().into_iter().flatten() {
+            if let Some(view) = ObjectView::from_object(i, item) {
+                objects.insert(view.target.clone(), item.clone());
+                views.push(view);
+            }
+        }
+    }
+    Ok((views, objects))
+}
+
+fn request(resources: &[Resource], verb: Verb, target: &Target) -> Option<ApiRequest> {
+    let r = resources.get(target.resource)?;
+    Some(ApiRequest::new(
+        verb,
+        &r.group,
+        &r.version,
+        &r.resource,
+        target.namespace.as_deref(),
+        Some(&target.name),
+    ))
+}
+
+/// The object at `target` as read, without the items of its list at `pointer` that `dropped`
+/// picks.
+fn without(
+    objects: &HashMap<Target, Value>,
+    target: &Target,
+    pointer: &str,
+    dropped: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    let mut object = objects.get(target).cloned()?;
+    if let Some(list) = object.pointer_mut(pointer).and_then(Value::as_array_mut) {
+        list.retain(|item| !dropped(item));
+    }
+    Some(object)
+}
+
+/// Does one action. The updates carry the version that was read, so an object changed
+/// meanwhile is left for the next look.
+async fn act(
+    resources: &[Resource],
+    objects: &HashMap<Target, Value>,
+    action: &Action,
+    fence: Option<&Fence>,
+) -> Result<(), ApiError> {
+    let (verb, target, body) = match action {
+        Action::Delete {
+            target,
+            uid,
+            policy,
+        } => {
+            let policy = match policy {
+                Policy::Background => "Background",
+                Policy::Foreground => "Foreground",
+            };
+            let options = json!({
+                "kind": "DeleteOptions", "apiVersion": "v1",
+                "propagationPolicy": policy,
+                "preconditions": {"uid": uid},
+            });
+            (Verb::Delete, target, options)
+        }
+        Action::DropOwners { target, owners } => {
+            let dropped = |r: &Value| {
+                let uid = r.get("uid").and_then(Value::as_str);
+                owners.iter().any(|o| uid == Some(o.as_str()))
+            };
+            let Some(object) = without(objects, target, "/metadata/ownerReferences", dropped)
+            else {
+                return Ok(());
+            };
+            (Verb::Update, target, object)
+        }
+        Action::RemoveFinalizer { target, finalizer } => {
+            let dropped = |f: &Value| f.as_str() == Some(*finalizer);
+            let Some(object) = without(objects, target, "/metadata/finalizers", dropped) else {
+                return Ok(());
+            };
+            (Verb::Update, target, object)
+        }
+    };
+    let Some(req) = request(resources, verb, target) else {
+        return Ok(());
+    };
+    match call_ok(req.with_body(&body).fenced(fence.cloned()), CALL_TIMEOUT).await {
+        // Gone already, or changed since it was read: the next look sees it as it is.
+        Ok(_) | Err(ApiError::NotFound(_)) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// The collector's state: its settings.
+pub struct GarbageCollectorState {
+    args: GarbageCollectorArgs,
+}
+
+impl Actor for GarbageCollector {
+    type Msg = GarbageCollectorMsg;
+    type State = GarbageCollectorState;
+    type Arguments = GarbageCollectorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<GarbageCollectorMsg>,
+        args: GarbageCollectorArgs,
+    ) -> Result<GarbageCollectorState, ActorProcessingErr> {
+        myself.send_interval(args.period, || GarbageCollectorMsg::Tick);
+        Ok(GarbageCollectorState { args })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<GarbageCollectorMsg>,
+        msg: GarbageCollectorMsg,
+        state: &mut GarbageCollectorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GarbageCollectorMsg::Tick => {
+                let resources = &state.args.resources;
+                let (views, objects) = match observe(resources).await {
+                    Ok(seen) => seen,
+                    Err(err) => {
+                        tracing::debug!(error = %err, "cannot observe the objects yet");
+                        return Ok(());
+                    }
+                };
+                for action in decide(&views) {
+                    match act(resources, &objects, &action, state.args.fence.as_ref()).await {
+                        Ok(()) => tracing::debug!(?action, "garbage collected"),
+                        Err(err) => {
+                            tracing::debug!(?action, error = %err, "collection failed; will retry")
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str) -> Target {
+        Target {
+            resource: 0,
+            namespace: Some("default".into()),
+            name: name.into(),
+        }
+    }
+
+    fn view(
+        name: &str,
+        owners: &[(&str, bool)],
+        finalizers: &[&str],
+        deleting: bool,
+    ) -> ObjectView {
+        ObjectView {
+            target: target(name),
+            uid: format!("uid-{name}"),
+            owners: owners
+                .iter()
+                .map(|(o, blocks)| OwnerRef {
+                    uid: format!("uid-{o}"),
+                    blocks: *blocks,
+                })
+                .collect(),
+            finalizers: finalizers.iter().map(|f| f.to_string()).collect(),
+            deleting,
+        }
+    }
+
+    fn delete(name: &str, policy: Policy) -> Action {
+        Action::Delete {
+            target: target(name),
+            uid: format!("uid-{name}"),
+            policy,
+        }
+    }
+
+    #[test]
+    fn owned_objects_with_a_live_owner_stay() {
+        let objects = [
+            view("owner", &[], &[], false),
+            view("d", &[("owner", true)], &[], false),
+        ];
+        assert_eq!(decide(&objects), vec![]);
+    }
+
+    #[test]
+    fn a_dependent_whose_owner_is_gone_is_deleted_in_the_background() {
+        let objects = [view("d", &[("owner", false)], &[], false)];
+        assert_eq!(decide(&objects), vec![delete("d", Policy::Background)]);
+        // Already on its way: left alone.
+        let objects = [view("d", &[("owner", false)], &["x.io/f"], true)];
+        assert_eq!(decide(&objects), vec![]);
+    }
+
+    #[test]
+    fn a_dependent_with_another_live_owner_only_loses_the_dead_reference() {
+        let objects = [
+            view("alive", &[], &[], false),
+            view("d", &[("dead", false), ("alive", false)], &[], false),
+        ];
+        assert_eq!(
+            decide(&objects),
+            vec![Action::DropOwners {
+                target: target("d"),
+                owners: vec!["uid-dead".into()],
+            }]
+        );
+    }
+
+    #[test]
+    fn an_owner_in_another_namespace_does_not_count() {
+        let mut owner = view("owner", &[], &[], false);
+        owner.target.namespace = Some("elsewhere".into());
+        let objects = [owner, view("d", &[("owner", false)], &[], false)];
+        assert_eq!(decide(&objects), vec![delete("d", Policy::Background)]);
+        // A cluster-scoped owner does.
+        let mut node = view("owner", &[], &[], false);
+        node.target.namespace = None;
+        let objects = [node, view("d", &[("owner", false)], &[], false)];
+        assert_eq!(decide(&objects), vec![]);
+    }
+
+    #[test]
+    fn orphaning_drops_the_references_then_the_finalizer() {
+        let objects = [
+            view("owner", &[], &[ORPHAN], true),
+            view("a", &[("owner", true)], &[], false),
+            view("b", &[("owner", false)], &[], false),
+        ];
+        assert_eq!(
+            decide(&objects),
+            vec![
+                Action::DropOwners {
+                    target: target("a"),
+                    owners: vec!["uid-owner".into()]
+                },
+                Action::DropOwners {
+                    target: target("b"),
+                    owners: vec!["uid-owner".into()]
+                },
+            ]
+        );
+        let objects = [
+            view("owner", &[], &[ORPHAN], true),
+            view("a", &[], &[], false),
+        ];
+        assert_eq!(
+            decide(&objects),
+            vec![Action::RemoveFinalizer {
+                target: target("owner"),
+                finalizer: ORPHAN
+            }]
+        );
+    }
+
+    #[test]
+    fn foreground_deletes_the_dependents_first_and_waits_for_the_blocking_ones() {
+        let objects = [
+            view("owner", &[], &[FOREGROUND], true),
+            view("blocks", &[("owner", true)], &[], false),
+            view("free", &[("owner", false)], &[], false),
+            view("grandchild", &[("blocks", true)], &[], false),
+        ];
+        assert_eq!(
+            decide(&objects),
+            vec![
+                // It has a dependent of its own, so it goes in the foreground too.
+                delete("blocks", Policy::Foreground),
+                delete("free", Policy::Background),
+            ]
+        );
+        // Only the non-blocking dependent is left: the owner may go.
+        let objects = [
+            view("owner", &[], &[FOREGROUND], true),
+            view("free", &[("owner", false)], &["x.io/slow"], true),
+        ];
+        assert_eq!(
+            decide(&objects),
+            vec![Action::RemoveFinalizer {
+                target: target("owner"),
+                finalizer: FOREGROUND
+            }]
+        );
+        // A blocking dependent still finishing holds it.
+        let objects = [
+            view("owner", &[], &[FOREGROUND], true),
+            view("blocks", &[("owner", true)], &["x.io/slow"], true),
+        ];
+        assert_eq!(decide(&objects), vec![]);
+    }
+
+    #[test]
+    fn views_read_the_collectors_fields() {
+        let object = json!({"metadata": {
+            "name": "d", "namespace": "default", "uid": "u1",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "u0", "blockOwnerDeletion": true}],
+            "finalizers": ["orphan"], "deletionTimestamp": "2024-01-01T00:00:00Z",
+        }});
+        let v = ObjectView::from_object(3, &object).expect("a view");
+        assert_eq!(v.target.resource, 3);
+        assert_eq!(v.target.namespace.as_deref(), Some("default"));
+        assert_eq!(
+            v.owners,
+            vec![OwnerRef {
+                uid: "u0".into(),
+                blocks: true
+            }]
+        );
+        assert_eq!(v.finalizers, vec!["orphan"]);
+        assert!(v.deleting);
+        assert!(ObjectView::from_object(0, &json!({"metadata": {"name": "x"}})).is_none());
+    }
+}
