@@ -690,4 +690,24 @@ fn deletion_follows_finalizers_and_the_propagation_policy() {
     assert_eq!(status["status"], "Success", "{body}");
     assert_eq!(status["details"]["name"], "wire", "{body}");
     assert_eq!(status["details"]["kind"], "configmaps", "{body}");
+
+    // A collection goes by its selectors; namespaces go one at a time.
+    for (name, label) in [("b1", "batch=1"), ("b2", "batch=1"), ("b3", "batch=2")] {
+        cluster.kubectl_ok(Kubectl::V132, &["create", "configmap", name]);
+        cluster.kubectl_ok(Kubectl::V132, &["label", "configmap", name, label]);
+    }
+    let (code, body) = cluster.curl(
+        "DELETE",
+        "/api/v1/namespaces/default/configmaps?labelSelector=batch%3D1",
+        "application/json",
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let list = json(&body);
+    assert_eq!(list["kind"], "ConfigMapList", "{body}");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "{body}");
+    assert!(exists(Kubectl::V132, "b1").is_none() && exists(Kubectl::V132, "b2").is_none());
+    assert!(exists(Kubectl::V132, "b3").is_some());
+    let (code, body) = cluster.curl("DELETE", "/api/v1/namespaces", "application/json", "");
+    assert_eq!(code, 405, "{body}");
 }

@@ -250,6 +250,7 @@ async fn dispatch(
         (&Method::POST, None) => Verb::Create,
         (&Method::PUT, Some(_)) => Verb::Update,
         (&Method::DELETE, Some(_)) => Verb::Delete,
+        (&Method::DELETE, None) => Verb::DeleteCollection,
         (&Method::PATCH, Some(_)) => Verb::Patch,
         _ => {
             let verb = match method {
@@ -274,7 +275,7 @@ async fn dispatch(
             Ok(b) => b,
             Err(err) => return error_response(&err),
         },
-        Verb::Delete => match body_to_json(content_type, &body)
+        Verb::Delete | Verb::DeleteCollection => match body_to_json(content_type, &body)
             .and_then(|b| delete_options_with_query(b, &query))
         {
             Ok(b) => b,

@@ -271,6 +271,14 @@ fn operations(info: &ResourceInfo, paths: &mut Map<String, Value>) {
     if let Some(get) = paths[&collection].get_mut("get") {
         get["responses"]["200"]["content"] = content(&list, &json_types);
     }
+    if info.verbs().contains(&"deletecollection") {
+        paths[&collection]["delete"] = op(
+            "deletecollection",
+            &format!("deleteCollection{kind}"),
+            write_params(&[]),
+            None,
+        );
+    }
     params.push(path_param("name"));
     let patch_body = content(
         &json!({"type": "object"}),

@@ -18,7 +18,20 @@ pub struct ResourceInfo {
     pub selectable_fields: &'static [&'static str],
 }
 
-const VERBS: &[&str] = &["create", "delete", "get", "list", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+/// Namespaces are deleted one at a time.
+const NAMESPACE_VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
 impl ResourceInfo {
@@ -33,7 +46,11 @@ impl ResourceInfo {
 
     /// The verbs the resource supports.
     pub fn verbs(&self) -> &'static [&'static str] {
-        VERBS
+        if self.resource == "namespaces" {
+            NAMESPACE_VERBS
+        } else {
+            VERBS
+        }
     }
 
     /// The verbs of its status subresource.

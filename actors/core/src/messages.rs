@@ -22,6 +22,8 @@ pub enum Verb {
     Patch,
     /// A request whose envelope could not be decoded; answered with 400.
     Malformed,
+    /// Delete every object of a list (with its selectors).
+    DeleteCollection,
 }
 
 impl Verb {
@@ -35,6 +37,7 @@ impl Verb {
             Verb::Delete => "delete",
             Verb::Patch => "patch",
             Verb::Malformed => "malformed",
+            Verb::DeleteCollection => "deletecollection",
         }
     }
 }

@@ -325,6 +325,34 @@ impl ApiCore {
         }
     }
 
+    /// Deletes every object the list with `options` would return, each as its own delete;
+    /// answers the list of what was deleted or marked.
+    pub(super) async fn delete_collection(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        options: &RequestOptions,
+        body: &[u8],
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        let (items, version) = self.list(info, namespace, options).await?;
+        let mut deleted = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(name) = item.pointer("/metadata/name").and_then(Value::as_str) else {
+                continue;
+            };
+            let ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
+            match self.delete(info, ns, name, body, ctx).await {
+                Ok(reply) if reply["kind"] == "Status" => deleted.push(item),
+                Ok(marked) => deleted.push(marked),
+                // Deleted meanwhile by someone else.
+                Err(ApiError::NotFound(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(list_object(info, deleted, &version))
+    }
+
     /// Removes the stored object at `key` (at revision `expected`) and frees what it held.
     pub(super) async fn remove(
         &self,

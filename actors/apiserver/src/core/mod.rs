@@ -228,6 +228,10 @@ impl ApiCore {
                 .delete(info, namespace, name, &req.body, &ctx)
                 .await
                 .map(|v| (200, v)),
+            (Verb::DeleteCollection, None) if info.verbs().contains(&"deletecollection") => self
+                .delete_collection(info, namespace, &req.options, &req.body, &ctx)
+                .await
+                .map(|v| (200, v)),
             (verb, _) => Err(ApiError::MethodNotAllowed {
                 verb: verb.as_str().into(),
                 resource: info.resource.into(),
