@@ -368,6 +368,25 @@ fn workloads_and_services_behave_like_kubernetes() {
             assert!(out.lines().any(|l| l == resource), "{k:?}: {out}");
         }
     }
+    // 1.32 reads the aggregated documents (one request per root), 1.20 the legacy ones.
+    let fresh = cluster
+        .dir
+        .join("fresh-discovery-cache")
+        .display()
+        .to_string();
+    let out = cluster.kubectl(
+        Kubectl::V132,
+        &["api-resources", "-v=8", "--cache-dir", &fresh],
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(
+            "Content-Type: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("/apis/apps/v1?"), "{log}");
     let gv = json(&cluster.kubectl_ok(Kubectl::V132, &["get", "--raw", "/apis/apps/v1"]));
     let scale = gv["resources"]
         .as_array()

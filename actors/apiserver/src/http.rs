@@ -182,6 +182,17 @@ async fn dispatch(
     if matches!(path, "/openapi/v2" | "/swagger-2.0.0.pb-v1") {
         return openapi_v2(path, accept);
     }
+    if matches!(path.trim_end_matches('/'), "/api" | "/apis")
+        && let Some(version) = crate::negotiate::aggregated_discovery(accept)
+    {
+        let doc = discovery::aggregated(path.trim_end_matches('/') == "/api", version);
+        let mut response = respond_json(200, &doc, Representation::Json);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(version.content_type()),
+        );
+        return response;
+    }
     let representation = match choose(accept) {
         Ok(r) => r,
         Err(err) => return error_response(&err),

@@ -60,6 +60,44 @@ pub fn choose(accept: Option<&str>) -> Result<Representation, ApiError> {
     )))
 }
 
+/// The aggregated discovery document `Accept` asks for before anything else it takes:
+/// `None` when the legacy documents (plain JSON) come first.
+pub fn aggregated_discovery(accept: Option<&str>) -> Option<crate::discovery::Aggregated> {
+    use crate::discovery::Aggregated;
+    for entry in accept?.split(',') {
+        let (media, params) = params(entry);
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(pk, _)| pk == k)
+                .map(|(_, v)| v.as_str())
+        };
+        match (get("as"), get("g"), get("v")) {
+            (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2"))
+                if media == "application/json" =>
+            {
+                return Some(Aggregated::V2);
+            }
+            (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2beta1"))
+                if media == "application/json" =>
+            {
+                return Some(Aggregated::V2Beta1);
+            }
+            // Another view (a Table, metadata only) is not for discovery.
+            (Some(_), _, _) => continue,
+            (None, _, _) => {
+                if matches!(
+                    media.as_str(),
+                    "application/json" | "application/yaml" | "*/*" | "application/*"
+                ) {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Reads a request body as JSON bytes, converting YAML and Kubernetes protobuf.
 pub fn body_to_json(content_type: Option<&str>, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let media = content_type.map(|c| params(c).0).unwrap_or_default();
@@ -97,6 +135,31 @@ pub fn patch_kind(content_type: Option<&str>) -> Result<PatchKind, ApiError> {
 
 #[cfg(test)]
 mod tests {
+    use crate::discovery::Aggregated;
+
+    #[test]
+    fn aggregated_discovery_is_served_when_asked_for_first() {
+        let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(
+            super::aggregated_discovery(Some(kubectl)),
+            Some(Aggregated::V2)
+        );
+        let older = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(
+            super::aggregated_discovery(Some(older)),
+            Some(Aggregated::V2Beta1)
+        );
+        for legacy in [
+            "application/json",
+            "application/json, application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+            "*/*",
+            "application/json;g=apidiscovery.k8s.io;v=v3;as=APIGroupDiscoveryList, application/json",
+        ] {
+            assert_eq!(super::aggregated_discovery(Some(legacy)), None, "{legacy}");
+        }
+        assert_eq!(super::aggregated_discovery(None), None);
+    }
+
     use super::*;
 
     #[test]
