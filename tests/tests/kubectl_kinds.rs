@@ -730,3 +730,94 @@ fn deletion_follows_finalizers_and_the_propagation_policy() {
     let (code, body) = cluster.curl("DELETE", "/api/v1/namespaces", "application/json", "");
     assert_eq!(code, 405, "{body}");
 }
+
+#[test]
+fn drain_evicts_the_pods_of_a_node() {
+    let cluster = Cluster::start("drain", &[]);
+    cluster.wait_nodes(&[("master-1", "Ready")], std::time::Duration::from_secs(20));
+    let pod = |name: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"nodeName": "master-1", "containers": [{"name": "c", "image": "busybox"}]},
+        })
+        .to_string()
+    };
+    let pods_on_node = |k: Kubectl| {
+        let out = cluster.kubectl_ok(
+            k,
+            &[
+                "get",
+                "pods",
+                "--field-selector=spec.nodeName=master-1",
+                "-o",
+                "name",
+            ],
+        );
+        out.lines().count()
+    };
+    for k in Kubectl::ALL {
+        for name in ["a", "b"] {
+            let (code, body) = cluster.curl(
+                "POST",
+                "/api/v1/namespaces/default/pods",
+                "application/json",
+                &pod(name),
+            );
+            assert_eq!(code, 201, "{body}");
+        }
+        assert_eq!(pods_on_node(k), 2);
+        // Pods without a controller go only with --force. 1.32 evicts them through the
+        // eviction subresource; 1.20, which looks for the policy group, deletes them.
+        let out = cluster.kubectl_ok(
+            k,
+            &[
+                "drain",
+                "master-1",
+                "--force",
+                "--ignore-daemonsets",
+                "--timeout=30s",
+            ],
+        );
+        assert!(out.contains("node/master-1 cordoned"), "{k:?}: {out}");
+        if k == Kubectl::V132 {
+            assert!(out.contains("pod/a evicted"), "{k:?}: {out}");
+            assert!(out.contains("node/master-1 drained"), "{k:?}: {out}");
+        } else {
+            // 1.20 names its last line with the verb it used for the pods.
+            assert!(out.contains("pod/a deleted"), "{k:?}: {out}");
+        }
+        assert_eq!(pods_on_node(k), 0, "{k:?}");
+        let node = json(&cluster.kubectl_ok(k, &["get", "node", "master-1", "-o", "json"]));
+        assert_eq!(node["spec"]["unschedulable"], true, "{k:?}: {node}");
+        cluster.kubectl_ok(k, &["uncordon", "master-1"]);
+    }
+
+    // The wire: an Eviction is answered 201 with a Status; a mismatched name is a 400, a
+    // missing pod a 404, and only create is allowed.
+    let (code, body) = cluster.curl(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        &pod("c"),
+    );
+    assert_eq!(code, 201, "{body}");
+    let eviction = |name: &str| {
+        serde_json::json!({
+            "apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": name, "namespace": "default"},
+            "deleteOptions": {"gracePeriodSeconds": 0},
+        })
+        .to_string()
+    };
+    let path = "/api/v1/namespaces/default/pods/c/eviction";
+    let (code, body) = cluster.curl("POST", path, "application/json", &eviction("other"));
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = cluster.curl("GET", path, "application/json", "");
+    assert_eq!(code, 405, "{body}");
+    let (code, body) = cluster.curl("POST", path, "application/json", &eviction("c"));
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(json(&body)["status"], "Success", "{body}");
+    let (code, body) = cluster.curl("POST", path, "application/json", &eviction("c"));
+    assert_eq!(code, 404, "{body}");
+}

@@ -94,6 +94,17 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
                 "verbs": info.status_verbs(),
             }));
         }
+        if info.kind == "Pod" {
+            entries.push(json!({
+                "name": "pods/eviction",
+                "singularName": "",
+                "namespaced": true,
+                "group": "policy",
+                "version": "v1",
+                "kind": "Eviction",
+                "verbs": ["create"],
+            }));
+        }
         if crate::kinds::workloads::scalable(info.kind) {
             entries.push(json!({
                 "name": format!("{}/scale", info.resource),
@@ -152,6 +163,13 @@ fn kind_of(group: &str, version: &str, kind: &str) -> Value {
 fn aggregated_resource(info: &ResourceInfo) -> Value {
     let own_kind = kind_of(info.group, info.version, info.kind);
     let mut subresources = Vec::new();
+    if info.kind == "Pod" {
+        subresources.push(json!({
+            "subresource": "eviction",
+            "responseKind": kind_of("policy", "v1", "Eviction"),
+            "verbs": ["create"],
+        }));
+    }
     if crate::kinds::workloads::scalable(info.kind) {
         subresources.push(json!({
             "subresource": "scale",

@@ -259,6 +259,7 @@ async fn dispatch(
         }
         (&Method::GET, None) => Verb::List,
         (&Method::POST, None) => Verb::Create,
+        (&Method::POST, Some(_)) if target.subresource == Some("eviction") => Verb::Create,
         (&Method::PUT, Some(_)) => Verb::Update,
         (&Method::DELETE, Some(_)) => Verb::Delete,
         (&Method::DELETE, None) => Verb::DeleteCollection,

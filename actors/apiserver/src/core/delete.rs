@@ -325,6 +325,72 @@ impl ApiCore {
         }
     }
 
+    /// `POST pods/{name}/eviction`: deletes the pod with the Eviction's `deleteOptions`. No
+    /// disruption budget can forbid it (none is served), and a pod on its way already is left
+    /// to go.
+    pub(super) async fn evict(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        body: &[u8],
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        let eviction = Value::Object(parse_object(body)?);
+        let api_version = eviction.get("apiVersion").and_then(Value::as_str);
+        if !matches!(api_version, None | Some("policy/v1" | "policy/v1beta1"))
+            || !matches!(
+                eviction.get("kind").and_then(Value::as_str),
+                None | Some("Eviction")
+            )
+        {
+            return Err(ApiError::BadRequest(format!(
+                "the body of an eviction must be a policy/v1 Eviction, not {} {}",
+                api_version.unwrap_or_default(),
+                eviction
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            )));
+        }
+        if let Some(Err(e)) = crate::kinds::roundtrip("Eviction", &eviction) {
+            return Err(ApiError::BadRequest(format!(
+                "the body of an eviction could not be read: {e}"
+            )));
+        }
+        if eviction.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+            return Err(ApiError::BadRequest(
+                "name in URL does not match name in Eviction object".into(),
+            ));
+        }
+        if let (Some(ns), Some(body_ns)) = (
+            namespace,
+            eviction
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str),
+        ) && ns != body_ns
+        {
+            return Err(ApiError::BadRequest(
+                "namespace in URL does not match namespace in Eviction object".into(),
+            ));
+        }
+        let (_, current) = self.load(info, namespace, name).await?;
+        let pod: Value = serde_json::from_slice(&current.value)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        if !is_deleting(&pod) {
+            let options = eviction
+                .get("deleteOptions")
+                .filter(|o| !o.is_null())
+                .map(|o| serde_json::to_vec(o).unwrap_or_default())
+                .unwrap_or_default();
+            self.delete(info, namespace, name, &options, ctx).await?;
+        }
+        Ok(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Success", "code": 201,
+        }))
+    }
+
     /// Deletes every object the list with `options` would return, each as its own delete;
     /// answers the list of what was deleted or marked.
     pub(super) async fn delete_collection(

@@ -155,12 +155,18 @@ impl ApiCore {
             let served = match sub {
                 "status" => info.has_status,
                 "scale" => crate::kinds::workloads::scalable(info.kind),
+                "eviction" => info.kind == "Pod",
                 _ => false,
             };
             if !served {
                 return Err(ApiError::UnknownResource);
             }
-            if !matches!(req.verb, Verb::Get | Verb::Update | Verb::Patch) {
+            let allowed = if sub == "eviction" {
+                req.verb == Verb::Create
+            } else {
+                matches!(req.verb, Verb::Get | Verb::Update | Verb::Patch)
+            };
+            if !allowed {
                 return Err(ApiError::MethodNotAllowed {
                     verb: req.verb.as_str().into(),
                     resource: format!("{}/{sub}", info.resource),
@@ -200,6 +206,14 @@ impl ApiCore {
                 }
             };
             return Ok((200, scale));
+        }
+        if req.subresource.as_deref() == Some("eviction")
+            && let Some(name) = req.name.as_deref()
+        {
+            return self
+                .evict(info, namespace, name, &req.body, &ctx)
+                .await
+                .map(|v| (201, v));
         }
         match (req.verb, req.name.as_deref()) {
             (Verb::Get, Some(name)) => Ok((200, self.get(info, namespace, name).await?)),

@@ -17,6 +17,7 @@ pub fn roundtrip(kind: &str, object: &Value) -> Option<Result<Value, serde_json:
     use k8s_openapi::api::coordination::v1 as coordination;
     use k8s_openapi::api::core::v1 as core;
     use k8s_openapi::api::discovery::v1 as discovery;
+    use k8s_openapi::api::policy::v1 as policy;
     fn through<T: serde::de::DeserializeOwned + serde::Serialize>(
         v: &Value,
     ) -> Result<Value, serde_json::Error> {
@@ -42,6 +43,7 @@ pub fn roundtrip(kind: &str, object: &Value) -> Option<Result<Value, serde_json:
         "CronJob" => through::<batch::CronJob>(object),
         "Lease" => through::<coordination::Lease>(object),
         "EndpointSlice" => through::<discovery::EndpointSlice>(object),
+        "Eviction" => through::<policy::Eviction>(object),
         _ => return None,
     })
 }
