@@ -41,6 +41,9 @@ pub struct Args {
     /// How long a node's lease may go unrenewed before the node is NotReady.
     #[arg(long, default_value_t = 40_000)]
     pub node_monitor_grace_period_ms: u64,
+    /// How long Events are kept after they were last seen (Kubernetes keeps them an hour).
+    #[arg(long, default_value_t = 86_400)]
+    pub event_ttl_seconds: u64,
     /// Also run a node in this process.
     #[arg(long)]
     pub with_node: bool,
@@ -114,6 +117,10 @@ impl Args {
 
     pub fn quic_addr(&self) -> SocketAddr {
         SocketAddr::new(self.address, self.quic_port)
+    }
+
+    pub fn event_ttl(&self) -> Duration {
+        Duration::from_secs(self.event_ttl_seconds)
     }
 
     pub fn node_monitor_grace(&self) -> Duration {

@@ -20,6 +20,7 @@ use ractor::{Actor, SpawnErr};
 use shoal_apiserver::tls::{Identity, server_config};
 use shoal_apiserver::{ApiServer, ApiServerArgs};
 use shoal_controllers::apiserver_identity::{ApiServerIdentity, IdentityArgs};
+use shoal_controllers::event_expiry::{EventExpiry, EventExpiryArgs};
 use shoal_controllers::garbage_collector::Resource;
 use shoal_controllers::leader::{RaiseError, Singleton};
 use shoal_controllers::{
@@ -348,6 +349,7 @@ fn print_banner(args: &Args, pki: &MasterPki) -> Result<(), MasterError> {
 /// controllers write under the term they were started with.
 fn controller_manager(args: &Args, store: Store) -> ElectorArgs {
     let grace = args.node_monitor_grace();
+    let event_ttl = args.event_ttl();
     // Every kind the API serves may own others or be owned.
     let resources: Vec<Resource> = shoal_apiserver::resources::RESOURCES
         .iter()
@@ -365,6 +367,16 @@ fn controller_manager(args: &Args, store: Store) -> ElectorArgs {
                 NodeLifecycleArgs {
                     grace,
                     period: Duration::from_millis(250),
+                    fence: Some(fence.clone()),
+                },
+            ),
+            ChildSpec::actor(
+                "event-expiry",
+                EventExpiry,
+                EventExpiryArgs {
+                    ttl: event_ttl,
+                    // A tenth of the time to live, between a second and a minute.
+                    period: (event_ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
                     fence: Some(fence.clone()),
                 },
             ),

@@ -821,3 +821,33 @@ fn drain_evicts_the_pods_of_a_node() {
     let (code, body) = cluster.curl("POST", path, "application/json", &eviction("c"));
     assert_eq!(code, 404, "{body}");
 }
+
+#[test]
+fn events_expire_after_the_event_ttl() {
+    let cluster = Cluster::start("event-ttl", &["--event-ttl-seconds=3"]);
+    let event = serde_json::json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "probe.1"},
+        "involvedObject": {"kind": "ConfigMap", "name": "probe", "namespace": "default"},
+        "reason": "Probed", "message": "seen once", "type": "Normal",
+    });
+    let (code, body) = cluster.curl(
+        "POST",
+        "/api/v1/namespaces/default/events",
+        "application/json",
+        &event.to_string(),
+    );
+    assert_eq!(code, 201, "{body}");
+    let present = || {
+        cluster
+            .kubectl(Kubectl::V132, &["get", "event", "probe.1"])
+            .status
+            .success()
+    };
+    assert!(present(), "an event is kept within its time to live");
+    shoal_tests::wait_for(
+        "the event to expire",
+        std::time::Duration::from_secs(20),
+        || (!present()).then_some(()),
+    );
+}
