@@ -386,6 +386,7 @@ fn controller_manager(args: &Args, store: Store) -> ElectorArgs {
                 GarbageCollectorArgs {
                     resources: resources.clone(),
                     period: Duration::from_secs(1),
+                    idle_period: Duration::from_secs(4),
                     fence: Some(fence),
                 },
             ),

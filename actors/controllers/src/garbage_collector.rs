@@ -228,8 +228,27 @@ pub enum GarbageCollectorMsg {
 #[derive(Clone)]
 pub struct GarbageCollectorArgs {
     pub resources: Vec<Resource>,
+    /// How soon the collector looks again after a look that found work.
     pub period: Duration,
+    /// How long it waits at most after looks that found none: each idle look doubles the
+    /// wait up to this, as every look reads every object.
+    pub idle_period: Duration,
     pub fence: Option<Fence>,
+}
+
+/// The wait before the next look: `period` after a look that found work, else twice the
+/// last wait, up to `idle_period`.
+pub fn next_wait(
+    last: Duration,
+    found_work: bool,
+    period: Duration,
+    idle_period: Duration,
+) -> Duration {
+    if found_work {
+        period
+    } else {
+        (last * 2).clamp(period, idle_period.max(period))
+    }
 }
 
 /// The garbage collector actor.
@@ -341,9 +360,10 @@ async fn act(
     }
 }
 
-/// The collector's state: its settings.
+/// The collector's state: its settings and its current wait between looks.
 pub struct GarbageCollectorState {
     args: GarbageCollectorArgs,
+    wait: Duration,
 }
 
 impl Actor for GarbageCollector {
@@ -356,27 +376,44 @@ impl Actor for GarbageCollector {
         myself: ActorRef<GarbageCollectorMsg>,
         args: GarbageCollectorArgs,
     ) -> Result<GarbageCollectorState, ActorProcessingErr> {
-        myself.send_interval(args.period, || GarbageCollectorMsg::Tick);
-        Ok(GarbageCollectorState { args })
+        myself.send_after(args.period, || GarbageCollectorMsg::Tick);
+        Ok(GarbageCollectorState {
+            wait: args.period,
+            args,
+        })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<GarbageCollectorMsg>,
+        myself: ActorRef<GarbageCollectorMsg>,
         msg: GarbageCollectorMsg,
         state: &mut GarbageCollectorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             GarbageCollectorMsg::Tick => {
                 let resources = &state.args.resources;
-                let (views, objects) = match observe(resources).await {
-                    Ok(seen) => seen,
+                let actions = match observe(resources).await {
+                    Ok((views, objects)) => {
+                        let actions = decide(&views);
+                        Some((actions, objects))
+                    }
                     Err(err) => {
                         tracing::debug!(error = %err, "cannot observe the objects yet");
-                        return Ok(());
+                        None
                     }
                 };
-                for action in decide(&views) {
+                // A failed look counts as work: it is retried soon.
+                state.wait = next_wait(
+                    state.wait,
+                    actions.as_ref().is_none_or(|(a, _)| !a.is_empty()),
+                    state.args.period,
+                    state.args.idle_period,
+                );
+                myself.send_after(state.wait, || GarbageCollectorMsg::Tick);
+                let Some((actions, objects)) = actions else {
+                    return Ok(());
+                };
+                for action in actions {
                     match act(resources, &objects, &action, state.args.fence.as_ref()).await {
                         Ok(()) => tracing::debug!(?action, "garbage collected"),
                         Err(err) => {
@@ -544,6 +581,19 @@ mod tests {
             view("blocks", &[("owner", true)], &["x.io/slow"], true),
         ];
         assert_eq!(decide(&objects), vec![]);
+    }
+
+    #[test]
+    fn idle_looks_back_off_and_work_brings_the_period_back() {
+        let (p, idle) = (Duration::from_secs(1), Duration::from_secs(8));
+        let mut wait = p;
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            wait = next_wait(wait, false, p, idle);
+            waits.push(wait.as_secs());
+        }
+        assert_eq!(waits, vec![2, 4, 8, 8, 8]);
+        assert_eq!(next_wait(wait, true, p, idle), p);
     }
 
     #[test]
