@@ -26,6 +26,14 @@ fn params(entry: &str) -> (String, Vec<(String, String)>) {
     (media, params)
 }
 
+/// The value of the media-type parameter `key`, if given.
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
 /// Picks the first entry of `Accept` that can be served. Never 406 when JSON is acceptable.
 pub fn choose(accept: Option<&str>) -> Result<Representation, ApiError> {
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
@@ -33,12 +41,7 @@ pub fn choose(accept: Option<&str>) -> Result<Representation, ApiError> {
     };
     for entry in accept.split(',') {
         let (media, params) = params(entry);
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(pk, _)| pk == k)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |k: &str| param(&params, k);
         if let Some(as_) = get("as") {
             let is_table = as_ == "Table"
                 && get("g") == Some("meta.k8s.io")
@@ -66,12 +69,7 @@ pub fn aggregated_discovery(accept: Option<&str>) -> Option<crate::discovery::Ag
     use crate::discovery::Aggregated;
     for entry in accept?.split(',') {
         let (media, params) = params(entry);
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(pk, _)| pk == k)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |k: &str| param(&params, k);
         match (get("as"), get("g"), get("v")) {
             (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2"))
                 if media == "application/json" =>

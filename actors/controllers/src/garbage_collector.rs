@@ -19,12 +19,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use serde_json::{Value, json};
 use shoal_core::client::call_ok;
+use shoal_core::deletion::{FOREGROUND, ORPHAN, finalizers_of, is_deleting};
 use shoal_core::{ApiError, ApiRequest, Fence, Verb};
-
-/// The finalizer that keeps an owner until its dependents have lost their references to it.
-pub const ORPHAN: &str = "orphan";
-/// The finalizer that keeps an owner until its blocking dependents are gone.
-pub const FOREGROUND: &str = "foregroundDeletion";
 
 /// A resource the collector looks at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,14 +62,6 @@ impl ObjectView {
     /// Reads the collector's fields from an object of `resource`.
     pub fn from_object(resource: usize, object: &Value) -> Option<ObjectView> {
         let meta = object.get("metadata")?;
-        let strings = |v: Option<&Value>| -> Vec<String> {
-            v.and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        };
         Some(ObjectView {
             target: Target {
                 resource,
@@ -96,8 +84,8 @@ impl ObjectView {
                     })
                 })
                 .collect(),
-            finalizers: strings(meta.get("finalizers")),
-            deleting: meta.get("deletionTimestamp").is_some_and(|t| !t.is_null()),
+            finalizers: finalizers_of(object),
+            deleting: is_deleting(object),
         })
     }
 }

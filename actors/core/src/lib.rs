@@ -2,6 +2,7 @@
 //! Kubernetes `Status` objects, the messages that cross processes, and supervision.
 
 pub mod client;
+pub mod deletion;
 pub mod error;
 pub mod events;
 pub mod faults;

@@ -6,13 +6,10 @@
 //! dependents go after it).
 
 use jiff::Timestamp;
+use shoal_core::deletion::finalizers_of;
+pub use shoal_core::deletion::{FOREGROUND, ORPHAN, is_deleting};
 
 use super::*;
-
-/// The finalizer that keeps an owner until its dependents have lost their references to it.
-pub const ORPHAN: &str = "orphan";
-/// The finalizer that keeps an owner until its blocking dependents are gone.
-pub const FOREGROUND: &str = "foregroundDeletion";
 
 /// What happens to an owner's dependents when it is deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,24 +125,6 @@ pub enum DeletePlan {
     Mark(Value),
     /// It is marked already and nothing changes.
     Pending,
-}
-
-fn finalizers_of(object: &Value) -> Vec<String> {
-    object
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Whether `object` is marked for deletion.
-pub fn is_deleting(object: &Value) -> bool {
-    object
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null())
 }
 
 /// The pure core of a delete: given the stored object, the options and the time, what to do.

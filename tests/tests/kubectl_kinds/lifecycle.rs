@@ -1,0 +1,324 @@
+//! How objects end, through kubectl 1.32 and 1.20: deletion with finalizers and each
+//! propagation policy (and the garbage collector behind them), `drain` through the eviction
+//! subresource, and Events expiring after the event TTL.
+
+use shoal_tests::{Cluster, Kubectl};
+
+use super::json;
+
+/// A ConfigMap owned by `owner` (uid `uid`), blocking its foreground deletion or not.
+fn owned_configmap(name: &str, owner: &str, uid: &str, blocks: bool) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: {owner}\n    uid: {uid}\n    blockOwnerDeletion: {blocks}\ndata:\n  k: v\n"
+    )
+}
+
+#[test]
+fn deletion_follows_finalizers_and_the_propagation_policy() {
+    let cluster = Cluster::start("delete", &[]);
+    let exists = |k: Kubectl, name: &str| {
+        let out = cluster.kubectl(k, &["get", "configmap", name, "-o", "json"]);
+        out.status
+            .success()
+            .then(|| json(&String::from_utf8_lossy(&out.stdout)))
+    };
+    // An owner and two dependents, one of which blocks a foreground deletion.
+    let family = |k: Kubectl, owner: &str| {
+        cluster.kubectl_ok(k, &["create", "configmap", owner, "--from-literal=a=b"]);
+        let uid = exists(k, owner).expect("the owner")["metadata"]["uid"]
+            .as_str()
+            .expect("a uid")
+            .to_owned();
+        let file = cluster.dir.join(format!("{owner}-dependents.yaml"));
+        let yaml = format!(
+            "{}---\n{}",
+            owned_configmap(&format!("{owner}-blocks"), owner, &uid, true),
+            owned_configmap(&format!("{owner}-free"), owner, &uid, false)
+        );
+        std::fs::write(&file, yaml).expect("write the file");
+        cluster.kubectl_ok(k, &["apply", "-f", &file.display().to_string()]);
+    };
+    let gone = |k: Kubectl, name: &str| {
+        shoal_tests::wait_for(
+            &format!("{name} to be collected"),
+            std::time::Duration::from_secs(20),
+            || exists(k, name).is_none().then_some(()),
+        )
+    };
+
+    for (k, orphan_flag) in [
+        (Kubectl::V132, "--cascade=orphan"),
+        (Kubectl::V120, "--cascade=false"),
+    ] {
+        let p = format!("{k:?}").to_lowercase();
+        // Background (kubectl's default): the owner goes at once, its dependents after it.
+        let owner = format!("{p}-bg");
+        family(k, &owner);
+        let out = cluster.kubectl_ok(k, &["delete", "configmap", &owner]);
+        assert!(out.contains("deleted"), "{k:?}: {out}");
+        assert!(exists(k, &owner).is_none(), "{k:?}: the owner stayed");
+        gone(k, &format!("{owner}-blocks"));
+        gone(k, &format!("{owner}-free"));
+
+        // Orphan: the dependents stay, without their reference to the owner.
+        let owner = format!("{p}-orphan");
+        family(k, &owner);
+        cluster.kubectl_ok(k, &["delete", "configmap", &owner, orphan_flag]);
+        gone(k, &owner);
+        for d in ["blocks", "free"] {
+            let d = exists(k, &format!("{owner}-{d}")).expect("an orphan stays");
+            assert!(
+                d["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_none_or(Vec::is_empty),
+                "{k:?}: {d}"
+            );
+        }
+    }
+
+    // Foreground: the owner is marked and waits for its blocking dependent.
+    family(Kubectl::V132, "fg");
+    cluster.kubectl_ok(
+        Kubectl::V132,
+        &["delete", "configmap", "fg", "--cascade=foreground"],
+    );
+    assert!(exists(Kubectl::V132, "fg").is_none());
+    assert!(exists(Kubectl::V132, "fg-blocks").is_none());
+    gone(Kubectl::V132, "fg-free");
+
+    // Finalizers hold an object: deleting marks it, a new finalizer is refused, removing the
+    // last one deletes it.
+    let held = cluster.dir.join("held.yaml");
+    std::fs::write(
+        &held,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n",
+    )
+    .expect("write the file");
+    for k in Kubectl::ALL {
+        cluster.kubectl_ok(k, &["create", "-f", &held.display().to_string()]);
+        cluster.kubectl_ok(k, &["delete", "configmap", "held", "--wait=false"]);
+        let marked = exists(k, "held").expect("held by its finalizer");
+        assert!(
+            marked["metadata"]["deletionTimestamp"].is_string(),
+            "{k:?}: {marked}"
+        );
+        assert_eq!(
+            marked["metadata"]["deletionGracePeriodSeconds"], 0,
+            "{k:?}: {marked}"
+        );
+        let out = cluster.kubectl(
+            k,
+            &[
+                "patch",
+                "configmap",
+                "held",
+                "--type=json",
+                "-p",
+                r#"[{"op":"add","path":"/metadata/finalizers/-","value":"example.com/more"}]"#,
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{k:?}: a new finalizer was taken");
+        assert!(
+            err.contains("no new finalizers can be added"),
+            "{k:?}: {err}"
+        );
+        // A label still may change.
+        cluster.kubectl_ok(k, &["label", "configmap", "held", "still=here"]);
+        cluster.kubectl_ok(
+            k,
+            &[
+                "patch",
+                "configmap",
+                "held",
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
+        );
+        assert!(exists(k, "held").is_none(), "{k:?}: still there");
+    }
+
+    // The wire: a Status for a removed object; preconditions and bad options refused.
+    cluster.kubectl_ok(Kubectl::V132, &["create", "configmap", "wire"]);
+    let path = "/api/v1/namespaces/default/configmaps/wire";
+    let (code, body) = cluster.curl(
+        "DELETE",
+        path,
+        "application/json",
+        r#"{"preconditions": {"uid": "not-its-uid"}}"#,
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains("Precondition failed: UID in precondition"),
+        "{body}"
+    );
+    let (code, body) = cluster.curl(
+        "DELETE",
+        &format!("{path}?propagationPolicy=Sideways"),
+        "application/json",
+        "",
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("supported values"), "{body}");
+    let (code, body) = cluster.curl(
+        "DELETE",
+        path,
+        "application/json",
+        r#"{"propagationPolicy": "Orphan", "orphanDependents": true}"#,
+    );
+    assert_eq!(code, 422, "{body}");
+    let (code, body) = cluster.curl(
+        "DELETE",
+        &format!("{path}?gracePeriodSeconds=0"),
+        "application/json",
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let status = json(&body);
+    assert_eq!(status["kind"], "Status", "{body}");
+    assert_eq!(status["status"], "Success", "{body}");
+    assert_eq!(status["details"]["name"], "wire", "{body}");
+    assert_eq!(status["details"]["kind"], "configmaps", "{body}");
+
+    // A collection goes by its selectors; namespaces go one at a time.
+    for (name, label) in [("b1", "batch=1"), ("b2", "batch=1"), ("b3", "batch=2")] {
+        cluster.kubectl_ok(Kubectl::V132, &["create", "configmap", name]);
+        cluster.kubectl_ok(Kubectl::V132, &["label", "configmap", name, label]);
+    }
+    let (code, body) = cluster.curl(
+        "DELETE",
+        "/api/v1/namespaces/default/configmaps?labelSelector=batch%3D1",
+        "application/json",
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let list = json(&body);
+    assert_eq!(list["kind"], "ConfigMapList", "{body}");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "{body}");
+    assert!(exists(Kubectl::V132, "b1").is_none() && exists(Kubectl::V132, "b2").is_none());
+    assert!(exists(Kubectl::V132, "b3").is_some());
+    let (code, body) = cluster.curl("DELETE", "/api/v1/namespaces", "application/json", "");
+    assert_eq!(code, 405, "{body}");
+}
+
+#[test]
+fn drain_evicts_the_pods_of_a_node() {
+    let cluster = Cluster::start("drain", &[]);
+    cluster.wait_nodes(&[("master-1", "Ready")], std::time::Duration::from_secs(20));
+    let pod = |name: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"nodeName": "master-1", "containers": [{"name": "c", "image": "busybox"}]},
+        })
+        .to_string()
+    };
+    let pods_on_node = |k: Kubectl| {
+        let out = cluster.kubectl_ok(
+            k,
+            &[
+                "get",
+                "pods",
+                "--field-selector=spec.nodeName=master-1",
+                "-o",
+                "name",
+            ],
+        );
+        out.lines().count()
+    };
+    for k in Kubectl::ALL {
+        for name in ["a", "b"] {
+            let (code, body) = cluster.curl(
+                "POST",
+                "/api/v1/namespaces/default/pods",
+                "application/json",
+                &pod(name),
+            );
+            assert_eq!(code, 201, "{body}");
+        }
+        assert_eq!(pods_on_node(k), 2);
+        // Pods without a controller go only with --force. 1.32 evicts them through the
+        // eviction subresource; 1.20, which looks for the policy group, deletes them.
+        let out = cluster.kubectl_ok(
+            k,
+            &[
+                "drain",
+                "master-1",
+                "--force",
+                "--ignore-daemonsets",
+                "--timeout=30s",
+            ],
+        );
+        assert!(out.contains("node/master-1 cordoned"), "{k:?}: {out}");
+        if k == Kubectl::V132 {
+            assert!(out.contains("pod/a evicted"), "{k:?}: {out}");
+            assert!(out.contains("node/master-1 drained"), "{k:?}: {out}");
+        } else {
+            // 1.20 names its last line with the verb it used for the pods.
+            assert!(out.contains("pod/a deleted"), "{k:?}: {out}");
+        }
+        assert_eq!(pods_on_node(k), 0, "{k:?}");
+        let node = json(&cluster.kubectl_ok(k, &["get", "node", "master-1", "-o", "json"]));
+        assert_eq!(node["spec"]["unschedulable"], true, "{k:?}: {node}");
+        cluster.kubectl_ok(k, &["uncordon", "master-1"]);
+    }
+
+    // The wire: an Eviction is answered 201 with a Status; a mismatched name is a 400, a
+    // missing pod a 404, and only create is allowed.
+    let (code, body) = cluster.curl(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        &pod("c"),
+    );
+    assert_eq!(code, 201, "{body}");
+    let eviction = |name: &str| {
+        serde_json::json!({
+            "apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": name, "namespace": "default"},
+            "deleteOptions": {"gracePeriodSeconds": 0},
+        })
+        .to_string()
+    };
+    let path = "/api/v1/namespaces/default/pods/c/eviction";
+    let (code, body) = cluster.curl("POST", path, "application/json", &eviction("other"));
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = cluster.curl("GET", path, "application/json", "");
+    assert_eq!(code, 405, "{body}");
+    let (code, body) = cluster.curl("POST", path, "application/json", &eviction("c"));
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(json(&body)["status"], "Success", "{body}");
+    let (code, body) = cluster.curl("POST", path, "application/json", &eviction("c"));
+    assert_eq!(code, 404, "{body}");
+}
+
+#[test]
+fn events_expire_after_the_event_ttl() {
+    let cluster = Cluster::start("event-ttl", &["--event-ttl-seconds=3"]);
+    let event = serde_json::json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "probe.1"},
+        "involvedObject": {"kind": "ConfigMap", "name": "probe", "namespace": "default"},
+        "reason": "Probed", "message": "seen once", "type": "Normal",
+    });
+    let (code, body) = cluster.curl(
+        "POST",
+        "/api/v1/namespaces/default/events",
+        "application/json",
+        &event.to_string(),
+    );
+    assert_eq!(code, 201, "{body}");
+    let present = || {
+        cluster
+            .kubectl(Kubectl::V132, &["get", "event", "probe.1"])
+            .status
+            .success()
+    };
+    assert!(present(), "an event is kept within its time to live");
+    shoal_tests::wait_for(
+        "the event to expire",
+        std::time::Duration::from_secs(20),
+        || (!present()).then_some(()),
+    );
+}
