@@ -18,7 +18,10 @@ Each message is a line `message <full name>`, then one line per field:
 `<number> <json name> <one|many|map> <type> [<map value type>]`, where a type is a scalar
 (string, bytes, bool, int32, int64, double) or a message's full name. A single scalar whose
 zero value is left out of JSON is marked `omit` after its type; a field with a strategic
-merge patch strategy carries `smp=<strategy>` and, for lists merged by key, `key=<field>`.
+merge patch strategy carries `smp=<strategy>` and, for lists merged by key, `key=<field>`. A
+field whose Go doc comment says how server-side apply merges it carries `ssa=map:<keys>`
+(`+listType=map` with its `+listMapKey`s), `ssa=set` or `ssa=atomic` (`+listType`, `+mapType`,
+`+structType`); a message marked `+structType=atomic` has `atomic` after its name.
 """
 
 import glob
@@ -169,6 +172,34 @@ GO_FIELD = re.compile(r'^\s+(\w+)\s+(\S+)\s+`([^`]*)`', re.M)
 GO_STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)
 
 
+MARKER = re.compile(r"^\s*//\s*\+(listType|listMapKey|mapType|structType)=(\S+)")
+
+
+def markers_of(comments):
+    """The server-side apply markers (`+listType=map`, `+listMapKey=name`, …) of a doc
+    comment, by name, each with every value it was given."""
+    out = {}
+    for line in comments:
+        m = MARKER.match(line)
+        if m:
+            out.setdefault(m.group(1), []).append(m.group(2))
+    return out
+
+
+def apply_relationship(markers):
+    """How server-side apply merges a field, from its markers: `map:<key>,<key>` for a
+    list of objects merged by keys, `set` for a list of unique scalars, `atomic` for a
+    list, map or struct replaced whole; `None` where the field carries no marker."""
+    list_type = markers.get("listType", [None])[0]
+    if list_type == "map":
+        return "map:" + ",".join(markers.get("listMapKey", []))
+    if list_type in ("set", "atomic"):
+        return list_type
+    if "atomic" in markers.get("mapType", []) + markers.get("structType", []):
+        return "atomic"
+    return None
+
+
 def go_fields():
     """From the Go types, by message: the value (not pointer) fields that JSON leaves out
     when empty, and each field's strategic-merge-patch strategy and merge key."""
@@ -187,8 +218,16 @@ def go_fields():
             with open(path) as f:
                 text = f.read()
             for struct in GO_STRUCT.finditer(text):
-                omitted, patch = set(), {}
-                for field in GO_FIELD.finditer(struct.group(2)):
+                omitted, patch, apply = set(), {}, {}
+                comments = []
+                for line in struct.group(2).splitlines():
+                    if line.strip().startswith("//"):
+                        comments.append(line)
+                        continue
+                    field = GO_FIELD.match(line)
+                    markers, comments = markers_of(comments), []
+                    if field is None:
+                        continue
                     typ, tag = field.group(2), field.group(3)
                     j = re.search(r'json:"([^"]*)"', tag)
                     if j is None:
@@ -200,7 +239,15 @@ def go_fields():
                     key = re.search(r'patchMergeKey:"([^"]*)"', tag)
                     if strategy and name:
                         patch[name] = (strategy.group(1), key.group(1) if key else None)
-                out[type_key(package + "." + struct.group(1))] = (omitted, patch)
+                    relationship = apply_relationship(markers)
+                    if relationship and name:
+                        apply[name] = relationship
+                above = text[:struct.start()].rstrip("\n").splitlines()
+                doc = []
+                while above and above[-1].strip().startswith("//"):
+                    doc.append(above.pop())
+                atomic = markers_of(doc).get("structType") == ["atomic"]
+                out[type_key(package + "." + struct.group(1))] = (omitted, patch, apply, atomic)
     return out
 
 
@@ -211,7 +258,7 @@ def resolve_inline(all_messages, names, values):
     out = []
     for name, fields in all_messages:
         known = names.get(type_key(name)) or {}
-        omitted, patch = values.get(type_key(name), (set(), {}))
+        omitted, patch, apply, atomic = values.get(type_key(name), (set(), {}, {}, False))
         lines = []
         for tag, json, label, typ in fields:
             if isinstance(label, tuple):
@@ -224,15 +271,17 @@ def resolve_inline(all_messages, names, values):
             if json in patch:
                 strategy, key = patch[json]
                 typ += f" smp={strategy}" + (f" key={key}" if key else "")
+            if json in apply:
+                typ += f" ssa={apply[json]}"
             lines.append(f"{tag} {json} {label} {typ}")
-        out.append((name, lines))
+        out.append((name + (" atomic" if atomic else ""), lines))
     return out
 
 
 def main():
     names = json_names()
     all_messages = resolve_inline(messages(names), names, go_fields())
-    known = {name for name, _ in all_messages}
+    known = {name.split(" ")[0] for name, _ in all_messages}
     print(f"# Written by scripts/protobuf-schema.py from k8s-pb {PB_VERSION} and "
           f"k8s-openapi {OPENAPI_VERSION} ({OPENAPI_API}).")
     for name, fields in all_messages:

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use shoal_core::{ApiError, ApiRequest, RequestOptions, Verb};
+use shoal_core::{ApiError, ApiRequest, PatchKind, RequestOptions, Verb};
 
 use crate::core::{ApiCore, Filters};
 use crate::negotiate::{Representation, body_to_json, choose, patch_kind};
@@ -124,10 +124,24 @@ fn parse_resource_path<'a>(
     })
 }
 
-fn options_from(query: &HashMap<String, String>) -> Result<RequestOptions, ApiError> {
+fn options_from(
+    query: &HashMap<String, String>,
+    agent: Option<&str>,
+) -> Result<RequestOptions, ApiError> {
     let field_validation = match query.get("fieldValidation").filter(|v| !v.is_empty()) {
         Some(text) => text.parse().map_err(ApiError::BadRequest)?,
         None => Default::default(),
+    };
+    let force = match query.get("force").map(String::as_str) {
+        None => None,
+        // As Go's strconv.ParseBool reads it.
+        Some("" | "1" | "t" | "T" | "true" | "TRUE" | "True") => Some(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Some(false),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "force must be true or false, not {other:?}"
+            )));
+        }
     };
     Ok(RequestOptions {
         label_selector: query.get("labelSelector").cloned(),
@@ -136,6 +150,12 @@ fn options_from(query: &HashMap<String, String>) -> Result<RequestOptions, ApiEr
         dry_run: query.get("dryRun").is_some_and(|v| v == "All"),
         patch: None,
         field_validation,
+        field_manager: query.get("fieldManager").cloned(),
+        force,
+        agent: agent
+            .and_then(|a| a.split('/').next())
+            .filter(|a| !a.is_empty())
+            .map(|a| a.chars().take(crate::managed::MANAGER_LIMIT).collect()),
     })
 }
 
@@ -248,7 +268,10 @@ async fn dispatch(
         Ok(t) => t,
         Err(err) => return error_response(&err),
     };
-    let options = match options_from(&query) {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let options = match options_from(&query, agent) {
         Ok(options) => options,
         Err(err) => return error_response(&err),
     };
@@ -294,6 +317,14 @@ async fn dispatch(
             Err(err) => return error_response(&err),
         },
         Verb::Patch => match patch_kind(content_type) {
+            Ok(PatchKind::Apply) => {
+                options.patch = Some(PatchKind::Apply);
+                // An applied configuration is YAML (JSON is YAML too).
+                match body_to_json(Some("application/yaml"), &body) {
+                    Ok(b) => b,
+                    Err(err) => return error_response(&err),
+                }
+            }
             Ok(kind) => {
                 options.patch = Some(kind);
                 body.to_vec()

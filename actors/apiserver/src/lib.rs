@@ -13,6 +13,7 @@ pub mod fields;
 pub mod filters;
 pub mod http;
 pub mod kinds;
+pub mod managed;
 pub mod negotiate;
 pub mod objects;
 pub mod openapi;

@@ -116,8 +116,7 @@ pub fn body_to_json(content_type: Option<&str>, body: &[u8]) -> Result<Vec<u8>, 
     }
 }
 
-/// The patch format a PATCH's `Content-Type` names. Strategic merge patch and server-side
-/// apply are not served yet: they are refused as unsupported media types.
+/// The patch format a PATCH's `Content-Type` names.
 pub fn patch_kind(content_type: Option<&str>) -> Result<PatchKind, ApiError> {
     match content_type
         .map(|c| params(c).0)
@@ -127,6 +126,7 @@ pub fn patch_kind(content_type: Option<&str>) -> Result<PatchKind, ApiError> {
         "application/json-patch+json" => Ok(PatchKind::Json),
         "application/merge-patch+json" => Ok(PatchKind::Merge),
         "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
+        "application/apply-patch+yaml" => Ok(PatchKind::Apply),
         _ => Err(ApiError::UnsupportedMediaType),
     }
 }
@@ -201,7 +201,11 @@ mod tests {
             Ok(PatchKind::Strategic)
         );
         assert_eq!(
-            patch_kind(Some("application/apply-patch+yaml")).map_err(|e| e.code()),
+            patch_kind(Some("application/apply-patch+yaml")),
+            Ok(PatchKind::Apply)
+        );
+        assert_eq!(
+            patch_kind(Some("application/apply-patch+cbor")).map_err(|e| e.code()),
             Err(415)
         );
         assert_eq!(patch_kind(None).map_err(|e| e.code()), Err(415));

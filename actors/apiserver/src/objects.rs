@@ -74,6 +74,33 @@ pub(crate) fn check_type_meta(
     Ok(())
 }
 
+/// Checks that a body written to the object `name` in `namespace` is of its kind and names
+/// it (or leaves its name and namespace out).
+pub(crate) fn check_identity(
+    info: &ResourceInfo,
+    object: &Map<String, Value>,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<(), ApiError> {
+    check_type_meta(info, object)?;
+    if let Some(body_name) = meta_str(object, "name")
+        && body_name != name
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    if let (Some(ns), Some(body_ns)) = (namespace, meta_str(object, "namespace"))
+        && body_ns != ns
+    {
+        return Err(ApiError::BadRequest(
+            "the namespace of the provided object does not match the namespace sent on the request"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The stored form of an update: identity and bookkeeping from the old object; for kinds with
 /// a status subresource, a main-resource update keeps the old status and a status update keeps
 /// everything but the status.

@@ -169,7 +169,9 @@ fn add_kind(generator: &mut schemars::SchemaGenerator, kind: &str) {
     };
 }
 
-/// The strategic-merge-patch extensions of every property whose Go field has them.
+/// The strategic-merge-patch extensions of every property whose Go field has them, and the
+/// server-side apply ones (`x-kubernetes-list-type`, `x-kubernetes-list-map-keys`,
+/// `x-kubernetes-map-type`) of every property whose Go markers give them.
 fn annotate_patch_strategies(name: &str, schema: &mut Value) {
     // `io.k8s.api.core.v1.PodSpec` is the protobuf message `k8s.io.api.core.v1.PodSpec`.
     let Some(message) = name.strip_prefix("io.k8s.").map(|m| format!("k8s.io.{m}")) else {
@@ -190,6 +192,20 @@ fn annotate_patch_strategies(name: &str, schema: &mut Value) {
         }
         if let Some(key) = field.merge_key {
             value.insert("x-kubernetes-patch-merge-key".into(), json!(key));
+        }
+        match field.apply {
+            Some(keys) if keys.starts_with("map:") => {
+                value.insert("x-kubernetes-list-type".into(), json!("map"));
+                let keys: Vec<&str> = keys[4..].split(',').collect();
+                value.insert("x-kubernetes-list-map-keys".into(), json!(keys));
+            }
+            Some(kind @ ("set" | "atomic")) if field.list => {
+                value.insert("x-kubernetes-list-type".into(), json!(kind));
+            }
+            Some("atomic") => {
+                value.insert("x-kubernetes-map-type".into(), json!("atomic"));
+            }
+            _ => {}
         }
     }
 }
@@ -286,6 +302,7 @@ fn operations(info: &ResourceInfo, paths: &mut Map<String, Value>) {
             "application/json-patch+json",
             "application/merge-patch+json",
             "application/strategic-merge-patch+json",
+            "application/apply-patch+yaml",
         ],
     );
     let mut object_path = |suffix: &str, id_suffix: &str| {
@@ -415,6 +432,8 @@ mod tests {
         let containers = &schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(containers["x-kubernetes-list-type"], "map");
+        assert_eq!(containers["x-kubernetes-list-map-keys"], json!(["name"]));
         let strategy = &schemas["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["strategy"];
         assert_eq!(strategy["x-kubernetes-patch-strategy"], "retainKeys");
         // References resolve within the document.

@@ -48,6 +48,9 @@ pub fn apply(
             result = crate::strategic::apply(object, &doc, message)
                 .map_err(|e| ApiError::BadRequest(format!("invalid strategic merge patch: {e}")))?;
         }
+        // An applied configuration is not a patch of an object in hand: the core applies it
+        // with its managers (`crate::managed`); no other door takes it.
+        PatchKind::Apply => return Err(ApiError::UnsupportedMediaType),
         PatchKind::Json => {
             let ops: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| {
                 ApiError::BadRequest(format!("the JSON patch is not a list of operations: {e}"))

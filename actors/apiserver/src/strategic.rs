@@ -36,7 +36,7 @@ pub enum StrategicError {
 const MOST_DEPTH: usize = 100;
 
 /// Messages whose JSON form is a scalar or free-form: replaced whole.
-const ATOMIC: &[&str] = &[
+pub(crate) const ATOMIC: &[&str] = &[
     "k8s.io.apimachinery.pkg.apis.meta.v1.Time",
     "k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime",
     "k8s.io.apimachinery.pkg.apis.meta.v1.Duration",

@@ -53,6 +53,13 @@ pub enum ApiError {
     Conflict(Subject, String),
     #[error("{} \"{}\" is invalid: {}", .0.qualified_kind(), .0.name, causes_text(.1))]
     Invalid(Subject, Vec<FieldCause>),
+    /// Server-side apply would change fields other managers own: each cause names a field
+    /// and its manager.
+    #[error("{message}")]
+    ApplyConflict {
+        message: String,
+        causes: Vec<FieldCause>,
+    },
     #[error("{0}")]
     BadRequest(String),
     #[error("{verb} is not supported on resources of kind {resource:?}")]
@@ -99,6 +106,7 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Gone(_) => 410,
+            ApiError::ApplyConflict { .. } => 409,
             ApiError::Timeout(_) => 504,
             ApiError::Unauthorized => 401,
             ApiError::Forbidden(_) => 403,
@@ -114,7 +122,7 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) | ApiError::UnknownResource => "NotFound",
             ApiError::AlreadyExists(_) => "AlreadyExists",
-            ApiError::Conflict(..) => "Conflict",
+            ApiError::Conflict(..) | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid(..) => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::MethodNotAllowed { .. } => "MethodNotAllowed",
@@ -168,6 +176,9 @@ impl ApiError {
                 "name": s.name,
                 "group": s.group,
                 "kind": s.kind,
+                "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
+            })),
+            ApiError::ApplyConflict { causes, .. } => Some(json!({
                 "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
             })),
             ApiError::MethodNotAllowed { resource, .. } => Some(json!({"kind": resource})),

@@ -51,6 +51,9 @@ pub enum PatchKind {
     Merge,
     /// Kubernetes' strategic merge patch, `application/strategic-merge-patch+json`.
     Strategic,
+    /// Server-side apply, `application/apply-patch+yaml`: the body is the fields its
+    /// manager wants, as JSON.
+    Apply,
 }
 
 /// Query options that shape a request.
@@ -64,6 +67,13 @@ pub struct RequestOptions {
     pub patch: Option<PatchKind>,
     /// What a write does with fields its kind does not have.
     pub field_validation: FieldValidation,
+    /// `?fieldManager=`: who the write's fields are recorded as managed by.
+    pub field_manager: Option<String>,
+    /// `?force=`: for server-side apply, take fields other managers own.
+    pub force: Option<bool>,
+    /// The manager a write with no `fieldManager` is recorded as: the client's
+    /// `User-Agent` up to its first `/`.
+    pub agent: Option<String>,
 }
 
 /// What a write does with fields its kind does not have (`?fieldValidation=`); they are

@@ -16,8 +16,8 @@ use shoal_store::{
 pub use crate::filters::Filters;
 pub use crate::objects::list_object;
 use crate::objects::{
-    check_type_meta, merge_update, meta_str, metadata_mut, parse_object, random_suffix,
-    with_version,
+    check_identity, check_type_meta, merge_update, meta_str, metadata_mut, parse_object,
+    random_suffix, with_version,
 };
 use crate::resources::{self, ResourceInfo};
 use crate::validate::{
@@ -53,8 +53,15 @@ pub(crate) struct WriteCtx {
     field_validation: shoal_core::FieldValidation,
     /// What the client is to be warned of.
     warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Who the write's fields are recorded as managed by (empty: the API server itself).
+    manager: String,
+    /// The subresource written through (`status`, `scale`).
+    subresource: Option<String>,
+    /// The body's `managedFields` were worked out by a server-side apply: stored as given.
+    applied: bool,
 }
 
+mod apply;
 mod delete;
 mod namespaces;
 mod watch;
@@ -184,11 +191,15 @@ impl ApiCore {
                 info.resource
             )));
         }
+        let manager = apply::manager_of(req)?;
         let ctx = WriteCtx {
             dry_run: req.options.dry_run,
             fence: req.fence.clone(),
             field_validation: req.options.field_validation,
             warnings,
+            manager,
+            subresource: req.subresource.clone(),
+            applied: false,
         };
         if req.subresource.as_deref() == Some("scale")
             && let Some(name) = req.name.as_deref()
@@ -228,6 +239,12 @@ impl ApiCore {
             (Verb::Patch, Some(name)) => {
                 let status_only = req.subresource.as_deref() == Some("status");
                 let kind = req.options.patch.ok_or(ApiError::UnsupportedMediaType)?;
+                if kind == PatchKind::Apply {
+                    let force = req.options.force.unwrap_or(false);
+                    return self
+                        .apply(info, namespace, name, &req.body, status_only, force, &ctx)
+                        .await;
+                }
                 self.patch(info, namespace, name, kind, &req.body, status_only, &ctx)
                     .await
                     .map(|v| (200, v))
@@ -352,6 +369,7 @@ impl ApiCore {
         let dry_run = ctx.dry_run;
         let mut object = ctx.check_fields(info, parse_object(body)?)?;
         check_type_meta(info, &object)?;
+        let given = apply::given(info, &object)?;
         let name = match (meta_str(&object, "name"), meta_str(&object, "generateName")) {
             (Some(name), _) => name.to_owned(),
             (None, Some(prefix)) => format!("{prefix}{}", random_suffix()),
@@ -399,10 +417,10 @@ impl ApiCore {
         }
         apply_defaults(info, &mut object);
         crate::kinds::workloads::on_create(info.kind, &mut object);
-        let value = Value::Object(object);
+        let mut value = Value::Object(object);
+        apply::record_fields(info, None, &mut value, given, false, ctx);
         check_typed(info, &value)?;
         check_semantics(info, &name, &value)?;
-        let mut value = value;
         let claims = match value.as_object_mut() {
             Some(service) if info.kind == "Service" => {
                 let owner = format!("{}/{name}", namespace.unwrap_or_default());
@@ -500,21 +518,10 @@ impl ApiCore {
         let dry_run = ctx.dry_run;
         // The body must read as its kind whole, even where a status write ignores it.
         let object = ctx.check_fields(info, parse_object(body)?)?;
-        check_type_meta(info, &object)?;
-        if let Some(body_name) = meta_str(&object, "name")
-            && body_name != name
-        {
-            return Err(ApiError::BadRequest(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
-        }
-        if let (Some(ns), Some(body_ns)) = (namespace, meta_str(&object, "namespace"))
-            && body_ns != ns
-        {
-            return Err(ApiError::BadRequest("the namespace of the provided object does not match the namespace sent on the request".into()));
-        }
+        check_identity(info, &object, namespace, name)?;
         let key = Self::key(info, namespace, name);
         let wanted = self.precondition(info, name, &key, meta_str(&object, "resourceVersion"))?;
+        let given = apply::given(info, &object)?;
         for _ in 0..UPDATE_ATTEMPTS {
             let (_, current) = self.load(info, namespace, name).await?;
             if let Some(rev) = wanted
@@ -533,6 +540,14 @@ impl ApiCore {
                 }
             }
             let old = Value::Object(old);
+            apply::record_fields(
+                info,
+                Some(&old),
+                &mut merged,
+                given.clone(),
+                status_only,
+                ctx,
+            );
             let mut claims = Vec::new();
             if info.kind == "Service"
                 && let Some(service) = merged.as_object_mut()
@@ -551,6 +566,11 @@ impl ApiCore {
                 claims = self
                     .allocate(info, name, &owner, service, Some(&old), ctx)
                     .await?;
+            }
+            if merged == old && claims.is_empty() {
+                // Nothing changes: nothing is written, and the version stays (as in
+                // Kubernetes, where such an update is not a write).
+                return with_version(&current.value, &current.rev.to_string());
             }
             let bytes =
                 serde_json::to_vec(&merged).map_err(|e| ApiError::Internal(e.to_string()))?;

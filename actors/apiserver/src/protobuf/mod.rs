@@ -8,7 +8,7 @@
 //! written by `scripts/protobuf-schema.py`. A few messages have a JSON form of their own:
 //! `Time`, `MicroTime`, `Duration`, `Quantity`, `IntOrString`, `RawExtension`, `FieldsV1`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use base64::Engine;
@@ -59,6 +59,9 @@ struct Field {
     strategy: Option<&'static str>,
     /// The field that identifies an element of a list merged by key.
     merge_key: Option<&'static str>,
+    /// How server-side apply merges it, where the Go types say (`map:<keys>`, `set`,
+    /// `atomic`).
+    apply: Option<&'static str>,
 }
 
 /// Whether a decoded scalar is its type's zero value.
@@ -75,16 +78,24 @@ fn is_zero(value: &Value) -> bool {
 /// Every message's fields, by message name and field number.
 type Schema = HashMap<&'static str, HashMap<u32, Field>>;
 
-static SCHEMA: LazyLock<Schema> = LazyLock::new(|| parse_schema(include_str!("schema.txt")));
+static PARSED: LazyLock<(Schema, HashSet<&'static str>)> =
+    LazyLock::new(|| parse_schema(include_str!("schema.txt")));
+static SCHEMA: LazyLock<&'static Schema> = LazyLock::new(|| &PARSED.0);
 
-fn parse_schema(text: &'static str) -> Schema {
+/// The schema, and the messages marked `+structType=atomic`.
+fn parse_schema(text: &'static str) -> (Schema, HashSet<&'static str>) {
     let mut schema = Schema::new();
+    let mut atomic = HashSet::new();
     let mut current: Option<&'static str> = None;
     for line in text.lines() {
         if line.starts_with('#') || line.is_empty() {
             continue;
         }
-        if let Some(name) = line.strip_prefix("message ") {
+        if let Some(rest) = line.strip_prefix("message ") {
+            let (name, marks) = rest.split_once(' ').unwrap_or((rest, ""));
+            if marks == "atomic" {
+                atomic.insert(name);
+            }
             schema.entry(name).or_default();
             current = Some(name);
             continue;
@@ -122,10 +133,11 @@ fn parse_schema(text: &'static str) -> Schema {
                 omit_zero: marks.contains(&"omit"),
                 strategy: mark("smp"),
                 merge_key: mark("key"),
+                apply: mark("ssa"),
             },
         );
     }
-    schema
+    (schema, atomic)
 }
 
 /// What a strategic merge patch needs to know of one field of a message.
@@ -138,6 +150,15 @@ pub struct PatchField {
     pub map: bool,
     pub strategy: Option<&'static str>,
     pub merge_key: Option<&'static str>,
+    /// How server-side apply merges it, where the Go types say: `map:<key>,<key>`, `set`
+    /// or `atomic`.
+    pub apply: Option<&'static str>,
+}
+
+/// Whether `message` is a struct that server-side apply replaces whole
+/// (`+structType=atomic`: a label selector, an object reference).
+pub fn is_atomic_message(message: &str) -> bool {
+    PARSED.1.contains(message)
 }
 
 /// The message an object of `kind` in `api_version` is, if the schema has it.
@@ -163,6 +184,7 @@ fn patch_field_at(message: &str, json: &str, depth: usize) -> Option<PatchField>
             map: f.label == Label::Map,
             strategy: f.strategy,
             merge_key: f.merge_key,
+            apply: f.apply,
         });
     }
     if depth >= 8 {
