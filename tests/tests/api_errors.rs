@@ -331,7 +331,7 @@ fn two_hundred_malformed_bodies_get_a_status_and_change_nothing() {
         let object = format!("{}/{}", t.collection, t.name);
         let mut body = t.good.clone();
         // A write to the stored object names its version; a create gets a fresh name.
-        let (method, path, content_type) = match rng.below(7) {
+        let (method, path, content_type) = match rng.below(8) {
             0 => ("POST", t.collection.to_owned(), "application/json"),
             1 => ("PUT", object.clone(), "application/json"),
             2 => ("PATCH", object.clone(), "application/merge-patch+json"),
@@ -342,6 +342,7 @@ fn two_hundred_malformed_bodies_get_a_status_and_change_nothing() {
             ),
             4 => ("PATCH", object.clone(), "application/json-patch+json"),
             5 if t.name == "web" => ("PUT", format!("{object}/scale"), "application/json"),
+            6 => ("PATCH", object.clone(), "application/apply-patch+yaml"),
             _ => ("PUT", format!("{object}/status"), "application/json"),
         };
         if method == "POST" {
@@ -428,11 +429,17 @@ fn two_hundred_malformed_bodies_get_a_status_and_change_nothing() {
             },
         };
         std::fs::write(&file, &text).expect("write the body");
-        let (code, reply) = cluster.curl(method, &format!("{path}{query}"), content_type, &at_file);
+        // An apply names its manager.
+        let url = if content_type == "application/apply-patch+yaml" {
+            format!("{path}?fieldManager=fuzz{}", query.replace('?', "&"))
+        } else {
+            format!("{path}{query}")
+        };
+        let (code, reply) = cluster.curl(method, &url, content_type, &at_file);
         let shown: String = text.chars().take(200).collect();
         assert!(
             (400..500).contains(&code),
-            "seed {seed:#x} body {i}: {method} {path}{query} {content_type} got {code}: {reply}\nbody: {shown}"
+            "seed {seed:#x} body {i}: {method} {url} {content_type} got {code}: {reply}\nbody: {shown}"
         );
         let st = status(&reply);
         assert_eq!(st["kind"], "Status", "body {i}: {reply}");
