@@ -42,6 +42,21 @@ impl Kubectl {
     }
 }
 
+/// The Python with the official Kubernetes client: `SHOAL_PYTHON`, else where the set-up
+/// script puts it.
+pub fn python() -> PathBuf {
+    let path = PathBuf::from(
+        std::env::var("SHOAL_PYTHON")
+            .unwrap_or_else(|_| "/var/cache/shoal/python/bin/python".to_owned()),
+    );
+    assert!(
+        path.exists(),
+        "SHOAL_PYTHON not found at {}: run scripts/test-deps.sh",
+        path.display()
+    );
+    path
+}
+
 /// Where the workspace's binaries are: next to the directory holding this test binary.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");

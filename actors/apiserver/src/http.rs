@@ -143,6 +143,18 @@ fn options_from(
             )));
         }
     };
+    let limit = match query.get("limit").filter(|l| !l.is_empty()) {
+        None => None,
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if n > 0 => Some(n as u64),
+            Ok(_) => None,
+            Err(_) => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit must be an integer, not {text:?}"
+                )));
+            }
+        },
+    };
     Ok(RequestOptions {
         label_selector: query.get("labelSelector").cloned(),
         field_selector: query.get("fieldSelector").cloned(),
@@ -156,6 +168,8 @@ fn options_from(
             .and_then(|a| a.split('/').next())
             .filter(|a| !a.is_empty())
             .map(|a| a.chars().take(crate::managed::MANAGER_LIMIT).collect()),
+        limit,
+        continue_token: query.get("continue").filter(|c| !c.is_empty()).cloned(),
     })
 }
 
@@ -366,7 +380,7 @@ async fn dispatch(
     let include = IncludeObject::parse(query.get("includeObject").map(String::as_str));
     let table = if verb == Verb::List {
         let items = value["items"].as_array().cloned().unwrap_or_default();
-        render(
+        let mut table = render(
             target.info,
             &items,
             value["metadata"]["resourceVersion"]
@@ -374,7 +388,14 @@ async fn dispatch(
                 .unwrap_or_default(),
             include,
             true,
-        )
+        );
+        // A page of a list is a page of its table.
+        for field in ["continue", "remainingItemCount"] {
+            if let Some(v) = value["metadata"].get(field) {
+                table["metadata"][field] = v.clone();
+            }
+        }
+        table
     } else {
         let rv = value
             .pointer("/metadata/resourceVersion")

@@ -74,6 +74,10 @@ pub struct RequestOptions {
     /// The manager a write with no `fieldManager` is recorded as: the client's
     /// `User-Agent` up to its first `/`.
     pub agent: Option<String>,
+    /// For `Verb::List`: at most this many items per page (`?limit=`; 0 is no limit).
+    pub limit: Option<u64>,
+    /// For `Verb::List`: the token of the page to continue with (`?continue=`).
+    pub continue_token: Option<String>,
 }
 
 /// What a write does with fields its kind does not have (`?fieldValidation=`); they are

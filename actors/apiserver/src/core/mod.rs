@@ -36,6 +36,8 @@ pub(crate) const UPDATE_ATTEMPTS: usize = 5;
 pub struct ApiCore {
     store: Store,
     ranges: crate::addresses::ServiceRanges,
+    /// Lists kept for their next pages.
+    pages: pages::SharedPages,
 }
 
 /// The start of a watch: synthetic ADDED objects (for starts at "any" or "latest"), then the
@@ -64,6 +66,7 @@ pub(crate) struct WriteCtx {
 mod apply;
 mod delete;
 mod namespaces;
+mod pages;
 mod watch;
 
 pub use delete::{DeleteOptions, DeletePlan, Propagation, is_deleting};
@@ -122,7 +125,11 @@ impl ApiCore {
 
     /// A core whose Services get their addresses and node ports from `ranges`.
     pub fn with_ranges(store: Store, ranges: crate::addresses::ServiceRanges) -> ApiCore {
-        ApiCore { store, ranges }
+        ApiCore {
+            store,
+            ranges,
+            pages: Default::default(),
+        }
     }
 
     /// The ranges Services get their addresses and node ports from.
@@ -229,8 +236,13 @@ impl ApiCore {
         match (req.verb, req.name.as_deref()) {
             (Verb::Get, Some(name)) => Ok((200, self.get(info, namespace, name).await?)),
             (Verb::List, None) => {
-                let (items, version) = self.list(info, namespace, &req.options).await?;
-                Ok((200, list_object(info, items, &version)))
+                let page = self.list_page(info, namespace, &req.options).await?;
+                let mut list = list_object(info, page.items, &page.version);
+                if let Some(next) = page.next {
+                    list["metadata"]["continue"] = json!(next);
+                    list["metadata"]["remainingItemCount"] = json!(page.remaining);
+                }
+                Ok((200, list))
             }
             (Verb::Create, None) => self
                 .create(info, namespace, &req.body, &ctx)
@@ -316,6 +328,29 @@ impl ApiCore {
     ) -> Result<Value, ApiError> {
         let (_, stored) = self.load(info, namespace, name).await?;
         with_version(&stored.value, &stored.rev.to_string())
+    }
+
+    /// One page of a list: the first reads the store, the next ones the list it read.
+    async fn list_page(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        options: &RequestOptions,
+    ) -> Result<pages::Page, ApiError> {
+        let query = pages::query_of(info.resource, namespace, options);
+        let limit = options
+            .limit
+            .map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+        let now = std::time::Instant::now();
+        if let Some(token) = options.continue_token.as_deref() {
+            // Selectors are checked as on a first page, then must match the token's list.
+            Filters::parse(info, options)?;
+            let mut kept = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+            return kept.next_page(token, &query, limit, now);
+        }
+        let (items, version) = self.list(info, namespace, options).await?;
+        let mut kept = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(kept.first_page(items, version, query, limit, now))
     }
 
     /// The objects that pass the request's selectors, and the list's composite version.

@@ -1,0 +1,286 @@
+//! Lists in pages (`limit` and `continue`), consistent across pages: the first page's request
+//! reads the whole list once, and the pages after it are served from that same result, so
+//! every page shows the list at one resource version, as Kubernetes guarantees. A list is
+//! kept for a while and a bounded number are kept at once; a `continue` token whose list is
+//! gone is 410 Gone, and the client starts a new list.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shoal_core::{ApiError, RequestOptions};
+
+/// How long the rest of a list is kept for its next page (Kubernetes' compaction interval).
+const KEPT_FOR: Duration = Duration::from_secs(300);
+
+/// How many lists are kept at once; the oldest goes first.
+const MOST_LISTS: usize = 16;
+
+/// What a `continue` token carries.
+#[derive(Serialize, Deserialize)]
+struct Token {
+    /// The kept list.
+    id: u64,
+    /// Where the next page starts.
+    at: usize,
+    /// The list's resource version.
+    rv: String,
+}
+
+#[derive(Debug)]
+struct Kept {
+    id: u64,
+    made: Instant,
+    /// The request the list answers: the same resource, namespace and selectors.
+    query: String,
+    items: Arc<Vec<Value>>,
+    version: String,
+}
+
+/// The lists kept for their next pages.
+#[derive(Debug, Default)]
+pub struct Pages {
+    next: u64,
+    kept: VecDeque<Kept>,
+}
+
+/// One page of a list.
+pub struct Page {
+    pub items: Vec<Value>,
+    pub version: String,
+    /// The token for the next page, when there is one.
+    pub next: Option<String>,
+    /// How many items follow this page.
+    pub remaining: usize,
+}
+
+fn gone() -> ApiError {
+    ApiError::Gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into())
+}
+
+/// What identifies the list a request asks for.
+pub fn query_of(resource: &str, namespace: Option<&str>, options: &RequestOptions) -> String {
+    format!(
+        "{resource}\n{}\n{}\n{}",
+        namespace.unwrap_or_default(),
+        options.label_selector.as_deref().unwrap_or_default(),
+        options.field_selector.as_deref().unwrap_or_default()
+    )
+}
+
+fn decode(token: &str) -> Result<Token, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest("the continue token is not one this server issued".into())
+        })
+}
+
+fn encode(token: &Token) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(token).unwrap_or_default())
+}
+
+impl Pages {
+    fn expire(&mut self, now: Instant) {
+        self.kept.retain(|k| now.duration_since(k.made) < KEPT_FOR);
+    }
+
+    /// The page a `continue` token names, for the list `query`.
+    pub fn next_page(
+        &mut self,
+        token: &str,
+        query: &str,
+        limit: Option<usize>,
+        now: Instant,
+    ) -> Result<Page, ApiError> {
+        let token = decode(token)?;
+        self.expire(now);
+        let Some(kept) = self.kept.iter().find(|k| k.id == token.id) else {
+            return Err(gone());
+        };
+        if kept.query != query || kept.version != token.rv {
+            return Err(ApiError::BadRequest(
+                "the continue token belongs to another list: repeat the first request's selectors"
+                    .into(),
+            ));
+        }
+        let (items, version, id) = (Arc::clone(&kept.items), kept.version.clone(), kept.id);
+        let page = Self::cut(&items, token.at, limit, id, &version);
+        if page.next.is_none() {
+            self.kept.retain(|k| k.id != id);
+        }
+        Ok(page)
+    }
+
+    /// The first page of `items`, keeping the rest when there is more than `limit`.
+    pub fn first_page(
+        &mut self,
+        items: Vec<Value>,
+        version: String,
+        query: String,
+        limit: Option<usize>,
+        now: Instant,
+    ) -> Page {
+        match limit {
+            Some(limit) if items.len() > limit => {
+                self.expire(now);
+                if self.kept.len() >= MOST_LISTS {
+                    self.kept.pop_front();
+                }
+                self.next += 1;
+                let id = self.next;
+                let items = Arc::new(items);
+                let page = Self::cut(&items, 0, Some(limit), id, &version);
+                self.kept.push_back(Kept {
+                    id,
+                    made: now,
+                    query,
+                    items,
+                    version,
+                });
+                page
+            }
+            _ => Page {
+                items,
+                version,
+                next: None,
+                remaining: 0,
+            },
+        }
+    }
+
+    fn cut(items: &[Value], at: usize, limit: Option<usize>, id: u64, version: &str) -> Page {
+        let start = at.min(items.len());
+        let end = limit.map_or(items.len(), |l| {
+            start.saturating_add(l.max(1)).min(items.len())
+        });
+        let next = (end < items.len()).then(|| {
+            encode(&Token {
+                id,
+                at: end,
+                rv: version.to_owned(),
+            })
+        });
+        Page {
+            items: items[start..end].to_vec(),
+            version: version.to_owned(),
+            next,
+            remaining: items.len() - end,
+        }
+    }
+}
+
+/// The lists kept by one API server, shared by its request handlers.
+pub type SharedPages = Arc<Mutex<Pages>>;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn items(n: usize) -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"metadata": {"name": format!("i{i}")}}))
+            .collect()
+    }
+
+    fn names(page: &Page) -> Vec<String> {
+        page.items
+            .iter()
+            .map(|i| {
+                i["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pages_walk_one_list_and_end_without_a_token() {
+        let mut pages = Pages::default();
+        let now = Instant::now();
+        let first = pages.first_page(items(5), "7".into(), "q".into(), Some(2), now);
+        assert_eq!(names(&first), ["i0", "i1"]);
+        assert_eq!(first.remaining, 3);
+        let token = first.next.expect("more");
+        let second = pages.next_page(&token, "q", Some(2), now).expect("kept");
+        assert_eq!(names(&second), ["i2", "i3"]);
+        assert_eq!(second.version, "7");
+        let last = pages
+            .next_page(&second.next.expect("more"), "q", Some(2), now)
+            .expect("kept");
+        assert_eq!(names(&last), ["i4"]);
+        assert!(last.next.is_none());
+        assert_eq!(last.remaining, 0);
+        // The list is let go after its last page.
+        assert_eq!(
+            pages
+                .next_page(&token, "q", Some(2), now)
+                .map_err(|e| e.code())
+                .err(),
+            Some(410)
+        );
+    }
+
+    #[test]
+    fn a_list_that_fits_is_not_kept_and_old_tokens_are_gone() {
+        let mut pages = Pages::default();
+        let now = Instant::now();
+        let whole = pages.first_page(items(2), "1".into(), "q".into(), Some(2), now);
+        assert!(whole.next.is_none());
+        assert!(pages.kept.is_empty());
+        let first = pages.first_page(items(3), "1".into(), "q".into(), Some(1), now);
+        let token = first.next.expect("more");
+        assert_eq!(
+            pages
+                .next_page(&token, "other", Some(1), now)
+                .map_err(|e| e.code())
+                .err(),
+            Some(400)
+        );
+        let later = now + KEPT_FOR + Duration::from_secs(1);
+        assert_eq!(
+            pages
+                .next_page(&token, "q", Some(1), later)
+                .map_err(|e| e.code())
+                .err(),
+            Some(410)
+        );
+        assert_eq!(
+            pages
+                .next_page("garbage!", "q", Some(1), now)
+                .map_err(|e| e.code())
+                .err(),
+            Some(400)
+        );
+    }
+
+    #[test]
+    fn at_most_so_many_lists_are_kept() {
+        let mut pages = Pages::default();
+        let now = Instant::now();
+        let first = pages
+            .first_page(items(3), "1".into(), "q".into(), Some(1), now)
+            .next
+            .expect("more");
+        for _ in 0..MOST_LISTS {
+            pages.first_page(items(3), "1".into(), "q".into(), Some(1), now);
+        }
+        assert_eq!(pages.kept.len(), MOST_LISTS);
+        assert_eq!(
+            pages
+                .next_page(&first, "q", Some(1), now)
+                .map_err(|e| e.code())
+                .err(),
+            Some(410)
+        );
+    }
+}
