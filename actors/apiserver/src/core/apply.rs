@@ -32,13 +32,9 @@ pub(super) fn manager_of(req: &ApiRequest) -> Result<String, ApiError> {
         && let Err(why) = check_manager(manager)
     {
         causes.push(FieldCause {
-            reason: if why.starts_with("Too long") {
-                "FieldValueTooLong"
-            } else {
-                "FieldValueInvalid"
-            },
+            reason: why.reason,
             field: "fieldManager".into(),
-            message: why,
+            message: why.message,
         });
     }
     if apply && explicit.is_none() {
@@ -74,10 +70,8 @@ pub(super) fn manager_of(req: &ApiRequest) -> Result<String, ApiError> {
 
 /// What a write's body says about its managers; a list that does not read is 422.
 pub(super) fn given(info: &ResourceInfo, object: &Map<String, Value>) -> Result<Given, ApiError> {
-    let Some(list) = object.get("metadata").and_then(|m| m.get("managedFields")) else {
-        return Ok(Given::Nothing);
-    };
-    Managers::given(&json!({"metadata": {"managedFields": list}})).map_err(|why| {
+    let list = object.get("metadata").and_then(|m| m.get("managedFields"));
+    Managers::given(list).map_err(|why| {
         let name = meta_str(object, "name").unwrap_or_default();
         ApiError::Invalid(
             subject(info, name),

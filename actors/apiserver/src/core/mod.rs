@@ -337,7 +337,7 @@ impl ApiCore {
         namespace: Option<&str>,
         options: &RequestOptions,
     ) -> Result<pages::Page, ApiError> {
-        let query = pages::query_of(info.resource, namespace, options);
+        let query = pages::query_of(info, namespace, options);
         let limit = options
             .limit
             .map(|l| usize::try_from(l).unwrap_or(usize::MAX));

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shoal_core::{ApiError, RequestOptions};
 
+use crate::resources::ResourceInfo;
+
 /// How long the rest of a list is kept for its next page (Kubernetes' compaction interval).
 const KEPT_FOR: Duration = Duration::from_secs(300);
 
@@ -63,9 +65,12 @@ fn gone() -> ApiError {
 }
 
 /// What identifies the list a request asks for.
-pub fn query_of(resource: &str, namespace: Option<&str>, options: &RequestOptions) -> String {
+pub fn query_of(info: &ResourceInfo, namespace: Option<&str>, options: &RequestOptions) -> String {
     format!(
-        "{resource}\n{}\n{}\n{}",
+        "{}/{}/{}\n{}\n{}\n{}",
+        info.group,
+        info.version,
+        info.resource,
         namespace.unwrap_or_default(),
         options.label_selector.as_deref().unwrap_or_default(),
         options.field_selector.as_deref().unwrap_or_default()

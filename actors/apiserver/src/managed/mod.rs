@@ -161,9 +161,9 @@ impl Managers {
         Ok(Managers { entries })
     }
 
-    /// What a write's body says, read from its metadata.
-    pub fn given(object: &Value) -> Result<Given, String> {
-        match object.pointer("/metadata/managedFields") {
+    /// What a write's body says, from its `metadata.managedFields` (`None`: absent).
+    pub fn given(list: Option<&Value>) -> Result<Given, String> {
+        match list {
             None | Some(Value::Null) => Ok(Given::Nothing),
             Some(Value::Array(items)) if items.is_empty() => Ok(Given::Nothing),
             Some(Value::Array(items))
@@ -275,17 +275,32 @@ impl Managers {
     }
 }
 
+/// Why a manager's name is refused: the Status cause's reason, and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadManager {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for BadManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Checks a manager's name as Kubernetes does.
-pub fn check_manager(manager: &str) -> Result<(), String> {
+pub fn check_manager(manager: &str) -> Result<(), BadManager> {
     if manager.len() > MANAGER_LIMIT {
-        return Err(format!(
-            "Too long: may not be more than {MANAGER_LIMIT} bytes"
-        ));
+        return Err(BadManager {
+            reason: "FieldValueTooLong",
+            message: format!("Too long: may not be more than {MANAGER_LIMIT} bytes"),
+        });
     }
     if manager.chars().any(|c| c.is_control()) {
-        return Err(format!(
-            "Invalid value: {manager:?}: must consist of printable characters"
-        ));
+        return Err(BadManager {
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {manager:?}: must consist of printable characters"),
+        });
     }
     Ok(())
 }

@@ -272,24 +272,22 @@ fn status_is_owned_only_through_its_subresource() {
 
 #[test]
 fn the_body_may_replace_or_reset_the_managers() {
-    assert_eq!(
-        Managers::given(&json!({"metadata": {}})),
-        Ok(Given::Nothing)
-    );
-    assert_eq!(
-        Managers::given(&json!({"metadata": {"managedFields": []}})),
-        Ok(Given::Nothing)
-    );
-    assert_eq!(
-        Managers::given(&json!({"metadata": {"managedFields": [{}]}})),
-        Ok(Given::Reset)
+    assert_eq!(Managers::given(None), Ok(Given::Nothing));
+    assert_eq!(Managers::given(Some(&json!([]))), Ok(Given::Nothing));
+    assert_eq!(Managers::given(Some(&json!([{}]))), Ok(Given::Reset));
+    assert!(Managers::given(Some(&json!([{"operation": "Delete"}]))).is_err());
+    assert!(
+        Managers::given(Some(
+            &json!([{"operation": "Apply", "fieldsType": "FieldsV2"}])
+        ))
+        .is_err()
     );
     assert!(
-        Managers::given(&json!({"metadata": {"managedFields": [{"operation": "Delete"}]}}))
-            .is_err()
+        Managers::given(Some(
+            &json!([{"operation": "Apply", "manager": "x".repeat(200)}])
+        ))
+        .is_err()
     );
-    assert!(Managers::given(&json!({"metadata": {"managedFields": [{"operation": "Apply", "fieldsType": "FieldsV2"}]}})).is_err());
-    assert!(Managers::given(&json!({"metadata": {"managedFields": [{"operation": "Apply", "manager": "x".repeat(200)}]}})).is_err());
 }
 
 #[test]
