@@ -20,6 +20,7 @@ use ractor::{Actor, SpawnErr};
 use shoal_apiserver::tls::{Identity, server_config};
 use shoal_apiserver::{ApiServer, ApiServerArgs};
 use shoal_controllers::apiserver_identity::{ApiServerIdentity, IdentityArgs};
+use shoal_controllers::disruption::{Disruption, DisruptionArgs};
 use shoal_controllers::event_expiry::{EventExpiry, EventExpiryArgs};
 use shoal_controllers::garbage_collector::Resource;
 use shoal_controllers::leader::{RaiseError, Singleton};
@@ -377,6 +378,14 @@ fn controller_manager(args: &Args, store: Store) -> ElectorArgs {
                     ttl: event_ttl,
                     // A tenth of the time to live, between a second and a minute.
                     period: (event_ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                    fence: Some(fence.clone()),
+                },
+            ),
+            ChildSpec::actor(
+                "disruption",
+                Disruption,
+                DisruptionArgs {
+                    period: Duration::from_millis(500),
                     fence: Some(fence.clone()),
                 },
             ),

@@ -287,6 +287,7 @@ mod tests {
                 "batch",
                 "coordination.k8s.io",
                 "discovery.k8s.io",
+                "policy",
                 "authentication.k8s.io"
             ]
         );

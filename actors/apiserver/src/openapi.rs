@@ -145,6 +145,7 @@ fn add_kind(generator: &mut schemars::SchemaGenerator, kind: &str) {
     use k8s_openapi::api::coordination::v1 as coordination;
     use k8s_openapi::api::core::v1 as core;
     use k8s_openapi::api::discovery::v1 as discovery;
+    use k8s_openapi::api::policy::v1 as policy;
     let _ = match kind {
         "Namespace" => generator.subschema_for::<core::Namespace>(),
         "Node" => generator.subschema_for::<core::Node>(),
@@ -165,6 +166,7 @@ fn add_kind(generator: &mut schemars::SchemaGenerator, kind: &str) {
         "CronJob" => generator.subschema_for::<batch::CronJob>(),
         "Lease" => generator.subschema_for::<coordination::Lease>(),
         "EndpointSlice" => generator.subschema_for::<discovery::EndpointSlice>(),
+        "PodDisruptionBudget" => generator.subschema_for::<policy::PodDisruptionBudget>(),
         _ => return,
     };
 }

@@ -317,6 +317,18 @@ pub static RESOURCES: &[ResourceInfo] = &[
         has_status: false,
         selectable_fields: &[],
     },
+    ResourceInfo {
+        group: "policy",
+        version: "v1",
+        resource: "poddisruptionbudgets",
+        singular: "poddisruptionbudget",
+        kind: "PodDisruptionBudget",
+        namespaced: true,
+        short_names: &["pdb"],
+        categories: &[],
+        has_status: true,
+        selectable_fields: &[],
+    },
 ];
 
 /// The resource `group/version/resource`, if served.

@@ -160,6 +160,7 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
         ],
         kind => workloads::columns(kind)
             .or_else(|| network::columns(kind))
+            .or_else(|| crate::kinds::policy::columns(kind))
             .unwrap_or_else(|| {
                 vec![
                     name,
@@ -395,6 +396,7 @@ fn cells(info: &ResourceInfo, object: &Value, now: Timestamp) -> Vec<Value> {
         ],
         kind => workloads::cells(kind, object, now)
             .or_else(|| network::cells(kind, object, now))
+            .or_else(|| crate::kinds::policy::cells(kind, object, now))
             .unwrap_or_else(|| {
                 vec![
                     json!(str_at(object, "/metadata/name")),

@@ -109,6 +109,7 @@ pub fn check_semantics(info: &ResourceInfo, name: &str, object: &Value) -> Resul
     }
     workloads::validate(info.kind, object, &mut causes);
     network::validate(info.kind, object, &mut causes);
+    crate::kinds::policy::validate(info.kind, object, &mut causes);
     if info.kind == "Lease"
         && let Some(d) = object
             .pointer("/spec/leaseDurationSeconds")
@@ -364,6 +365,7 @@ pub fn apply_defaults(info: &ResourceInfo, object: &mut Map<String, Value>) {
         kind => {
             workloads::defaults(kind, object);
             network::defaults(kind, object);
+            crate::kinds::policy::defaults(kind, object);
         }
     }
 }

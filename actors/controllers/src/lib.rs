@@ -2,6 +2,7 @@
 //! actor shell that observes through the API and acts through it.
 
 pub mod apiserver_identity;
+pub mod disruption;
 pub mod event_expiry;
 pub mod garbage_collector;
 pub mod leader;

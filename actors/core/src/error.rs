@@ -80,8 +80,23 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the server is currently unable to handle the request ({0})")]
     Unavailable(String),
+    /// Refused for now (an eviction a disruption budget forbids): each cause says why.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        causes: Vec<FieldCause>,
+    },
     #[error("Internal error occurred: {0}")]
     Internal(String),
+}
+
+/// A cause as a `Status` carries it; one about no field in particular has no `field`.
+fn cause_json(cause: &FieldCause) -> Value {
+    let mut out = json!({"reason": cause.reason, "message": cause.message});
+    if !cause.field.is_empty() {
+        out["field"] = json!(cause.field);
+    }
+    out
 }
 
 fn causes_text(causes: &[FieldCause]) -> String {
@@ -113,6 +128,7 @@ impl ApiError {
             ApiError::NotAcceptable(_) => 406,
             ApiError::UnsupportedMediaType => 415,
             ApiError::Unavailable(_) => 503,
+            ApiError::TooManyRequests { .. } => 429,
             ApiError::Internal(_) => 500,
         }
     }
@@ -133,6 +149,7 @@ impl ApiError {
             ApiError::NotAcceptable(_) => "NotAcceptable",
             ApiError::UnsupportedMediaType => "UnsupportedMediaType",
             ApiError::Unavailable(_) => "ServiceUnavailable",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
             ApiError::Internal(_) => "InternalError",
         }
     }
@@ -178,9 +195,9 @@ impl ApiError {
                 "kind": s.kind,
                 "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
             })),
-            ApiError::ApplyConflict { causes, .. } => Some(json!({
-                "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
-            })),
+            ApiError::ApplyConflict { causes, .. } | ApiError::TooManyRequests { causes, .. } => {
+                Some(json!({"causes": causes.iter().map(cause_json).collect::<Vec<_>>()}))
+            }
             ApiError::MethodNotAllowed { resource, .. } => Some(json!({"kind": resource})),
             ApiError::Timeout(_) => Some(
                 json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]}),

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod deletion;
+pub mod disruption;
 pub mod error;
 pub mod events;
 pub mod faults;

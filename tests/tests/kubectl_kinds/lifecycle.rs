@@ -1,6 +1,7 @@
 //! How objects end, through kubectl 1.32 and 1.20: deletion with finalizers and each
 //! propagation policy (and the garbage collector behind them), `drain` through the eviction
-//! subresource, and Events expiring after the event TTL.
+//! subresource and the disruption budgets that hold it back, and Events expiring after the
+//! event TTL.
 
 use shoal_tests::{Cluster, Kubectl};
 
@@ -238,8 +239,8 @@ fn drain_evicts_the_pods_of_a_node() {
             assert_eq!(code, 201, "{body}");
         }
         assert_eq!(pods_on_node(k), 2);
-        // Pods without a controller go only with --force. 1.32 evicts them through the
-        // eviction subresource; 1.20, which looks for the policy group, deletes them.
+        // Pods without a controller go only with --force. Both evict them through the
+        // eviction subresource (1.20 finds it through the policy group).
         let out = cluster.kubectl_ok(
             k,
             &[
@@ -251,13 +252,17 @@ fn drain_evicts_the_pods_of_a_node() {
             ],
         );
         assert!(out.contains("node/master-1 cordoned"), "{k:?}: {out}");
-        if k == Kubectl::V132 {
-            assert!(out.contains("pod/a evicted"), "{k:?}: {out}");
-            assert!(out.contains("node/master-1 drained"), "{k:?}: {out}");
+        assert!(out.contains("pod/a evicted"), "{k:?}: {out}");
+        // 1.20 names its last line with the verb it used for the pods.
+        let last = if k == Kubectl::V132 {
+            "drained"
         } else {
-            // 1.20 names its last line with the verb it used for the pods.
-            assert!(out.contains("pod/a deleted"), "{k:?}: {out}");
-        }
+            "evicted"
+        };
+        assert!(
+            out.contains(&format!("node/master-1 {last}")),
+            "{k:?}: {out}"
+        );
         assert_eq!(pods_on_node(k), 0, "{k:?}");
         let node = json(&cluster.kubectl_ok(k, &["get", "node", "master-1", "-o", "json"]));
         assert_eq!(node["spec"]["unschedulable"], true, "{k:?}: {node}");
@@ -291,6 +296,206 @@ fn drain_evicts_the_pods_of_a_node() {
     assert_eq!(json(&body)["status"], "Success", "{body}");
     let (code, body) = cluster.curl("POST", path, "application/json", &eviction("c"));
     assert_eq!(code, 404, "{body}");
+}
+
+/// Marks a pod Running and Ready through its status subresource, as a kubelet would.
+fn make_ready(cluster: &Cluster, namespace: &str, name: &str) {
+    let (code, body) = cluster.curl(
+        "PATCH",
+        &format!("/api/v1/namespaces/{namespace}/pods/{name}/status"),
+        "application/merge-patch+json",
+        r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
+fn budget_yaml(name: &str, namespace: &str, app: &str) -> String {
+    format!(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  minAvailable: 1\n  selector:\n    matchLabels:\n      app: {app}\n"
+    )
+}
+
+#[test]
+fn disruption_budgets_hold_evictions_back() {
+    let cluster = Cluster::start("budgets", &[]);
+    cluster.wait_nodes(&[("master-1", "Ready")], std::time::Duration::from_secs(20));
+    for k in Kubectl::ALL {
+        let v = format!("{k:?}").to_lowercase();
+        let ns = format!("pdb-{v}");
+        let app = format!("web-{v}");
+        cluster.kubectl_ok(k, &["create", "namespace", &ns]);
+        for name in ["a", "b"] {
+            let pod = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": {"app": app}},
+                "spec": {"nodeName": "master-1", "containers": [{"name": "c", "image": "busybox"}]},
+            });
+            let (code, body) = cluster.curl(
+                "POST",
+                &format!("/api/v1/namespaces/{ns}/pods"),
+                "application/json",
+                &pod.to_string(),
+            );
+            assert_eq!(code, 201, "{body}");
+            make_ready(&cluster, &ns, name);
+        }
+        // 1.32 has a generator for policy/v1; 1.20's makes policy/v1beta1, which
+        // Kubernetes no longer serves either, so it applies a file.
+        if k == Kubectl::V132 {
+            cluster.kubectl_ok(
+                k,
+                &[
+                    "create",
+                    "pdb",
+                    "web",
+                    "-n",
+                    &ns,
+                    &format!("--selector=app={app}"),
+                    "--min-available=1",
+                ],
+            );
+        } else {
+            let file = cluster.dir.join(format!("{ns}.yaml"));
+            std::fs::write(&file, budget_yaml("web", &ns, &app)).expect("write");
+            cluster.kubectl_ok(k, &["apply", "-f", &file.display().to_string()]);
+        }
+        // The controller finds two healthy pods, one more than the budget needs.
+        let row = shoal_tests::wait_for(
+            "the budget's status",
+            std::time::Duration::from_secs(20),
+            || {
+                let table = cluster.kubectl_ok(k, &["get", "pdb", "-n", &ns]);
+                let (header, row) = super::header_and_row(&table, "web");
+                assert_eq!(
+                    super::cells(&header),
+                    [
+                        "NAME",
+                        "MIN",
+                        "AVAILABLE",
+                        "MAX",
+                        "UNAVAILABLE",
+                        "ALLOWED",
+                        "DISRUPTIONS",
+                        "AGE"
+                    ],
+                    "{k:?}"
+                );
+                (super::cells(&row)[1..4] == ["1", "N/A", "1"]).then_some(row)
+            },
+        );
+        assert!(row.starts_with("web"), "{row}");
+        // drain evicts one pod; the budget refuses the other until drain gives up.
+        let out = cluster.kubectl(
+            k,
+            &[
+                "drain",
+                "master-1",
+                &format!("--pod-selector=app={app}"),
+                "--force",
+                "--ignore-daemonsets",
+                "--timeout=7s",
+            ],
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{k:?}: {text}");
+        assert!(
+            text.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+            "{k:?}: {text}"
+        );
+        assert_eq!(text.matches(" evicted").count(), 1, "{k:?}: {text}");
+        let left = cluster.kubectl_ok(k, &["get", "pods", "-n", &ns, "-o", "name"]);
+        assert_eq!(left.lines().count(), 1, "{k:?}: {left}");
+        cluster.kubectl_ok(k, &["uncordon", "master-1"]);
+        let status = shoal_tests::wait_for(
+            "one healthy pod",
+            std::time::Duration::from_secs(20),
+            || {
+                let budget =
+                    json(&cluster.kubectl_ok(k, &["get", "pdb", "web", "-n", &ns, "-o", "json"]));
+                (budget["status"]["currentHealthy"] == 1).then_some(budget["status"].clone())
+            },
+        );
+        assert_eq!(status["disruptionsAllowed"], 0, "{status}");
+        assert_eq!(status["desiredHealthy"], 1, "{status}");
+        assert_eq!(status["expectedPods"], 1, "{status}");
+        assert_eq!(
+            status["conditions"][0]["reason"], "InsufficientPods",
+            "{status}"
+        );
+    }
+
+    // The wire: a refused eviction is 429 with the budget's reason, and the pod stays.
+    let ns = "pdb-v132";
+    let left = cluster.kubectl_ok(
+        Kubectl::V132,
+        &[
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+    );
+    let eviction = serde_json::json!({
+        "apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": {"name": left, "namespace": ns},
+    })
+    .to_string();
+    let path = format!("/api/v1/namespaces/{ns}/pods/{left}/eviction");
+    let (code, body) = cluster.curl("POST", &path, "application/json", &eviction);
+    assert_eq!(code, 429, "{body}");
+    let status = json(&body);
+    assert_eq!(status["reason"], "TooManyRequests", "{body}");
+    assert_eq!(
+        status["details"]["causes"][0]["reason"], "DisruptionBudget",
+        "{body}"
+    );
+    assert_eq!(
+        status["details"]["causes"][0]["message"],
+        "The disruption budget web needs 1 healthy pods and has 1 currently",
+        "{body}"
+    );
+    // Two budgets over one pod cannot be served: Kubernetes answers 500.
+    let file = cluster.dir.join("second.yaml");
+    std::fs::write(&file, budget_yaml("second", ns, "web-v132")).expect("write");
+    cluster.kubectl_ok(Kubectl::V132, &["apply", "-f", &file.display().to_string()]);
+    let (code, body) = cluster.curl("POST", &path, "application/json", &eviction);
+    assert_eq!(code, 500, "{body}");
+    let status = json(&body);
+    assert_eq!(status["reason"], "InternalError", "{body}");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("more than one PodDisruptionBudget")),
+        "{body}"
+    );
+    let (code, _) = cluster.curl(
+        "GET",
+        &format!("/api/v1/namespaces/{ns}/pods/{left}"),
+        "application/json",
+        "",
+    );
+    assert_eq!(code, 200, "the refused pod is still there");
+    // A budget is checked as Kubernetes checks it.
+    let (code, body) = cluster.curl(
+        "POST",
+        &format!("/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets"),
+        "application/json",
+        r#"{"metadata":{"name":"both"},"spec":{"minAvailable":1,"maxUnavailable":"150%"}}"#,
+    );
+    assert_eq!(code, 422, "{body}");
+    let fields: Vec<String> = json(&body)["details"]["causes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["field"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(fields, ["spec", "spec.maxUnavailable"], "{body}");
 }
 
 #[test]

@@ -304,9 +304,10 @@ impl ApiCore {
         }
     }
 
-    /// `POST pods/{name}/eviction`: deletes the pod with the Eviction's `deleteOptions`. No
-    /// disruption budget can forbid it (none is served), and a pod on its way already is left
-    /// to go.
+    /// `POST pods/{name}/eviction`: deletes the pod with the Eviction's `deleteOptions` once
+    /// the disruption budget that covers it allows (see [`Self::take_disruption`]). A pod on
+    /// its way already is left to go; a pod that has not started or has finished goes
+    /// whatever the budgets say, as in Kubernetes.
     pub(super) async fn evict(
         &self,
         info: &ResourceInfo,
@@ -332,7 +333,10 @@ impl ApiCore {
                     .unwrap_or_default()
             )));
         }
-        if let Some(Err(e)) = crate::kinds::roundtrip("Eviction", &eviction) {
+        // policy/v1beta1's Eviction (kubectl before 1.22 sends it) has the same fields.
+        let mut typed = eviction.clone();
+        typed["apiVersion"] = json!("policy/v1");
+        if let Some(Err(e)) = crate::kinds::roundtrip("Eviction", &typed) {
             return Err(ApiError::BadRequest(format!(
                 "the body of an eviction could not be read: {e}"
             )));
@@ -357,6 +361,14 @@ impl ApiCore {
         let pod: Value = serde_json::from_slice(&current.value)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         if !is_deleting(&pod) {
+            let phase = pod
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or("Pending");
+            if !matches!(phase, "Pending" | "Succeeded" | "Failed") {
+                self.take_disruption(namespace.unwrap_or_default(), name, &pod, ctx)
+                    .await?;
+            }
             let options = eviction
                 .get("deleteOptions")
                 .filter(|o| !o.is_null())
@@ -368,6 +380,84 @@ impl ApiCore {
             "kind": "Status", "apiVersion": "v1", "metadata": {},
             "status": "Success", "code": 201,
         }))
+    }
+
+    /// Asks the one PodDisruptionBudget covering `pod` (if any) for leave to evict it, and
+    /// records the disruption in the budget's status when it is granted. Two budgets over
+    /// one pod are an internal error, as in Kubernetes; a budget changed meanwhile is read
+    /// again.
+    async fn take_disruption(
+        &self,
+        namespace: &str,
+        pod_name: &str,
+        pod: &Value,
+        ctx: &WriteCtx,
+    ) -> Result<(), ApiError> {
+        use crate::kinds::policy::{EvictionCheck, check_eviction};
+        const ATTEMPTS: usize = 5;
+        let budgets = resources::find("policy", "v1", "poddisruptionbudgets")
+            .ok_or_else(|| ApiError::Internal("poddisruptionbudgets are not served".into()))?;
+        for _ in 0..ATTEMPTS {
+            let (all, _) = self
+                .list(budgets, Some(namespace), &RequestOptions::default())
+                .await?;
+            let covering: Vec<&Value> = all
+                .iter()
+                .filter(|b| shoal_core::disruption::budget_covers(b, pod))
+                .collect();
+            let name = match covering.as_slice() {
+                [] => return Ok(()),
+                [one] => one
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                _ => {
+                    return Err(ApiError::Internal(
+                        "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.".into(),
+                    ));
+                }
+            };
+            let (key, current) = match self.load(budgets, Some(namespace), &name).await {
+                Ok(found) => found,
+                // Deleted since the list: look again.
+                Err(ApiError::NotFound(_)) => continue,
+                Err(err) => return Err(err),
+            };
+            let budget = with_version(&current.value, &current.rev.to_string())?;
+            let mut taken = match check_eviction(&budget, pod_name, pod, Timestamp::now()) {
+                EvictionCheck::Allow => return Ok(()),
+                EvictionCheck::Refuse(err) => return Err(err),
+                EvictionCheck::Take(taken) => taken,
+            };
+            if ctx.dry_run {
+                return Ok(());
+            }
+            if let Some(map) = taken.as_object_mut() {
+                metadata_mut(map).remove("resourceVersion");
+            }
+            let value =
+                serde_json::to_vec(&taken).map_err(|e| ApiError::Internal(e.to_string()))?;
+            match self
+                .commit(
+                    WriteOp::Update {
+                        key,
+                        value,
+                        expected: Some(current.rev),
+                    },
+                    ctx,
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(shoal_store::StoreError::Conflict { .. }) => continue,
+                Err(err) => return Err(map_store_error(budgets, &name, err)),
+            }
+        }
+        Err(ApiError::Conflict(
+            subject(budgets, pod_name),
+            "the disruption budget kept changing; please try again".into(),
+        ))
     }
 
     /// Deletes every object the list with `options` would return, each as its own delete;

@@ -2,6 +2,7 @@
 //! defaults, its checks, and its columns in `kubectl get` (kubectl-contract §5.2, §9.3).
 
 pub mod network;
+pub mod policy;
 pub mod workloads;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,7 @@ pub fn roundtrip(kind: &str, object: &Value) -> Option<Result<Value, serde_json:
         "Lease" => through::<coordination::Lease>(object),
         "EndpointSlice" => through::<discovery::EndpointSlice>(object),
         "Eviction" => through::<policy::Eviction>(object),
+        "PodDisruptionBudget" => through::<policy::PodDisruptionBudget>(object),
         _ => return None,
     })
 }
@@ -189,34 +191,7 @@ pub(crate) fn format_selector(selector: &Value) -> String {
     parts.join(",")
 }
 
-/// Whether `labels` satisfy the `metav1.LabelSelector` `selector`.
-pub(crate) fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = string_map(selector.get("matchLabels"))
-        .iter()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let expressions_ok = selector
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .all(|e| {
-            let key = str_at(e, "/key");
-            let mut values = e
-                .get("values")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str);
-            match str_at(e, "/operator") {
-                "In" => labels.get(key).is_some_and(|v| values.any(|x| x == v)),
-                "NotIn" => labels.get(key).is_none_or(|v| !values.any(|x| x == v)),
-                "Exists" => labels.contains_key(key),
-                "DoesNotExist" => !labels.contains_key(key),
-                _ => false,
-            }
-        });
-    labels_ok && expressions_ok
-}
+pub(crate) use shoal_core::disruption::label_selector_matches as selector_matches;
 
 /// `<none>` for an empty cell, as kubectl prints it.
 pub(crate) fn or_none(s: String) -> String {

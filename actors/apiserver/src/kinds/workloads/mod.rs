@@ -26,6 +26,7 @@ pub fn tracks_generation(kind: &str) -> bool {
             | "Job"
             | "CronJob"
             | "ReplicationController"
+            | "PodDisruptionBudget"
     )
 }
 
