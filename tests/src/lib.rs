@@ -500,6 +500,17 @@ impl Cluster {
 
     /// An HTTPS request with the admin certificate: (status code, body).
     pub fn curl(&self, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+        self.curl_headers(method, path, &[("Content-Type", content_type)], body)
+    }
+
+    /// [`Self::curl`] with the request headers given.
+    pub fn curl_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
         let (ca, cert, key) = self.curl_credentials();
         let out = Command::new("curl")
             .args([
@@ -513,14 +524,12 @@ impl Cluster {
                 "--key",
                 &key.display().to_string(),
             ])
-            .args([
-                "-H",
-                &format!("Content-Type: {content_type}"),
-                "--data-binary",
-                body,
-                "-w",
-                "\n%{http_code}",
-            ])
+            .args(
+                headers
+                    .iter()
+                    .flat_map(|(k, v)| ["-H".to_owned(), format!("{k}: {v}")]),
+            )
+            .args(["--data-binary", body, "-w", "\n%{http_code}"])
             .arg(format!("https://127.0.0.1:{}{path}", self.api_port))
             .output()
             .expect("curl runs");

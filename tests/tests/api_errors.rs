@@ -188,6 +188,58 @@ fn bad_requests_get_the_kubernetes_status_codes() {
     assert_eq!(pod["metadata"]["labels"]["v"], "one");
     assert_eq!(pod["metadata"]["uid"], created["metadata"]["uid"]);
 
+    // Verbs a resource does not serve, answers no client accepts, and versions from the
+    // future.
+    let (code, text) = cluster.curl(
+        "POST",
+        &format!("{pods}/p/status"),
+        "application/json",
+        good,
+    );
+    assert_eq!(
+        (code, status(&text)["reason"].clone()),
+        (405, "MethodNotAllowed".into()),
+        "{text}"
+    );
+    let (code, text) =
+        cluster.curl_headers("GET", &format!("{pods}/p"), &[("Accept", "text/html")], "");
+    assert_eq!(code, 406, "{text}");
+    assert_eq!(status(&text)["reason"], "NotAcceptable", "{text}");
+    // A list from the future is 504 once the server has waited for it; a watch from there
+    // gets the same Status as its ERROR event, as a watch reports what goes wrong after
+    // its request was read.
+    let future = ["999999"; 8].join(".");
+    let (code, text) = cluster.curl(
+        "GET",
+        &format!("{pods}?resourceVersion={future}&resourceVersionMatch=NotOlderThan"),
+        "application/json",
+        "",
+    );
+    assert_eq!(code, 504, "{text}");
+    let (code, text) = cluster.curl(
+        "GET",
+        &format!("{pods}?watch=true&resourceVersion={future}&timeoutSeconds=5"),
+        "application/json",
+        "",
+    );
+    assert_eq!(code, 200, "{text}");
+    let event = status(text.lines().next().unwrap_or_default());
+    assert_eq!(event["type"], "ERROR", "{text}");
+    assert_eq!(event["object"]["code"], 504, "{text}");
+    assert_eq!(event["object"]["reason"], "Timeout", "{text}");
+    let (_, text) = cluster.curl(
+        "GET",
+        &format!("{pods}?resourceVersion={future}"),
+        "application/json",
+        "",
+    );
+    let st = status(&text);
+    assert_eq!(st["reason"], "Timeout", "{text}");
+    assert_eq!(
+        st["details"]["causes"][0]["reason"], "ResourceVersionTooLarge",
+        "{text}"
+    );
+
     // A watch from a version older than the retained history is 410 Gone, as an ERROR event.
     for i in 0..12 {
         let body = format!(

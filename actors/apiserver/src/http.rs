@@ -159,6 +159,7 @@ fn options_from(
         label_selector: query.get("labelSelector").cloned(),
         field_selector: query.get("fieldSelector").cloned(),
         resource_version: query.get("resourceVersion").cloned(),
+        resource_version_match: query.get("resourceVersionMatch").cloned(),
         dry_run: query.get("dryRun").is_some_and(|v| v == "All"),
         patch: None,
         field_validation,

@@ -62,6 +62,8 @@ pub struct RequestOptions {
     pub label_selector: Option<String>,
     pub field_selector: Option<String>,
     pub resource_version: Option<String>,
+    /// For `Verb::List`: how `resource_version` bounds the list (`NotOlderThan`, `Exact`).
+    pub resource_version_match: Option<String>,
     pub dry_run: bool,
     /// For `Verb::Patch`: the patch's format.
     pub patch: Option<PatchKind>,

@@ -342,13 +342,26 @@ impl ApiCore {
             .limit
             .map(|l| usize::try_from(l).unwrap_or(usize::MAX));
         let now = std::time::Instant::now();
+        let at = pages::list_at(options, self.shards() as usize)?;
         if let Some(token) = options.continue_token.as_deref() {
             // Selectors are checked as on a first page, then must match the token's list.
             Filters::parse(info, options)?;
             let mut kept = self.pages.lock().unwrap_or_else(|p| p.into_inner());
             return kept.next_page(token, &query, limit, now);
         }
-        let (items, version) = self.list(info, namespace, options).await?;
+        // A version from the future may be one a lagging read has not reached yet: read
+        // again for a while before answering that it is too large, as Kubernetes waits.
+        let deadline = now + pages::FRESHNESS_WAIT;
+        let (items, version) = loop {
+            let (items, version) = self.list(info, namespace, options).await?;
+            match pages::check_list_version(&at, &version) {
+                Ok(()) => break (items, version),
+                Err(ApiError::Timeout(_)) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
         let mut kept = self.pages.lock().unwrap_or_else(|p| p.into_inner());
         Ok(kept.first_page(items, version, query, limit, now))
     }

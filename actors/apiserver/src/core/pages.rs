@@ -12,6 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use shoal_core::version::Version;
 use shoal_core::{ApiError, RequestOptions};
 
 use crate::resources::ResourceInfo;
@@ -21,6 +22,120 @@ const KEPT_FOR: Duration = Duration::from_secs(300);
 
 /// How many lists are kept at once; the oldest goes first.
 const MOST_LISTS: usize = 16;
+
+/// How long a list waits for the store to reach a version from the future before it is
+/// answered 504 (Kubernetes waits three seconds for its watch cache).
+pub const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
+
+/// What state a list may show, from its `resourceVersion` and `resourceVersionMatch`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListAt {
+    /// The most recent (no version, or `0`: any, which the most recent is too).
+    Latest,
+    /// At least as new as this version.
+    NotOlderThan(Version),
+    /// Exactly this version.
+    Exact(Version),
+}
+
+fn list_options_invalid(field: &str, reason: &'static str, message: String) -> ApiError {
+    ApiError::Invalid(
+        shoal_core::error::Subject {
+            group: "meta.k8s.io".into(),
+            kind: "ListOptions".into(),
+            ..Default::default()
+        },
+        vec![shoal_core::error::FieldCause {
+            reason,
+            field: field.into(),
+            message,
+        }],
+    )
+}
+
+/// Reads a list's version options as Kubernetes validates them: a match needs a version,
+/// `Exact` cannot be `0`, and a `continue` token carries its own version.
+pub fn list_at(options: &RequestOptions, shards: usize) -> Result<ListAt, ApiError> {
+    let rv = options.resource_version.as_deref().unwrap_or_default();
+    let rv_match = options
+        .resource_version_match
+        .as_deref()
+        .unwrap_or_default();
+    if options.continue_token.is_some() && !rv.is_empty() && rv != "0" {
+        return Err(ApiError::BadRequest(
+            "specifying resource version is not allowed when using continue".into(),
+        ));
+    }
+    if !matches!(rv_match, "" | "NotOlderThan" | "Exact") {
+        return Err(list_options_invalid(
+            "resourceVersionMatch",
+            "FieldValueNotSupported",
+            format!(
+                "Unsupported value: {rv_match:?}: supported values: \"Exact\", \"NotOlderThan\", \"\""
+            ),
+        ));
+    }
+    if !rv_match.is_empty() && rv.is_empty() {
+        return Err(list_options_invalid(
+            "resourceVersionMatch",
+            "FieldValueForbidden",
+            "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+                .into(),
+        ));
+    }
+    if rv_match == "Exact" && rv == "0" {
+        return Err(list_options_invalid(
+            "resourceVersionMatch",
+            "FieldValueForbidden",
+            "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""
+                .into(),
+        ));
+    }
+    let version = Version::parse(rv, shards).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(match (version, rv_match) {
+        (Version::Latest | Version::Any, _) => ListAt::Latest,
+        (v, "Exact") => ListAt::Exact(v),
+        (v, _) => ListAt::NotOlderThan(v),
+    })
+}
+
+/// Whether a list read at `current` (a composite version) may answer a request for `at`:
+/// 504 while the version asked for is ahead of the store (no shard has reached a single
+/// revision, or some shard is behind a composite one); for `Exact`, 410 for any other
+/// version, since earlier states of a list are not kept.
+pub fn check_list_version(at: &ListAt, current: &str) -> Result<(), ApiError> {
+    let revisions: Vec<u64> = current.split('.').filter_map(|r| r.parse().ok()).collect();
+    let (wanted, exact) = match at {
+        ListAt::Latest => return Ok(()),
+        ListAt::NotOlderThan(v) => (v, false),
+        ListAt::Exact(v) => (v, true),
+    };
+    let ahead = match wanted {
+        Version::Revision(r) => revisions.iter().all(|c| c < r),
+        Version::Composite(c) => c
+            .revisions
+            .iter()
+            .zip(&revisions)
+            .any(|(want, have)| want > have),
+        Version::Latest | Version::Any => false,
+    };
+    let shown = match wanted {
+        Version::Revision(r) => r.to_string(),
+        Version::Composite(c) => c.encode(),
+        Version::Latest | Version::Any => String::new(),
+    };
+    if ahead {
+        return Err(ApiError::Timeout(format!(
+            "Too large resource version: {shown}, current: {current}"
+        )));
+    }
+    if exact && shown != current {
+        return Err(ApiError::Gone(format!(
+            "too old resource version: {shown} ({current})"
+        )));
+    }
+    Ok(())
+}
 
 /// What a `continue` token carries.
 #[derive(Serialize, Deserialize)]
@@ -287,5 +402,52 @@ mod tests {
                 .err(),
             Some(410)
         );
+    }
+
+    fn at(rv: &str, rv_match: &str) -> Result<ListAt, ApiError> {
+        let options = RequestOptions {
+            resource_version: (!rv.is_empty()).then(|| rv.to_owned()),
+            resource_version_match: (!rv_match.is_empty()).then(|| rv_match.to_owned()),
+            ..Default::default()
+        };
+        list_at(&options, 3)
+    }
+
+    #[test]
+    fn list_versions_are_read_as_kubernetes_validates_them() {
+        assert_eq!(at("", ""), Ok(ListAt::Latest));
+        assert_eq!(at("0", ""), Ok(ListAt::Latest));
+        assert_eq!(at("0", "NotOlderThan"), Ok(ListAt::Latest));
+        assert_eq!(at("5", ""), Ok(ListAt::NotOlderThan(Version::Revision(5))));
+        assert!(matches!(
+            at("1.2.3", "Exact"),
+            Ok(ListAt::Exact(Version::Composite(_)))
+        ));
+        let code = |r: Result<ListAt, ApiError>| r.err().map(|e| e.code());
+        assert_eq!(code(at("", "Exact")), Some(422));
+        assert_eq!(code(at("0", "Exact")), Some(422));
+        assert_eq!(code(at("5", "Newest")), Some(422));
+        assert_eq!(code(at("1.2", "")), Some(400));
+        let continued = RequestOptions {
+            resource_version: Some("5".into()),
+            continue_token: Some("t".into()),
+            ..Default::default()
+        };
+        assert_eq!(list_at(&continued, 3).err().map(|e| e.code()), Some(400));
+    }
+
+    #[test]
+    fn a_list_from_the_future_is_504_and_an_old_exact_one_410() {
+        let composite = |text: &str| Version::parse(text, 3).expect("a version");
+        let check = |at: ListAt| check_list_version(&at, "4.7.2").err().map(|e| e.code());
+        assert_eq!(check(ListAt::Latest), None);
+        assert_eq!(check(ListAt::NotOlderThan(composite("4.7.2"))), None);
+        assert_eq!(check(ListAt::NotOlderThan(composite("1.1.1"))), None);
+        assert_eq!(check(ListAt::NotOlderThan(composite("4.8.2"))), Some(504));
+        assert_eq!(check(ListAt::NotOlderThan(Version::Revision(7))), None);
+        assert_eq!(check(ListAt::NotOlderThan(Version::Revision(8))), Some(504));
+        assert_eq!(check(ListAt::Exact(composite("4.7.2"))), None);
+        assert_eq!(check(ListAt::Exact(composite("4.6.2"))), Some(410));
+        assert_eq!(check(ListAt::Exact(composite("5.7.2"))), Some(504));
     }
 }
