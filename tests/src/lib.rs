@@ -426,9 +426,15 @@ impl Cluster {
 
     /// Runs kubectl with the admin kubeconfig and a cache of its own per version.
     pub fn kubectl(&self, version: Kubectl, args: &[&str]) -> Output {
+        self.kubectl_env(version, &[], args)
+    }
+
+    /// [`Self::kubectl`] with more environment variables (`EDITOR`, say).
+    pub fn kubectl_env(&self, version: Kubectl, env: &[(&str, &str)], args: &[&str]) -> Output {
         let cache = self.dir.join(format!("kube-cache-{version:?}"));
         Command::new(version.path())
             .env("KUBECONFIG", self.kubeconfig())
+            .envs(env.iter().copied())
             .args(["--cache-dir", &cache.display().to_string()])
             .args(args)
             .output()

@@ -1,5 +1,5 @@
-//! kubectl's patching commands — `label`, `annotate`, `patch --type=merge|json` — with kubectl
-//! 1.32 and 1.20, and patches that must fail.
+//! kubectl's patching commands — `label`, `annotate`, `patch --type=merge|json`, `diff` and
+//! `edit` — with kubectl 1.32 and 1.20, and patches that must fail.
 
 use std::time::Duration;
 
@@ -9,6 +9,86 @@ fn labels(cluster: &Cluster) -> serde_json::Value {
     let out = cluster.kubectl_ok(Kubectl::V132, &["get", "pod", "p", "-o", "json"]);
     let pod: serde_json::Value = serde_json::from_str(&out).expect("json");
     pod["metadata"]["labels"].clone()
+}
+
+#[test]
+fn diff_shows_what_apply_would_change_and_edit_changes_it() {
+    let cluster = Cluster::start("diff-edit", &[]);
+    // An editor that changes the value of `a` from 2 to 3 in the file kubectl hands it.
+    let editor = cluster.dir.join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/a: \"2\"/a: \"3\"/' \"$1\"\n").expect("write");
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    for k in Kubectl::ALL {
+        let name = format!("ed-{}", format!("{k:?}").to_lowercase());
+        cluster.kubectl_ok(k, &["create", "configmap", &name, "--from-literal=a=1"]);
+        let file = cluster.dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: \"2\"\n"
+            ),
+        )
+        .expect("write");
+        let path = file.display().to_string();
+        let data = || {
+            let out = cluster.kubectl_ok(k, &["get", "configmap", &name, "-o", "json"]);
+            serde_json::from_str::<serde_json::Value>(&out).expect("json")["data"].clone()
+        };
+        // diff asks the server for the result of a dry-run write: exit 1 and the change.
+        let out = cluster.kubectl(k, &["diff", "-f", &path]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{k:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("-  a: \"1\""), "{k:?}: {text}");
+        assert!(text.contains("+  a: \"2\""), "{k:?}: {text}");
+        assert_eq!(
+            data(),
+            serde_json::json!({"a": "1"}),
+            "{k:?}: a dry run changes nothing"
+        );
+        cluster.kubectl_ok(k, &["apply", "-f", &path]);
+        let out = cluster.kubectl(k, &["diff", "-f", &path]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{k:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(out.stdout.is_empty(), "{k:?}");
+        // edit hands the live object to the editor and writes back what it saved.
+        let out = cluster.kubectl_env(
+            k,
+            &[("EDITOR", &editor.display().to_string())],
+            &["edit", "configmap", &name],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{k:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("configmap/{name} edited")),
+            "{k:?}: {text}"
+        );
+        assert_eq!(data(), serde_json::json!({"a": "3"}), "{k:?}");
+        // Saving the file unchanged edits nothing.
+        let out = cluster.kubectl_env(k, &[("EDITOR", "true")], &["edit", "configmap", &name]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            said.contains("Edit cancelled, no changes made."),
+            "{k:?}: {said}"
+        );
+    }
 }
 
 #[test]

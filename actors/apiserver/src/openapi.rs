@@ -61,10 +61,18 @@ static SWAGGER: LazyLock<SwaggerDoc> = LazyLock::new(|| {
             }
         }
     }
+    let mut paths = Map::new();
+    for d in DOCS.values() {
+        if let Some(Value::Object(items)) = d.doc.get("paths") {
+            for (path, item) in items {
+                paths.insert(path.clone(), v2_path_item(item));
+            }
+        }
+    }
     let json = json!({
         "swagger": "2.0",
         "info": {"title": "Kubernetes", "version": MODEL_VERSION},
-        "paths": {},
+        "paths": paths,
         "definitions": definitions,
     });
     let protobuf = crate::openapi_v2::encode(&json);
@@ -74,6 +82,48 @@ static SWAGGER: LazyLock<SwaggerDoc> = LazyLock::new(|| {
 /// The v2 document.
 pub fn swagger() -> &'static SwaggerDoc {
     &SWAGGER
+}
+
+/// A path's operations as v2 writes them: each with its id, its action and kind, and its
+/// path and query parameters (kubectl 1.20 finds whether a kind's PATCH takes `dryRun`
+/// there before it runs `diff`).
+fn v2_path_item(item: &Value) -> Value {
+    let shared: Vec<Value> = item
+        .get("parameters")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Map::new();
+    for method in ["get", "put", "post", "delete", "patch"] {
+        let Some(op) = item.get(method) else {
+            continue;
+        };
+        let parameters: Vec<Value> = shared
+            .iter()
+            .chain(op.get("parameters").and_then(Value::as_array).into_iter().flatten())
+            .map(|p| {
+                let mut v2 = json!({"name": p["name"], "in": p["in"], "type": "string", "uniqueItems": true});
+                if let Some(d) = p.get("description") {
+                    v2["description"] = d.clone();
+                }
+                if p["required"] == true {
+                    v2["required"] = json!(true);
+                }
+                v2
+            })
+            .collect();
+        out.insert(
+            method.into(),
+            json!({
+                "operationId": op["operationId"],
+                "parameters": parameters,
+                "responses": {"200": {"description": "OK"}},
+                "x-kubernetes-action": op["x-kubernetes-action"],
+                "x-kubernetes-group-version-kind": op["x-kubernetes-group-version-kind"],
+            }),
+        );
+    }
+    Value::Object(out)
 }
 
 /// A schema as v2 writes it: references point at `definitions`, and a reference with a

@@ -1,9 +1,10 @@
 //! The OpenAPI v2 document as the protobuf kubectl 1.20 asks for
 //! (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`): gnostic's
-//! `openapi.v2.Document`. Only what a JSON schema document holds is written: the version,
-//! the info, and the definitions, each schema with its reference, type, format, description,
-//! bounds, required fields, enum, items, properties, additional properties and vendor
-//! extensions (whose values gnostic carries as YAML).
+//! `openapi.v2.Document`. What is written: the version, the info, the paths (each operation
+//! with its id, its path and query parameters and its vendor extensions), and the
+//! definitions, each schema with its reference, type, format, description, bounds, required
+//! fields, enum, items, properties, additional properties and vendor extensions (whose
+//! values gnostic carries as YAML).
 
 use serde_json::Value;
 
@@ -188,8 +189,84 @@ fn schema(value: &Value, depth: usize) -> Vec<u8> {
         27,
         map.get("readOnly") == Some(&Value::Bool(true)),
     );
+    extensions(&mut out, 31, map);
+    out
+}
+
+/// The vendor extensions (`x-…`) of a JSON object, as `NamedAny`s in field `tag`.
+fn extensions(out: &mut Vec<u8>, tag: u32, map: &serde_json::Map<String, Value>) {
     for (name, v) in map.iter().filter(|(k, _)| k.starts_with("x-")) {
-        bytes(&mut out, 31, &named(name, &any(v)));
+        bytes(out, tag, &named(name, &any(v)));
+    }
+}
+
+/// `openapi.v2.ParametersItem` of a path or query parameter.
+fn parameter(p: &Value) -> Vec<u8> {
+    let text = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default();
+    // Query and path sub-schemas share their first four fields; `type` is 6 and 5.
+    let (kind, type_tag) = match text("in") {
+        "path" => (4, 5),
+        _ => (3, 6),
+    };
+    let mut sub = Vec::new();
+    boolean(&mut sub, 1, p.get("required") == Some(&Value::Bool(true)));
+    string(&mut sub, 2, text("in"));
+    string(&mut sub, 3, text("description"));
+    string(&mut sub, 4, text("name"));
+    string(&mut sub, type_tag, text("type"));
+    let mut non_body = Vec::new();
+    bytes(&mut non_body, kind, &sub);
+    let mut parameter = Vec::new();
+    bytes(&mut parameter, 2, &non_body);
+    let mut item = Vec::new();
+    bytes(&mut item, 1, &parameter);
+    item
+}
+
+/// `openapi.v2.Operation`.
+fn operation(op: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    string(
+        &mut out,
+        5,
+        op.get("operationId")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    );
+    for p in op
+        .get("parameters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        bytes(&mut out, 8, &parameter(p));
+    }
+    if let Value::Object(map) = op {
+        extensions(&mut out, 13, map);
+    }
+    out
+}
+
+/// `openapi.v2.Paths`.
+fn paths(paths: &serde_json::Map<String, Value>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, item) in paths {
+        let mut value = Vec::new();
+        for (method, tag) in [
+            ("get", 2),
+            ("put", 3),
+            ("post", 4),
+            ("delete", 5),
+            ("patch", 8),
+        ] {
+            if let Some(op) = item.get(method) {
+                bytes(&mut value, tag, &operation(op));
+            }
+        }
+        let mut named_item = Vec::new();
+        string(&mut named_item, 1, path);
+        bytes(&mut named_item, 2, &value);
+        bytes(&mut out, 2, &named_item);
     }
     out
 }
@@ -210,7 +287,10 @@ pub fn encode(doc: &Value) -> Vec<u8> {
         doc["info"]["version"].as_str().unwrap_or_default(),
     );
     bytes(&mut out, 2, &info);
-    bytes(&mut out, 8, &[]);
+    match doc.get("paths") {
+        Some(Value::Object(map)) => bytes(&mut out, 8, &paths(map)),
+        _ => bytes(&mut out, 8, &[]),
+    }
     if let Some(Value::Object(definitions)) = doc.get("definitions") {
         let mut item = Vec::new();
         for (name, s) in definitions {
@@ -307,6 +387,59 @@ mod tests {
         assert_eq!(
             back,
             json!([{"group": "apps", "kind": "Deployment", "version": "v1"}])
+        );
+    }
+
+    #[test]
+    fn a_patch_operation_carries_its_kind_and_its_dry_run_parameter() {
+        let doc = json!({
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": "v1.32.0"},
+            "paths": {"/api/v1/namespaces/{namespace}/configmaps/{name}": {"patch": {
+                "operationId": "patchConfigMap",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": true, "type": "string"},
+                    {"name": "dryRun", "in": "query", "description": "no writes", "type": "string"},
+                ],
+                "x-kubernetes-action": "patch",
+                "x-kubernetes-group-version-kind": {"group": "", "kind": "ConfigMap", "version": "v1"},
+            }}},
+        });
+        let bytes = encode(&doc);
+        let item = one(&one(&bytes, 8), 2);
+        assert_eq!(
+            one(&item, 1),
+            b"/api/v1/namespaces/{namespace}/configmaps/{name}"
+        );
+        let patch = one(&one(&item, 2), 8);
+        assert_eq!(one(&patch, 5), b"patchConfigMap");
+        let params: Vec<Vec<u8>> = fields(&patch)
+            .into_iter()
+            .filter(|(t, _, _)| *t == 8)
+            .map(|(_, _, p)| one(&one(&p, 1), 2))
+            .collect();
+        let path = one(&params[0], 4);
+        assert_eq!(
+            (one(&path, 4), one(&path, 5)),
+            (b"name".to_vec(), b"string".to_vec())
+        );
+        let query = one(&params[1], 3);
+        assert_eq!(
+            (one(&query, 2), one(&query, 4)),
+            (b"query".to_vec(), b"dryRun".to_vec())
+        );
+        assert_eq!(one(&query, 6), b"string");
+        let extension = fields(&patch)
+            .into_iter()
+            .filter(|(t, _, _)| *t == 13)
+            .map(|(_, _, p)| p)
+            .find(|e| one(e, 1) == b"x-kubernetes-group-version-kind")
+            .expect("the kind");
+        let yaml = String::from_utf8(one(&one(&extension, 2), 2)).expect("text");
+        let back: Value = serde_yaml::from_str(&yaml).expect("yaml");
+        assert_eq!(
+            back,
+            json!({"group": "", "kind": "ConfigMap", "version": "v1"})
         );
     }
 }
