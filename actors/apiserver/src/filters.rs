@@ -1,8 +1,6 @@
 //! List and watch filters: a request's label and field selectors, checked against what the
 //! resource supports.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 use shoal_core::selector::{FieldSelector, LabelSelector};
 use shoal_core::{ApiError, RequestOptions};
@@ -32,16 +30,8 @@ impl Filters {
 
     /// Whether an object passes both selectors.
     pub fn matches(&self, object: &Value) -> bool {
-        let labels: BTreeMap<String, String> = object
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.labels.matches(&labels)
+        self.labels
+            .matches(&shoal_core::selector::labels_of(object))
             && self.fields.matches(|field| {
                 // An event's `source` selects on its component, as Kubernetes does.
                 let pointer = if field == "source" {

@@ -78,6 +78,16 @@ fn scale_of<'a>(
     Ok((str_at(workload, "/metadata/uid"), replicas))
 }
 
+/// Whether the budget's expected pods are counted from its pods' controllers' replicas
+/// (`maxUnavailable`, or `minAvailable` as a percentage) rather than from its pods.
+pub fn counts_replicas(spec: &Value) -> bool {
+    let set = |field: &str| spec.get(field).filter(|v| !v.is_null());
+    set("maxUnavailable").is_some()
+        || set("minAvailable")
+            .and_then(|v| IntOrPercent::read(v).ok())
+            .is_some_and(IntOrPercent::is_percent)
+}
+
 /// How many pods the budget expects and how many of them must be healthy.
 fn expectations(spec: &Value, pods: &[&Value], workloads: &[Value]) -> Result<(i64, i64), String> {
     let read = |field: &str| {
@@ -273,9 +283,15 @@ async fn sync(args: &DisruptionArgs) -> Result<usize, ApiError> {
     let mut written = 0;
     for (namespace, budgets) in by_namespace {
         let pods = list("", "pods", Some(&namespace)).await?;
+        // The workloads are read only where a budget counts their replicas.
         let mut workloads = Vec::new();
-        for (group, resource) in SCALED {
-            workloads.extend(list(group, resource, Some(&namespace)).await?);
+        if budgets
+            .iter()
+            .any(|b| counts_replicas(b.get("spec").unwrap_or(&Value::Null)))
+        {
+            for (group, resource) in SCALED {
+                workloads.extend(list(group, resource, Some(&namespace)).await?);
+            }
         }
         let now = Timestamp::now();
         for budget in budgets {
@@ -481,5 +497,13 @@ mod tests {
         b["status"] = first.clone();
         let later = Timestamp::from_second(now().as_second() + 60).expect("time");
         assert_eq!(budget_status(&b, &pods, &[], later), first);
+    }
+
+    #[test]
+    fn only_percentages_and_max_unavailable_count_replicas() {
+        assert!(!counts_replicas(&json!({"minAvailable": 2})));
+        assert!(counts_replicas(&json!({"minAvailable": "50%"})));
+        assert!(counts_replicas(&json!({"maxUnavailable": 0})));
+        assert!(!counts_replicas(&json!({})));
     }
 }

@@ -193,7 +193,7 @@ impl ApiError {
                 "name": s.name,
                 "group": s.group,
                 "kind": s.kind,
-                "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
+                "causes": causes.iter().map(cause_json).collect::<Vec<_>>(),
             })),
             ApiError::ApplyConflict { causes, .. } | ApiError::TooManyRequests { causes, .. } => {
                 Some(json!({"causes": causes.iter().map(cause_json).collect::<Vec<_>>()}))

@@ -1,6 +1,9 @@
-//! Label and field selectors (kubectl-contract §7): parsing and matching.
+//! Label and field selectors (kubectl-contract §7): parsing and matching, and the
+//! `metav1.LabelSelector` objects workloads and budgets carry.
 
 use std::collections::BTreeMap;
+
+use serde_json::Value;
 
 /// A selector that could not be parsed; the message is shown to the client as a 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -228,8 +231,61 @@ impl FieldSelector {
     }
 }
 
+/// The object's labels.
+pub fn labels_of(object: &Value) -> BTreeMap<String, String> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `labels` satisfy a `metav1.LabelSelector` object: every `matchLabels` pair and
+/// every `matchExpressions` requirement (an empty selector matches everything; an unknown
+/// operator nothing).
+pub fn label_selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
+    let expressions_ok = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+            let mut values = e
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str);
+            match e
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+            {
+                "In" => labels.get(key).is_some_and(|v| values.any(|x| x == v)),
+                "NotIn" => labels.get(key).is_none_or(|v| !values.any(|x| x == v)),
+                "Exists" => labels.contains_key(key),
+                "DoesNotExist" => !labels.contains_key(key),
+                _ => false,
+            }
+        });
+    labels_ok && expressions_ok
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -298,5 +354,40 @@ mod tests {
             "n".into()
         }));
         assert!(FieldSelector::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn selectors_match_labels_and_expressions() {
+        let labels: BTreeMap<String, String> = [("app", "web"), ("tier", "front")]
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        assert!(label_selector_matches(&json!({}), &labels));
+        assert!(label_selector_matches(
+            &json!({"matchLabels": {"app": "web"}}),
+            &labels
+        ));
+        assert!(!label_selector_matches(
+            &json!({"matchLabels": {"app": "db"}}),
+            &labels
+        ));
+        let expr = |op: &str, values: Value| json!({"matchExpressions": [{"key": "tier", "operator": op, "values": values}]});
+        assert!(label_selector_matches(
+            &expr("In", json!(["front", "x"])),
+            &labels
+        ));
+        assert!(!label_selector_matches(
+            &expr("NotIn", json!(["front"])),
+            &labels
+        ));
+        assert!(label_selector_matches(
+            &expr("Exists", Value::Null),
+            &labels
+        ));
+        assert!(!label_selector_matches(
+            &expr("DoesNotExist", Value::Null),
+            &labels
+        ));
+        assert!(!label_selector_matches(&expr("Near", Value::Null), &labels));
     }
 }

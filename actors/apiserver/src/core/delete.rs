@@ -383,9 +383,9 @@ impl ApiCore {
     }
 
     /// Asks the one PodDisruptionBudget covering `pod` (if any) for leave to evict it, and
-    /// records the disruption in the budget's status when it is granted. Two budgets over
-    /// one pod are an internal error, as in Kubernetes; a budget changed meanwhile is read
-    /// again.
+    /// records the disruption in the budget's status when it is granted, against the revision
+    /// the list showed. Two budgets over one pod are an internal error, as in Kubernetes; a
+    /// budget changed meanwhile is listed again.
     async fn take_disruption(
         &self,
         namespace: &str,
@@ -401,30 +401,29 @@ impl ApiCore {
             let (all, _) = self
                 .list(budgets, Some(namespace), &RequestOptions::default())
                 .await?;
-            let covering: Vec<&Value> = all
-                .iter()
-                .filter(|b| shoal_core::disruption::budget_covers(b, pod))
-                .collect();
-            let name = match covering.as_slice() {
-                [] => return Ok(()),
-                [one] => one
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                _ => {
+            let mut covering = all
+                .into_iter()
+                .filter(|b| shoal_core::disruption::budget_covers(b, pod));
+            let budget = match (covering.next(), covering.next()) {
+                (None, _) => return Ok(()),
+                (Some(one), None) => one,
+                (Some(_), Some(_)) => {
                     return Err(ApiError::Internal(
                         "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.".into(),
                     ));
                 }
             };
-            let (key, current) = match self.load(budgets, Some(namespace), &name).await {
-                Ok(found) => found,
-                // Deleted since the list: look again.
-                Err(ApiError::NotFound(_)) => continue,
-                Err(err) => return Err(err),
-            };
-            let budget = with_version(&current.value, &current.rev.to_string())?;
+            let name = budget
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            // The listed budget carries the revision its status is written against.
+            let rev = budget
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::Internal(format!("budget {name} has no version")))?;
             let mut taken = match check_eviction(&budget, pod_name, pod, Timestamp::now()) {
                 EvictionCheck::Allow => return Ok(()),
                 EvictionCheck::Refuse(err) => return Err(err),
@@ -441,16 +440,19 @@ impl ApiCore {
             match self
                 .commit(
                     WriteOp::Update {
-                        key,
+                        key: Self::key(budgets, Some(namespace), &name),
                         value,
-                        expected: Some(current.rev),
+                        expected: Some(rev),
                     },
                     ctx,
                 )
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(shoal_store::StoreError::Conflict { .. }) => continue,
+                // Changed or deleted since the list: look again.
+                Err(
+                    shoal_store::StoreError::Conflict { .. } | shoal_store::StoreError::NotFound(_),
+                ) => continue,
                 Err(err) => return Err(map_store_error(budgets, &name, err)),
             }
         }

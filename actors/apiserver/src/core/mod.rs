@@ -353,9 +353,9 @@ impl ApiCore {
         // again for a while before answering that it is too large, as Kubernetes waits.
         let deadline = now + pages::FRESHNESS_WAIT;
         let (items, version) = loop {
-            let (items, version) = self.list(info, namespace, options).await?;
+            let (items, version) = self.list_composite(info, namespace, options).await?;
             match pages::check_list_version(&at, &version) {
-                Ok(()) => break (items, version),
+                Ok(()) => break (items, version.encode()),
                 Err(ApiError::Timeout(_)) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
@@ -373,10 +373,20 @@ impl ApiCore {
         namespace: Option<&str>,
         options: &RequestOptions,
     ) -> Result<(Vec<Value>, String), ApiError> {
+        let (items, version) = self.list_composite(info, namespace, options).await?;
+        Ok((items, version.encode()))
+    }
+
+    /// [`Self::list`] with the list's version unencoded.
+    async fn list_composite(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        options: &RequestOptions,
+    ) -> Result<(Vec<Value>, CompositeVersion), ApiError> {
         let filters = Filters::parse(info, options)?;
         let prefix = ObjectKey::prefix(info.group, info.resource, namespace);
-        let (items, version) = self.list_prefix(info, &prefix, &filters).await?;
-        Ok((items, version.encode()))
+        self.list_prefix(info, &prefix, &filters).await
     }
 
     /// The objects under `prefix` that pass `filters`, each with its version, and the list's

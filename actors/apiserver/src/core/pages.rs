@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shoal_core::version::Version;
+use shoal_core::version::{CompositeVersion, Version};
 use shoal_core::{ApiError, RequestOptions};
 
 use crate::resources::ResourceInfo;
@@ -103,8 +103,8 @@ pub fn list_at(options: &RequestOptions, shards: usize) -> Result<ListAt, ApiErr
 /// 504 while the version asked for is ahead of the store (no shard has reached a single
 /// revision, or some shard is behind a composite one); for `Exact`, 410 for any other
 /// version, since earlier states of a list are not kept.
-pub fn check_list_version(at: &ListAt, current: &str) -> Result<(), ApiError> {
-    let revisions: Vec<u64> = current.split('.').filter_map(|r| r.parse().ok()).collect();
+pub fn check_list_version(at: &ListAt, current: &CompositeVersion) -> Result<(), ApiError> {
+    let revisions = &current.revisions;
     let (wanted, exact) = match at {
         ListAt::Latest => return Ok(()),
         ListAt::NotOlderThan(v) => (v, false),
@@ -115,7 +115,7 @@ pub fn check_list_version(at: &ListAt, current: &str) -> Result<(), ApiError> {
         Version::Composite(c) => c
             .revisions
             .iter()
-            .zip(&revisions)
+            .zip(revisions)
             .any(|(want, have)| want > have),
         Version::Latest | Version::Any => false,
     };
@@ -124,6 +124,7 @@ pub fn check_list_version(at: &ListAt, current: &str) -> Result<(), ApiError> {
         Version::Composite(c) => c.encode(),
         Version::Latest | Version::Any => String::new(),
     };
+    let current = current.encode();
     if ahead {
         return Err(ApiError::Timeout(format!(
             "Too large resource version: {shown}, current: {current}"
@@ -439,7 +440,10 @@ mod tests {
     #[test]
     fn a_list_from_the_future_is_504_and_an_old_exact_one_410() {
         let composite = |text: &str| Version::parse(text, 3).expect("a version");
-        let check = |at: ListAt| check_list_version(&at, "4.7.2").err().map(|e| e.code());
+        let current = CompositeVersion {
+            revisions: vec![4, 7, 2],
+        };
+        let check = |at: ListAt| check_list_version(&at, &current).err().map(|e| e.code());
         assert_eq!(check(ListAt::Latest), None);
         assert_eq!(check(ListAt::NotOlderThan(composite("4.7.2"))), None);
         assert_eq!(check(ListAt::NotOlderThan(composite("1.1.1"))), None);

@@ -191,7 +191,7 @@ pub(crate) fn format_selector(selector: &Value) -> String {
     parts.join(",")
 }
 
-pub(crate) use shoal_core::disruption::label_selector_matches as selector_matches;
+pub(crate) use shoal_core::selector::label_selector_matches as selector_matches;
 
 /// `<none>` for an empty cell, as kubectl prints it.
 pub(crate) fn or_none(s: String) -> String {
