@@ -3,9 +3,10 @@
 //! for a fixed time. Both sides fsync every commit and are reached over loopback TCP.
 //!
 //! Shoal: `replicas` masters in this process, each with its shard groups' logs and state on
-//! disk (redb, durable commits), Raft messages between them over loopback TCP, leaderships
-//! spread over the masters as the balancer spreads them; each client sends its writes to
-//! one master (the key's shard forwards them to the leader when it is elsewhere), as the
+//! disk (redb, durable commits), Raft messages and forwarded writes between them over one
+//! loopback TCP connection per pair of masters, leaderships spread over the masters as the
+//! balancer spreads them; each client, with its own connection, sends its writes to one
+//! master (the key's shard forwards them to the leader when it is elsewhere), as the
 //! API server's store calls do.
 //!
 //! etcd: `replicas` `etcd` processes (Debian's etcd-server 3.4), each client with its own
@@ -229,7 +230,10 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
             ));
             let dir = fresh_dir(&options.dir, &format!("shoal-{replicas}-{clients}"))?;
             let masters = start_masters(replicas, options.shards, &dir).await?;
-            let client = ShoalClient::new(options.shards);
+            // Each client with its own connection, as each etcd client has its own.
+            let conns: Vec<ShoalClient> = (0..clients)
+                .map(|_| ShoalClient::new(options.shards))
+                .collect();
             let targets: Vec<Member> = masters.iter().map(|m| m.member.clone()).collect();
             let v = value(value_bytes);
             let row = drive(
@@ -238,7 +242,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
                 clients,
                 options.seconds,
                 move |c, key| {
-                    let client = client.clone();
+                    let client = conns[c].clone();
                     let to = targets[c % targets.len()].clone();
                     let v = v.clone();
                     async move { client.put(&to, key, v).await }
