@@ -4,6 +4,9 @@
 //! `--chunk-size` asks for them.
 
 use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
 
 use shoal_tests::{Cluster, Kubectl, python};
 
@@ -106,4 +109,158 @@ fn lists_come_in_consistent_pages() {
     // A limit that is not a number is 400.
     let (code, _) = cluster.curl("GET", &format!("{path}?limit=many"), "", "");
     assert_eq!(code, 400);
+}
+
+/// The revisions of a composite resource version.
+fn revisions(version: &str) -> Vec<u64> {
+    version
+        .split('.')
+        .map(|r| r.parse().expect("a revision"))
+        .collect()
+}
+
+/// Whether version `a` is at or past `b` on every shard.
+fn covers(a: &str, b: &str) -> bool {
+    revisions(a).iter().zip(revisions(b)).all(|(a, b)| *a >= b)
+}
+
+#[test]
+fn watches_from_a_version_come_exactly_once_and_bookmarks_tell_where_they_are() {
+    let cluster = Cluster::start("cache", &[]);
+    let path = "/api/v1/namespaces/default/configmaps";
+    let create = |name: &str| {
+        let body = format!(r#"{{"metadata":{{"name":"{name}","labels":{{"set":"cache"}}}}}}"#);
+        let (code, text) = cluster.curl("POST", path, "application/json", &body);
+        assert_eq!(code, 201, "{text}");
+    };
+    for i in 0..3 {
+        create(&format!("cache-{i}"));
+    }
+    // A list at "0" is served by the watch cache, which shows the writes once it has them.
+    let listed = shoal_tests::wait_for("a list at 0 with three", Duration::from_secs(10), || {
+        let (code, body) = cluster.curl("GET", &format!("{path}?resourceVersion=0"), "", "");
+        assert_eq!(code, 200, "{body}");
+        let list: Value = serde_json::from_str(&body).expect("json");
+        let names = list["items"].as_array().map_or(0, |items| {
+            items
+                .iter()
+                .filter(|i| {
+                    i["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("cache-"))
+                })
+                .count()
+        });
+        (names == 3).then_some(list)
+    });
+    let from = listed["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("a version")
+        .to_owned();
+    create("cache-3");
+    let (code, text) = cluster.curl(
+        "PATCH",
+        &format!("{path}/cache-0"),
+        "application/merge-patch+json",
+        r#"{"data":{"k":"v"}}"#,
+    );
+    assert_eq!(code, 200, "{text}");
+    let (code, text) = cluster.curl("DELETE", &format!("{path}/cache-1"), "", "");
+    assert_eq!(code, 200, "{text}");
+
+    let watch = |from: &str, selector: &str| -> Vec<Value> {
+        let (code, text) = cluster.curl(
+            "GET",
+            &format!(
+                "{path}?watch=true&resourceVersion={from}&allowWatchBookmarks=true&timeoutSeconds=3&labelSelector={selector}"
+            ),
+            "",
+            "",
+        );
+        assert_eq!(code, 200, "{text}");
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON event"))
+            .collect()
+    };
+    let named = |events: &[Value]| -> Vec<(String, String)> {
+        let mut named: Vec<(String, String)> = events
+            .iter()
+            .filter(|e| e["type"] != "BOOKMARK")
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or_default().to_owned(),
+                    e["object"]["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect();
+        named.sort();
+        named
+    };
+    let events = watch(&from, "set%3Dcache");
+    let want = |names: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut v: Vec<_> = names
+            .iter()
+            .map(|(t, n)| ((*t).to_owned(), (*n).to_owned()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        named(&events),
+        want(&[
+            ("ADDED", "cache-3"),
+            ("MODIFIED", "cache-0"),
+            ("DELETED", "cache-1")
+        ]),
+        "each change after the list's version, once: {events:?}"
+    );
+    // Versions move forward, and the bookmark before the end is past every event.
+    let versions: Vec<&str> = events
+        .iter()
+        .map(|e| {
+            e["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .expect("a version")
+        })
+        .collect();
+    for pair in versions.windows(2) {
+        assert!(covers(pair[1], pair[0]), "{versions:?}");
+    }
+    let last = events.last().expect("events");
+    assert_eq!(last["type"], "BOOKMARK", "{events:?}");
+    assert_eq!(last["object"]["kind"], "ConfigMap");
+    assert_eq!(last["object"]["apiVersion"], "v1");
+    // Resuming from any event's version gives exactly the events after it.
+    let first_change = &events[0];
+    let resumed = watch(
+        first_change["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("a version"),
+        "set%3Dcache",
+    );
+    assert_eq!(named(&resumed), named(&events[1..]), "{resumed:?}");
+    // A watch whose selector shows nothing still learns, from its bookmark, that it is
+    // past every change.
+    let quiet = watch(&from, "set%3Dnone");
+    assert_eq!(quiet.len(), 1, "{quiet:?}");
+    assert_eq!(quiet[0]["type"], "BOOKMARK");
+    let at = quiet[0]["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("a version");
+    for v in &versions {
+        assert!(covers(at, v), "{at} is past {v}");
+    }
+    // Without allowWatchBookmarks there are none.
+    let (_, text) = cluster.curl(
+        "GET",
+        &format!(
+            "{path}?watch=true&resourceVersion={from}&timeoutSeconds=3&labelSelector=set%3Dnone"
+        ),
+        "",
+        "",
+    );
+    assert!(text.trim().is_empty(), "{text}");
 }

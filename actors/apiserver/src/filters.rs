@@ -28,6 +28,15 @@ impl Filters {
         Ok(Filters { labels, fields })
     }
 
+    /// Copies of the objects that pass both selectors.
+    pub fn keep(&self, objects: &[std::sync::Arc<Value>]) -> Vec<Value> {
+        objects
+            .iter()
+            .filter(|o| self.matches(o))
+            .map(|o| Value::clone(o))
+            .collect()
+    }
+
     /// Whether an object passes both selectors.
     pub fn matches(&self, object: &Value) -> bool {
         self.labels

@@ -1,7 +1,7 @@
 //! The REST layer: turns HTTP into [`ApiRequest`]s for the core, and the core's answers into
 //! JSON, YAML or Table responses; streams watches.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -453,9 +453,26 @@ fn delete_options_with_query(
 
 /// One watch event as a line of JSON.
 fn event_line(kind: &str, object: Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
+    crate::core::cache::event_line(kind, &object)
+}
+
+/// How often a watch that allows bookmarks gets one (Kubernetes: every minute).
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// How long before a watch's timeout its last bookmark is sent, so that the client knows
+/// where to resume (Kubernetes: two seconds).
+const BOOKMARK_BEFORE_END: Duration = Duration::from_secs(2);
+
+/// When a watch ending at `deadline` gets its next bookmark, after `now`.
+fn next_bookmark(
+    now: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+) -> tokio::time::Instant {
+    let periodic = now + BOOKMARK_EVERY;
+    match deadline.checked_sub(BOOKMARK_BEFORE_END) {
+        Some(last) if last > now => periodic.min(last),
+        _ => periodic,
+    }
 }
 
 async fn watch(
@@ -467,7 +484,7 @@ async fn watch(
 ) -> Response {
     let info = target.info;
     let filters = match Filters::parse(info, &options) {
-        Ok(f) => Arc::new(f),
+        Ok(f) => f,
         Err(err) => return error_response(&err),
     };
     let timeout = query
@@ -476,6 +493,7 @@ async fn watch(
         .map_or(Duration::from_secs(1800), Duration::from_secs);
     let include = IncludeObject::parse(query.get("includeObject").map(String::as_str));
     let table = representation == Representation::Table;
+    let bookmarks = parse_bool(query.get("allowWatchBookmarks")) && !table;
     let start = match api.core.watch(info, target.namespace, &options).await {
         Ok(start) => start,
         Err(err @ (ApiError::Gone(_) | ApiError::Timeout(_))) => {
@@ -490,42 +508,68 @@ async fn watch(
     let deadline = tokio::time::Instant::now() + timeout;
     let core = api.core.clone();
     let render_one = move |object: Value, first: bool| -> Value {
-        if table {
-            let rv = object
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            render(info, &[object], &rv, include, first)
-        } else {
-            object
-        }
+        let rv = object
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        render(info, &[object], &rv, include, first)
     };
-    let state = (VecDeque::from(start.initial), start.stream, true);
-    let stream = futures::stream::unfold(state, move |(mut initial, mut live, first)| {
-        let core = core.clone();
-        let filters = filters.clone();
-        async move {
-            if let Some(object) = initial.pop_front() {
-                return Some((
-                    Ok::<_, Infallible>(event_line("ADDED", render_one(object, first))),
-                    (initial, live, false),
-                ));
-            }
-            loop {
-                // The stream ends at the deadline, or when the store ends it (the client resumes).
-                let event = tokio::time::timeout_at(deadline, live.next())
-                    .await
-                    .ok()??;
-                let position = live.position().clone();
-                if let Some((kind, object)) = core.watch_event(&filters, &event, &position) {
-                    return Some((
-                        Ok(event_line(kind, render_one(object, first))),
-                        (initial, live, false),
-                    ));
-                }
+    let bookmark = move |version: String| -> Bytes {
+        let api_version = if info.group.is_empty() {
+            info.version.to_owned()
+        } else {
+            format!("{}/{}", info.group, info.version)
+        };
+        event_line(
+            "BOOKMARK",
+            json!({
+                "kind": info.kind,
+                "apiVersion": api_version,
+                "metadata": {"resourceVersion": version},
+            }),
+        )
+    };
+    // The events are made by a task of the watch's own, which ends with the watch: at its
+    // deadline, when the source ends it, or when the client goes (the body is dropped).
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        let mut first = true;
+        for object in start.initial {
+            let line = if table {
+                event_line("ADDED", render_one(object, first))
+            } else {
+                event_line("ADDED", object)
+            };
+            first = false;
+            if tx.send(line).await.is_err() {
+                return;
             }
         }
+        let mut live = start.live;
+        let mut bookmark_at = next_bookmark(tokio::time::Instant::now(), deadline);
+        loop {
+            let line = tokio::select! {
+                change = live.next(&core, &filters) => match change {
+                    Some(change) if table => event_line(change.kind(), render_one(change.object(), first)),
+                    Some(change) => change.line(),
+                    None => return,
+                },
+                () = tokio::time::sleep_until(bookmark_at), if bookmarks => {
+                    bookmark_at = next_bookmark(tokio::time::Instant::now(), deadline);
+                    bookmark(live.position())
+                }
+                () = tokio::time::sleep_until(deadline) => return,
+                () = tx.closed() => return,
+            };
+            first = false;
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
     });
     streaming_response(stream.boxed(), table)
 }

@@ -9,9 +9,7 @@ use shoal_core::{
     ApiError, ApiReply, ApiRequest, CompositeVersion, Fence, ObjectKey, PatchKind, RequestOptions,
     Verb, shard_for,
 };
-use shoal_store::{
-    EventKind, Store, StoreError, StoreEvent, StoreWatch, Stored, WriteOp, WriteOutcome,
-};
+use shoal_store::{Store, StoreError, StoreEvent, StoreWatch, Stored, WriteOp, WriteOutcome};
 
 pub use crate::filters::Filters;
 pub use crate::objects::list_object;
@@ -38,13 +36,15 @@ pub struct ApiCore {
     ranges: crate::addresses::ServiceRanges,
     /// Lists kept for their next pages.
     pages: pages::SharedPages,
+    /// The watch cache, made by the first list at "0" or watch from a version.
+    caches: std::sync::Arc<cache::Caches>,
 }
 
 /// The start of a watch: synthetic ADDED objects (for starts at "any" or "latest"), then the
 /// live stream.
 pub struct WatchStart {
     pub initial: Vec<Value>,
-    pub stream: StoreWatch,
+    pub live: Live,
 }
 
 /// How a write is to be made: for real or as a dry run, and under which leadership term.
@@ -64,12 +64,14 @@ pub(crate) struct WriteCtx {
 }
 
 mod apply;
+pub mod cache;
 mod delete;
 mod namespaces;
 mod pages;
 mod watch;
 
 pub use delete::{DeleteOptions, DeletePlan, Propagation, is_deleting};
+pub use watch::{Change, Live};
 
 impl WriteCtx {
     /// Drops the fields `object`'s kind does not have, as `?fieldValidation=` says.
@@ -129,6 +131,7 @@ impl ApiCore {
             store,
             ranges,
             pages: Default::default(),
+            caches: Default::default(),
         }
     }
 
@@ -349,6 +352,10 @@ impl ApiCore {
             let mut kept = self.pages.lock().unwrap_or_else(|p| p.into_inner());
             return kept.next_page(token, &query, limit, now);
         }
+        if let Some((items, version)) = self.list_cached(info, namespace, options, &at).await? {
+            let mut kept = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+            return Ok(kept.first_page(items, version, query, limit, now));
+        }
         // A version from the future may be one a lagging read has not reached yet: read
         // again for a while before answering that it is too large, as Kubernetes waits.
         let deadline = now + pages::FRESHNESS_WAIT;
@@ -364,6 +371,41 @@ impl ApiCore {
         };
         let mut kept = self.pages.lock().unwrap_or_else(|p| p.into_inner());
         Ok(kept.first_page(items, version, query, limit, now))
+    }
+
+    /// A list served by the watch cache: at "0", or at a version it reaches within
+    /// [`pages::FRESHNESS_WAIT`] (504 when it does not). `None` for the lists the store
+    /// serves: at the latest version, an exact one, or while there is no cache.
+    async fn list_cached(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        options: &RequestOptions,
+        at: &pages::ListAt,
+    ) -> Result<Option<(Vec<Value>, String)>, ApiError> {
+        let want = match at {
+            pages::ListAt::Any => None,
+            pages::ListAt::NotOlderThan(Version::Composite(c)) => Some(c.clone()),
+            pages::ListAt::NotOlderThan(Version::Revision(r)) if self.shards() == 1 => {
+                Some(CompositeVersion {
+                    revisions: vec![*r],
+                })
+            }
+            _ => return Ok(None),
+        };
+        let filters = Filters::parse(info, options)?;
+        let Some(cache) = self.cache().await else {
+            return Ok(None);
+        };
+        if let Some(want) = &want
+            && !cache.reach(want, pages::FRESHNESS_WAIT).await
+        {
+            pages::check_list_version(at, &cache.position())?;
+        }
+        let prefix = ObjectKey::prefix(info.group, info.resource, namespace);
+        let (items, version) = cache.list(&prefix);
+        let items = filters.keep(&items);
+        Ok(Some((items, version.encode())))
     }
 
     /// The objects that pass the request's selectors, and the list's composite version.

@@ -30,8 +30,10 @@ pub const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
 /// What state a list may show, from its `resourceVersion` and `resourceVersionMatch`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListAt {
-    /// The most recent (no version, or `0`: any, which the most recent is too).
+    /// The most recent (no version).
     Latest,
+    /// Any state (`0`): the watch cache's.
+    Any,
     /// At least as new as this version.
     NotOlderThan(Version),
     /// Exactly this version.
@@ -93,7 +95,8 @@ pub fn list_at(options: &RequestOptions, shards: usize) -> Result<ListAt, ApiErr
     }
     let version = Version::parse(rv, shards).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(match (version, rv_match) {
-        (Version::Latest | Version::Any, _) => ListAt::Latest,
+        (Version::Latest, _) => ListAt::Latest,
+        (Version::Any, _) => ListAt::Any,
         (v, "Exact") => ListAt::Exact(v),
         (v, _) => ListAt::NotOlderThan(v),
     })
@@ -106,7 +109,7 @@ pub fn list_at(options: &RequestOptions, shards: usize) -> Result<ListAt, ApiErr
 pub fn check_list_version(at: &ListAt, current: &CompositeVersion) -> Result<(), ApiError> {
     let revisions = &current.revisions;
     let (wanted, exact) = match at {
-        ListAt::Latest => return Ok(()),
+        ListAt::Latest | ListAt::Any => return Ok(()),
         ListAt::NotOlderThan(v) => (v, false),
         ListAt::Exact(v) => (v, true),
     };
@@ -417,8 +420,8 @@ mod tests {
     #[test]
     fn list_versions_are_read_as_kubernetes_validates_them() {
         assert_eq!(at("", ""), Ok(ListAt::Latest));
-        assert_eq!(at("0", ""), Ok(ListAt::Latest));
-        assert_eq!(at("0", "NotOlderThan"), Ok(ListAt::Latest));
+        assert_eq!(at("0", ""), Ok(ListAt::Any));
+        assert_eq!(at("0", "NotOlderThan"), Ok(ListAt::Any));
         assert_eq!(at("5", ""), Ok(ListAt::NotOlderThan(Version::Revision(5))));
         assert!(matches!(
             at("1.2.3", "Exact"),

@@ -1,11 +1,115 @@
 //! Watches: where one starts (synthetic ADDED events or a version to replay from) and how a
 //! store event becomes a watch event.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
 use super::*;
 
+/// Where a watch's events come from: the watch cache, or (for a watch at the latest version
+/// or one from before the cache's window) the store.
+pub enum Live {
+    Store(StoreWatch),
+    Cache(cache::CacheWatch),
+}
+
+/// One event of a watch.
+pub enum Change {
+    /// From the store: its type and the object at the watch's position.
+    Store { kind: &'static str, object: Value },
+    /// From the cache: the event and the watcher's position, when it is not the event's own.
+    Cached {
+        event: Arc<cache::CacheEvent>,
+        own_position: Option<String>,
+    },
+}
+
+impl Change {
+    /// The object at the watch's position.
+    pub fn object(&self) -> Value {
+        match self {
+            Change::Store { object, .. } => object.clone(),
+            Change::Cached {
+                event,
+                own_position: Some(at),
+            } => event.object_at(at),
+            Change::Cached { event, .. } => event.object_at(&event.position.encode()),
+        }
+    }
+
+    /// The event's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Store { kind, .. } => kind,
+            Change::Cached { event, .. } => cache::kind_name(event.kind),
+        }
+    }
+
+    /// The event as a line of JSON.
+    pub fn line(&self) -> Bytes {
+        match self {
+            Change::Cached {
+                event,
+                own_position: None,
+            } => event.shared_line(),
+            other => cache::event_line(other.kind(), &other.object()),
+        }
+    }
+}
+
+impl Live {
+    /// The next event that passes `filters`; `None` when the stream ended (the client
+    /// resumes from the last version it saw).
+    pub async fn next(&mut self, core: &ApiCore, filters: &Filters) -> Option<Change> {
+        match self {
+            Live::Store(stream) => loop {
+                let event = stream.next().await?;
+                let position = stream.position().clone();
+                if let Some((kind, object)) = core.watch_event(filters, &event, &position) {
+                    return Some(Change::Store { kind, object });
+                }
+            },
+            Live::Cache(watch) => loop {
+                let (event, exact) = watch.next().await?;
+                if filters.matches(&event.object) {
+                    let own_position = (!exact).then(|| watch.position().encode());
+                    return Some(Change::Cached {
+                        event,
+                        own_position,
+                    });
+                }
+            },
+        }
+    }
+
+    /// The version every event up to which has been passed (a bookmark's version).
+    pub fn position(&self) -> String {
+        match self {
+            Live::Store(stream) => stream.position().encode(),
+            Live::Cache(watch) => watch.position().encode(),
+        }
+    }
+}
+
 impl ApiCore {
-    /// Starts a watch per the request's `resourceVersion`: "" and "0" begin with synthetic
-    /// ADDED events for the current state; a version replays everything after it.
+    /// The watch cache, made on first use; `None` when the store cannot be read to make it
+    /// (the caller reads the store instead).
+    pub(crate) async fn cache(&self) -> Option<Arc<cache::ResourceCache>> {
+        match self.caches.get(&self.store).await {
+            Ok(cache) => Some(cache),
+            Err(err) => {
+                tracing::debug!(%err, "no watch cache yet; reading the store");
+                None
+            }
+        }
+    }
+
+    /// Starts a watch per the request's `resourceVersion`. "" begins with synthetic ADDED
+    /// events for the current state, read from the store; "0" does the same from the watch
+    /// cache; a version replays everything after it, from the cache when its window reaches
+    /// back that far.
     pub async fn watch(
         &self,
         info: &ResourceInfo,
@@ -26,25 +130,73 @@ impl ApiCore {
             // A single revision from one object of a many-shard store names no position in
             // the others: watch from now.
             Version::Revision(_) => None,
-            Version::Latest | Version::Any => {
+            Version::Any => {
                 let filters = Filters::parse(info, options)?;
-                let (initial, list_version) = self.list_prefix(info, &prefix, &filters).await?;
-                let stream = self
-                    .store
-                    .watch(&prefix, Some(&list_version))
-                    .await
-                    .map_err(|e| map_store_error(info, "", e))?;
-                return Ok(WatchStart { initial, stream });
+                if let Some(cache) = self.cache().await {
+                    let (items, watch) = cache.snapshot_and_watch(&prefix);
+                    let initial = filters.keep(&items);
+                    return Ok(WatchStart {
+                        initial,
+                        live: Live::Cache(watch),
+                    });
+                }
+                return self.watch_listed(info, &prefix, &filters).await;
+            }
+            Version::Latest => {
+                let filters = Filters::parse(info, options)?;
+                return self.watch_listed(info, &prefix, &filters).await;
             }
         };
+        if let Some(cache) = self.cache().await {
+            let from = match from {
+                Some(from) => from,
+                None => cache.position(),
+            };
+            if !cache.reach(&from, pages::FRESHNESS_WAIT).await {
+                return Err(ApiError::Timeout(format!(
+                    "Too large resource version: {}, current: {}",
+                    from.encode(),
+                    cache.position().encode()
+                )));
+            }
+            if let Some(watch) = cache.watch_from(&prefix, &from) {
+                return Ok(WatchStart {
+                    initial: Vec::new(),
+                    live: Live::Cache(watch),
+                });
+            }
+            return self.watch_store(info, &prefix, Some(&from)).await;
+        }
+        self.watch_store(info, &prefix, from.as_ref()).await
+    }
+
+    /// A watch that starts with the objects a list of the store shows.
+    async fn watch_listed(
+        &self,
+        info: &ResourceInfo,
+        prefix: &str,
+        filters: &Filters,
+    ) -> Result<WatchStart, ApiError> {
+        let (initial, list_version) = self.list_prefix(info, prefix, filters).await?;
+        let mut start = self.watch_store(info, prefix, Some(&list_version)).await?;
+        start.initial = initial;
+        Ok(start)
+    }
+
+    async fn watch_store(
+        &self,
+        info: &ResourceInfo,
+        prefix: &str,
+        from: Option<&CompositeVersion>,
+    ) -> Result<WatchStart, ApiError> {
         let stream = self
             .store
-            .watch(&prefix, from.as_ref())
+            .watch(prefix, from)
             .await
             .map_err(|e| map_store_error(info, "", e))?;
         Ok(WatchStart {
             initial: Vec::new(),
-            stream,
+            live: Live::Store(stream),
         })
     }
 
@@ -60,11 +212,6 @@ impl ApiCore {
         if !filters.matches(&object) {
             return None;
         }
-        let kind = match event.kind {
-            EventKind::Added => "ADDED",
-            EventKind::Modified => "MODIFIED",
-            EventKind::Deleted => "DELETED",
-        };
-        Some((kind, object))
+        Some((cache::kind_name(event.kind), object))
     }
 }
