@@ -29,7 +29,7 @@ impl Filters {
     }
 
     /// Copies of the objects that pass both selectors.
-    pub fn keep(&self, objects: &[std::sync::Arc<Value>]) -> Vec<Value> {
+    pub fn keep(&self, objects: &[std::sync::Arc<crate::core::cache::Item>]) -> Vec<Value> {
         objects
             .iter()
             .filter(|o| self.matches(o))

@@ -35,7 +35,6 @@ pub struct HttpApi {
 const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
 fn respond_json(code: u16, value: &Value, representation: Representation) -> Response {
-    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let (content_type, body) = match representation {
         Representation::Yaml => (
             "application/yaml",
@@ -52,6 +51,12 @@ fn respond_json(code: u16, value: &Value, representation: Representation) -> Res
             serde_json::to_vec(value).unwrap_or_default(),
         ),
     };
+    respond_bytes(code, body, content_type)
+}
+
+/// A response of `body`, already encoded as `content_type`.
+fn respond_bytes(code: u16, body: Vec<u8>, content_type: &'static str) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, body).into_response();
     response
         .headers_mut()
@@ -362,12 +367,21 @@ async fn dispatch(
         // Terms fence the cluster's own leader-elected components; HTTP clients carry none.
         fence: None,
     };
-    let reply = api.core.handle(request).await;
+    let mut reply = api.core.handle(request).await;
     if !reply.is_success()
         || representation != Representation::Table
         || !matches!(verb, Verb::Get | Verb::List)
     {
-        let mut response = respond_json(reply.code, &reply.json(), plain);
+        // The core's reply is JSON already: sent as it is, not decoded and encoded again.
+        let mut response = if plain == Representation::Json && !reply.body.is_empty() {
+            respond_bytes(
+                reply.code,
+                std::mem::take(&mut reply.body),
+                "application/json",
+            )
+        } else {
+            respond_json(reply.code, &reply.json(), plain)
+        };
         for warning in &reply.warnings {
             // As Kubernetes sends them: code 299, no agent, the text quoted.
             let quoted = format!("299 - {:?}", warning);

@@ -36,6 +36,37 @@ const LAG: usize = 8192;
 /// The longest a cache waits before it tries its store watch again after an error.
 const MOST_BACKOFF: Duration = Duration::from_secs(1);
 
+/// An object as lists show it, and its JSON, encoded by the first list that writes it out
+/// and shared by every list after.
+#[derive(Debug)]
+pub struct Item {
+    value: Value,
+    json: OnceLock<Vec<u8>>,
+}
+
+impl Item {
+    pub fn new(value: Value) -> Item {
+        Item {
+            value,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The object as JSON.
+    pub fn json(&self) -> &[u8] {
+        self.json
+            .get_or_init(|| serde_json::to_vec(&self.value).unwrap_or_default())
+    }
+}
+
+impl std::ops::Deref for Item {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 /// One change, as the cache keeps it.
 #[derive(Debug)]
 pub struct CacheEvent {
@@ -44,7 +75,7 @@ pub struct CacheEvent {
     pub rev: u64,
     pub key: String,
     /// The object (the last state, for a deletion), with its own revision as its version.
-    pub object: Arc<Value>,
+    pub object: Arc<Item>,
     /// The cache's position once this event is applied.
     pub position: CompositeVersion,
     /// The watch line of this event at `position`, made by the first watcher that sends it.
@@ -107,7 +138,7 @@ pub fn covers(have: &CompositeVersion, want: &CompositeVersion) -> bool {
 
 /// The cached state.
 struct State {
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Arc<Item>>,
     position: CompositeVersion,
     /// Recent events, oldest first.
     window: VecDeque<Arc<CacheEvent>>,
@@ -120,7 +151,9 @@ impl State {
     fn new(items: Vec<(String, Stored)>, position: CompositeVersion) -> State {
         let objects = items
             .into_iter()
-            .filter_map(|(key, stored)| Some((key, Arc::new(decode(&stored.value, stored.rev)?))))
+            .filter_map(|(key, stored)| {
+                Some((key, Arc::new(Item::new(decode(&stored.value, stored.rev)?))))
+            })
             .collect();
         State {
             objects,
@@ -132,7 +165,7 @@ impl State {
     }
 
     /// The objects whose keys start with `prefix`.
-    fn under(&self, prefix: &str) -> Vec<Arc<Value>> {
+    fn under(&self, prefix: &str) -> Vec<Arc<Item>> {
         self.objects
             .range(prefix.to_owned()..)
             .take_while(|(key, _)| key.starts_with(prefix))
@@ -151,7 +184,7 @@ impl State {
         let Some(object) = decode(&event.value, event.rev) else {
             return;
         };
-        let object = Arc::new(object);
+        let object = Arc::new(Item::new(object));
         match event.kind {
             EventKind::Deleted => {
                 self.objects.remove(&event.key);
@@ -257,7 +290,7 @@ impl CacheWatch {
 
 impl ResourceCache {
     /// The objects under `prefix` and the position they are at.
-    pub fn list(&self, prefix: &str) -> (Vec<Arc<Value>>, CompositeVersion) {
+    pub fn list(&self, prefix: &str) -> (Vec<Arc<Item>>, CompositeVersion) {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         (state.under(prefix), state.position.clone())
     }
@@ -317,7 +350,7 @@ impl ResourceCache {
     }
 
     /// The objects under `prefix` now, and a watch of what follows them.
-    pub fn snapshot_and_watch(&self, prefix: &str) -> (Vec<Arc<Value>>, CacheWatch) {
+    pub fn snapshot_and_watch(&self, prefix: &str) -> (Vec<Arc<Item>>, CacheWatch) {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let items = state.under(prefix);
         let watch = CacheWatch {
@@ -466,7 +499,7 @@ mod tests {
         }
     }
 
-    fn names(items: &[Arc<Value>]) -> Vec<String> {
+    fn names(items: &[Arc<Item>]) -> Vec<String> {
         items
             .iter()
             .map(|o| {

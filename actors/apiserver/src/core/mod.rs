@@ -147,6 +147,16 @@ impl ApiCore {
 
     /// Answers one request.
     pub async fn handle(&self, req: ApiRequest) -> ApiReply {
+        if req.verb == Verb::List && req.name.is_none() && req.subresource.is_none() {
+            return match self.list_encoded(&req).await {
+                Ok(body) => ApiReply {
+                    code: 200,
+                    body,
+                    warnings: Vec::new(),
+                },
+                Err(err) => ApiReply::error(&err),
+            };
+        }
         let warnings = std::sync::Arc::default();
         let mut reply = match self.dispatch(&req, std::sync::Arc::clone(&warnings)).await {
             Ok((code, value)) => ApiReply::ok(code, &value),
@@ -238,15 +248,6 @@ impl ApiCore {
         }
         match (req.verb, req.name.as_deref()) {
             (Verb::Get, Some(name)) => Ok((200, self.get(info, namespace, name).await?)),
-            (Verb::List, None) => {
-                let page = self.list_page(info, namespace, &req.options).await?;
-                let mut list = list_object(info, page.items, &page.version);
-                if let Some(next) = page.next {
-                    list["metadata"]["continue"] = json!(next);
-                    list["metadata"]["remainingItemCount"] = json!(page.remaining);
-                }
-                Ok((200, list))
-            }
             (Verb::Create, None) => self
                 .create(info, namespace, &req.body, &ctx)
                 .await
@@ -333,6 +334,38 @@ impl ApiCore {
         with_version(&stored.value, &stored.rev.to_string())
     }
 
+    /// A list (one page of it), encoded: its items are shared with the watch cache or the
+    /// kept pages, and written out without being copied.
+    async fn list_encoded(&self, req: &ApiRequest) -> Result<Vec<u8>, ApiError> {
+        let info = resources::find(&req.group, &req.version, &req.resource)
+            .ok_or(ApiError::UnknownResource)?;
+        let namespace = req.namespace.as_deref().filter(|_| info.namespaced);
+        let page = self.list_page(info, namespace, &req.options).await?;
+        let mut metadata = json!({"resourceVersion": page.version});
+        if let Some(next) = page.next {
+            metadata["continue"] = json!(next);
+            metadata["remainingItemCount"] = json!(page.remaining);
+        }
+        let head = json!({
+            "kind": format!("{}List", info.kind),
+            "apiVersion": info.api_version(),
+            "metadata": metadata,
+        });
+        let mut out = serde_json::to_vec(&head)
+            .map_err(|e| ApiError::Internal(format!("encoding a list: {e}")))?;
+        // The head is an object (so it ends with '}'): the items go in before its end.
+        out.pop();
+        out.extend_from_slice(b",\"items\":[");
+        for (i, item) in page.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(item.json());
+        }
+        out.extend_from_slice(b"]}");
+        Ok(out)
+    }
+
     /// One page of a list: the first reads the store, the next ones the list it read.
     async fn list_page(
         &self,
@@ -362,7 +395,15 @@ impl ApiCore {
         let (items, version) = loop {
             let (items, version) = self.list_composite(info, namespace, options).await?;
             match pages::check_list_version(&at, &version) {
-                Ok(()) => break (items, version.encode()),
+                Ok(()) => {
+                    break (
+                        items
+                            .into_iter()
+                            .map(|v| std::sync::Arc::new(cache::Item::new(v)))
+                            .collect(),
+                        version.encode(),
+                    );
+                }
                 Err(ApiError::Timeout(_)) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
@@ -382,7 +423,7 @@ impl ApiCore {
         namespace: Option<&str>,
         options: &RequestOptions,
         at: &pages::ListAt,
-    ) -> Result<Option<(Vec<Value>, String)>, ApiError> {
+    ) -> Result<Option<(Vec<std::sync::Arc<cache::Item>>, String)>, ApiError> {
         let want = match at {
             pages::ListAt::Any => None,
             pages::ListAt::NotOlderThan(Version::Composite(c)) => Some(c.clone()),
@@ -404,7 +445,7 @@ impl ApiCore {
         }
         let prefix = ObjectKey::prefix(info.group, info.resource, namespace);
         let (items, version) = cache.list(&prefix);
-        let items = filters.keep(&items);
+        let items = items.into_iter().filter(|o| filters.matches(o)).collect();
         Ok(Some((items, version.encode())))
     }
 

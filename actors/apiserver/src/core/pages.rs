@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use shoal_core::version::{CompositeVersion, Version};
 use shoal_core::{ApiError, RequestOptions};
 
+use super::cache::Item;
 use crate::resources::ResourceInfo;
 
 /// How long the rest of a list is kept for its next page (Kubernetes' compaction interval).
@@ -158,7 +158,7 @@ struct Kept {
     made: Instant,
     /// The request the list answers: the same resource, namespace and selectors.
     query: String,
-    items: Arc<Vec<Value>>,
+    items: Arc<Vec<Arc<Item>>>,
     version: String,
 }
 
@@ -171,7 +171,7 @@ pub struct Pages {
 
 /// One page of a list.
 pub struct Page {
-    pub items: Vec<Value>,
+    pub items: Vec<Arc<Item>>,
     pub version: String,
     /// The token for the next page, when there is one.
     pub next: Option<String>,
@@ -245,7 +245,7 @@ impl Pages {
     /// The first page of `items`, keeping the rest when there is more than `limit`.
     pub fn first_page(
         &mut self,
-        items: Vec<Value>,
+        items: Vec<Arc<Item>>,
         version: String,
         query: String,
         limit: Option<usize>,
@@ -279,7 +279,7 @@ impl Pages {
         }
     }
 
-    fn cut(items: &[Value], at: usize, limit: Option<usize>, id: u64, version: &str) -> Page {
+    fn cut(items: &[Arc<Item>], at: usize, limit: Option<usize>, id: u64, version: &str) -> Page {
         let start = at.min(items.len());
         let end = limit.map_or(items.len(), |l| {
             start.saturating_add(l.max(1)).min(items.len())
@@ -309,9 +309,9 @@ mod tests {
 
     use super::*;
 
-    fn items(n: usize) -> Vec<Value> {
+    fn items(n: usize) -> Vec<Arc<Item>> {
         (0..n)
-            .map(|i| json!({"metadata": {"name": format!("i{i}")}}))
+            .map(|i| Arc::new(Item::new(json!({"metadata": {"name": format!("i{i}")}}))))
             .collect()
     }
 
