@@ -8,8 +8,13 @@
 //! `shoal-bench store` measures store writes (fsync on) with 1 and 3 replicas and 1, 16 and
 //! 256 clients, side by side with etcd 3.4 driven the same way through its v3 gRPC API, and
 //! the time from killing a group leader's process to the first acknowledged write.
+//!
+//! `shoal-bench api` measures the Kubernetes API of a `shoal-master` over HTTPS: latency per
+//! verb at a write rate, lists of many pods from the watch cache, and the delivery lag of
+//! many watchers of one write stream.
 
 mod actors;
+mod api;
 mod store;
 
 /// The masters' allocator, so that the store is measured as it runs.
@@ -31,6 +36,8 @@ enum Command {
     Actors(actors::Options),
     /// Store writes and failover, side by side with etcd.
     Store(store::Options),
+    /// The Kubernetes API over HTTPS: verbs at a write rate, big lists, many watchers.
+    Api(api::Options),
     /// The far side of a two-process run (started by `actors`).
     #[command(hide = true)]
     ActorsPeer(actors::PeerOptions),
@@ -44,6 +51,7 @@ async fn main() {
         Command::Actors(options) => actors::run(options).await.map_err(|e| e.to_string()),
         Command::ActorsPeer(options) => actors::peer(options).await.map_err(|e| e.to_string()),
         Command::Store(options) => store::run(options).await.map_err(|e| e.to_string()),
+        Command::Api(options) => api::run(options).await.map_err(|e| e.to_string()),
     };
     if let Err(err) = result {
         eprintln!("shoal-bench: {err}");
