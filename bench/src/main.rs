@@ -23,6 +23,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 
+/// Writes a benchmark's numbers to `out` (making its directory) and says where.
+fn write_report(out: &std::path::Path, report: &serde_json::Value) -> std::io::Result<()> {
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(out, serde_json::to_vec_pretty(report)?)?;
+    println!("written to {}", out.display());
+    Ok(())
+}
+
 #[derive(Parser)]
 #[command(name = "shoal-bench", version)]
 struct Cli {

@@ -530,16 +530,11 @@ async fn watch(
         render(info, &[object], &rv, include, first)
     };
     let bookmark = move |version: String| -> Bytes {
-        let api_version = if info.group.is_empty() {
-            info.version.to_owned()
-        } else {
-            format!("{}/{}", info.group, info.version)
-        };
         event_line(
             "BOOKMARK",
             json!({
                 "kind": info.kind,
-                "apiVersion": api_version,
+                "apiVersion": info.api_version(),
                 "metadata": {"resourceVersion": version},
             }),
         )

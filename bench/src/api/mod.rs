@@ -648,14 +648,7 @@ pub async fn run(options: Options) -> Result<(), ApiBenchError> {
         "list": listed,
         "watch": watched,
     });
-    if let Some(parent) = options.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(
-        &options.out,
-        serde_json::to_vec_pretty(&report).map_err(setup)?,
-    )?;
-    println!("written to {}", options.out.display());
+    crate::write_report(&options.out, &report)?;
     Ok(())
 }
 

@@ -347,13 +347,6 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
         "results": rows,
         "failover": [failover_shoal, failover_etcd],
     });
-    if let Some(parent) = options.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(
-        &options.out,
-        serde_json::to_vec_pretty(&report).map_err(setup)?,
-    )?;
-    println!("written to {}", options.out.display());
+    crate::write_report(&options.out, &report)?;
     Ok(())
 }

@@ -173,7 +173,9 @@ impl State {
             .collect()
     }
 
-    fn apply(&mut self, event: &StoreEvent) {
+    /// Applies `event`, whose value `object` is (decoded by the caller, outside the lock
+    /// that lists and watches take).
+    fn apply(&mut self, event: &StoreEvent, object: Option<Item>) {
         let Some(slot) = self.position.revisions.get_mut(event.shard as usize) else {
             return;
         };
@@ -181,10 +183,10 @@ impl State {
             return;
         }
         *slot = event.rev;
-        let Some(object) = decode(&event.value, event.rev) else {
+        let Some(object) = object else {
             return;
         };
-        let object = Arc::new(Item::new(object));
+        let object = Arc::new(object);
         match event.kind {
             EventKind::Deleted => {
                 self.objects.remove(&event.key);
@@ -224,14 +226,14 @@ fn decode(value: &[u8], rev: u64) -> Option<Value> {
 }
 
 /// The cache.
-pub struct ResourceCache {
+pub struct WatchCache {
     state: Mutex<State>,
     /// Woken whenever the position moves.
     moved: tokio::sync::Notify,
     feeder: tokio::task::AbortHandle,
 }
 
-impl Drop for ResourceCache {
+impl Drop for WatchCache {
     fn drop(&mut self) {
         self.feeder.abort();
     }
@@ -288,7 +290,7 @@ impl CacheWatch {
     }
 }
 
-impl ResourceCache {
+impl WatchCache {
     /// The objects under `prefix` and the position they are at.
     pub fn list(&self, prefix: &str) -> (Vec<Arc<Item>>, CompositeVersion) {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -365,22 +367,22 @@ impl ResourceCache {
 
 /// The watch cache, made on first use.
 #[derive(Default)]
-pub struct Caches {
-    made: OnceCell<Arc<ResourceCache>>,
+pub struct LazyCache {
+    made: OnceCell<Arc<WatchCache>>,
 }
 
-impl std::fmt::Debug for Caches {
+impl std::fmt::Debug for LazyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Caches")
+        f.debug_struct("LazyCache")
             .field("made", &self.made.initialized())
             .finish()
     }
 }
 
-impl Caches {
+impl LazyCache {
     /// The cache, made (by one list of the store, then a watch from it) if this is its
     /// first use.
-    pub async fn get(&self, store: &Store) -> Result<Arc<ResourceCache>, StoreError> {
+    pub async fn get(&self, store: &Store) -> Result<Arc<WatchCache>, StoreError> {
         self.made
             .get_or_try_init(|| start(store.clone(), KEYS.to_owned()))
             .await
@@ -388,12 +390,12 @@ impl Caches {
     }
 }
 
-async fn start(store: Store, prefix: String) -> Result<Arc<ResourceCache>, StoreError> {
+async fn start(store: Store, prefix: String) -> Result<Arc<WatchCache>, StoreError> {
     let (items, position) = store.list(&prefix).await?;
     let stream = store.watch(&prefix, Some(&position)).await?;
-    Ok(Arc::new_cyclic(|cache: &Weak<ResourceCache>| {
+    Ok(Arc::new_cyclic(|cache: &Weak<WatchCache>| {
         let feeder = tokio::spawn(feed(cache.clone(), store, prefix, stream)).abort_handle();
-        ResourceCache {
+        WatchCache {
             state: Mutex::new(State::new(items, position)),
             moved: tokio::sync::Notify::new(),
             feeder,
@@ -406,7 +408,7 @@ async fn start(store: Store, prefix: String) -> Result<Arc<ResourceCache>, Store
 /// has the events since (410), the cache lists again and starts over, ending every watch it
 /// serves so that their clients resume.
 async fn feed(
-    cache: Weak<ResourceCache>,
+    cache: Weak<WatchCache>,
     store: Store,
     prefix: String,
     mut stream: shoal_store::StoreWatch,
@@ -417,11 +419,12 @@ async fn feed(
             let Some(cache) = cache.upgrade() else {
                 return;
             };
+            let object = decode(&event.value, event.rev).map(Item::new);
             cache
                 .state
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .apply(&event);
+                .apply(&event, object);
             cache.moved.notify_waiters();
             backoff = Duration::from_millis(10);
         }
@@ -485,14 +488,21 @@ mod tests {
         }
     }
 
+    impl State {
+        /// Applies an event as the feeder does.
+        fn apply_raw(&mut self, event: &StoreEvent) {
+            self.apply(event, decode(&event.value, event.rev).map(Item::new));
+        }
+    }
+
     fn version(revisions: &[u64]) -> CompositeVersion {
         CompositeVersion {
             revisions: revisions.to_vec(),
         }
     }
 
-    fn cache(state: State) -> ResourceCache {
-        ResourceCache {
+    fn cache(state: State) -> WatchCache {
+        WatchCache {
             state: Mutex::new(state),
             moved: tokio::sync::Notify::new(),
             feeder: tokio::spawn(async {}).abort_handle(),
@@ -516,11 +526,11 @@ mod tests {
         let c = cache(State::new(Vec::new(), version(&[3, 5])));
         {
             let mut s = c.state.lock().expect("the state");
-            s.apply(&event(0, 4, EventKind::Added, "a", "x"));
-            s.apply(&event(1, 6, EventKind::Added, "b", "y"));
-            s.apply(&event(0, 7, EventKind::Deleted, "a", "x"));
+            s.apply_raw(&event(0, 4, EventKind::Added, "a", "x"));
+            s.apply_raw(&event(1, 6, EventKind::Added, "b", "y"));
+            s.apply_raw(&event(0, 7, EventKind::Deleted, "a", "x"));
             // A repeated event changes nothing.
-            s.apply(&event(1, 6, EventKind::Deleted, "b", "y"));
+            s.apply_raw(&event(1, 6, EventKind::Deleted, "b", "y"));
         }
         let (items, at) = c.list("/core/pods/");
         assert_eq!(names(&items), ["b"]);
@@ -534,9 +544,9 @@ mod tests {
         let c = cache(State::new(Vec::new(), version(&[0, 0])));
         {
             let mut s = c.state.lock().expect("the state");
-            s.apply(&event(0, 1, EventKind::Added, "a", "x"));
-            s.apply(&event(1, 1, EventKind::Added, "b", "x"));
-            s.apply(&event(0, 2, EventKind::Modified, "a", "x"));
+            s.apply_raw(&event(0, 1, EventKind::Added, "a", "x"));
+            s.apply_raw(&event(1, 1, EventKind::Added, "b", "x"));
+            s.apply_raw(&event(0, 2, EventKind::Modified, "a", "x"));
         }
         // From [2, 0]: shard 0's events are already seen.
         let mut w = c
@@ -550,7 +560,7 @@ mod tests {
         c.state
             .lock()
             .expect("the state")
-            .apply(&event(1, 2, EventKind::Deleted, "b", "x"));
+            .apply_raw(&event(1, 2, EventKind::Deleted, "b", "x"));
         let (e, exact) = w.next().await.expect("an event");
         assert_eq!((e.kind, e.rev, exact), (EventKind::Deleted, 2, true));
         let line: Value = serde_json::from_slice(&e.shared_line()).expect("JSON");
@@ -564,7 +574,7 @@ mod tests {
         {
             let mut s = c.state.lock().expect("the state");
             for rev in 1..=(WINDOW as u64 + 10) {
-                s.apply(&event(0, rev, EventKind::Added, &format!("p{rev}"), "x"));
+                s.apply_raw(&event(0, rev, EventKind::Added, &format!("p{rev}"), "x"));
             }
         }
         assert!(c.watch_from("/core/pods/", &version(&[5])).is_none());
@@ -579,8 +589,8 @@ mod tests {
         let (_, mut w) = c.snapshot_and_watch("/core/pods/x/");
         {
             let mut s = c.state.lock().expect("the state");
-            s.apply(&event(0, 1, EventKind::Added, "a", "y"));
-            s.apply(&event(0, 2, EventKind::Added, "b", "x"));
+            s.apply_raw(&event(0, 1, EventKind::Added, "a", "y"));
+            s.apply_raw(&event(0, 2, EventKind::Added, "b", "x"));
         }
         let (e, exact) = w.next().await.expect("an event");
         assert_eq!((e.rev, exact), (2, true));
@@ -606,7 +616,7 @@ mod tests {
         c.state
             .lock()
             .expect("the state")
-            .apply(&event(0, 1, EventKind::Added, "a", "x"));
+            .apply_raw(&event(0, 1, EventKind::Added, "a", "x"));
         // A waiter that began waiting before the event is woken; one that had not yet looked
         // sees the new position when it does.
         c.moved.notify_waiters();

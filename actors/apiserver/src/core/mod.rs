@@ -37,7 +37,7 @@ pub struct ApiCore {
     /// Lists kept for their next pages.
     pages: pages::SharedPages,
     /// The watch cache, made by the first list at "0" or watch from a version.
-    caches: std::sync::Arc<cache::Caches>,
+    watch_cache: std::sync::Arc<cache::LazyCache>,
 }
 
 /// The start of a watch: synthetic ADDED objects (for starts at "any" or "latest"), then the
@@ -132,7 +132,7 @@ impl ApiCore {
             store,
             ranges,
             pages: Default::default(),
-            caches: Default::default(),
+            watch_cache: Default::default(),
         }
     }
 

@@ -96,8 +96,8 @@ impl Live {
 impl ApiCore {
     /// The watch cache, made on first use; `None` when the store cannot be read to make it
     /// (the caller reads the store instead).
-    pub(crate) async fn cache(&self) -> Option<Arc<cache::ResourceCache>> {
-        match self.caches.get(&self.store).await {
+    pub(crate) async fn cache(&self) -> Option<Arc<cache::WatchCache>> {
+        match self.watch_cache.get(&self.store).await {
             Ok(cache) => Some(cache),
             Err(err) => {
                 tracing::debug!(%err, "no watch cache yet; reading the store");
