@@ -351,9 +351,11 @@ fn print_banner(args: &Args, pki: &MasterPki) -> Result<(), MasterError> {
 fn controller_manager(args: &Args, store: Store) -> ElectorArgs {
     let grace = args.node_monitor_grace();
     let event_ttl = args.event_ttl();
-    // Every kind the API serves may own others or be owned.
+    // Every kind the API serves may own others or be owned (a view's objects are those
+    // of the resource it shows).
     let resources: Vec<Resource> = shoal_apiserver::resources::RESOURCES
         .iter()
+        .filter(|r| r.view.is_none())
         .map(|r| Resource {
             group: r.group.into(),
             version: r.version.into(),

@@ -1,11 +1,14 @@
 //! Workloads and Services through kubectl 1.32 and 1.20: creation by the generators (1.32's
 //! send protobuf bodies), Kubernetes' defaults, `scale` through the scale subresource,
 //! `expose`, cluster IPs and node ports from their ranges, the tables `get` prints, and the
-//! errors a bad object gets. Deletion, eviction and expiry are in [`lifecycle`].
+//! errors a bad object gets. Deletion, eviction and expiry are in [`lifecycle`], Events'
+//! two groups in [`events`].
 
 use serde_json::Value;
 use shoal_tests::{Cluster, Kubectl};
 
+#[path = "kubectl_kinds/events.rs"]
+mod events;
 #[path = "kubectl_kinds/lifecycle.rs"]
 mod lifecycle;
 

@@ -288,6 +288,7 @@ mod tests {
                 "coordination.k8s.io",
                 "discovery.k8s.io",
                 "policy",
+                "events.k8s.io",
                 "authentication.k8s.io"
             ]
         );

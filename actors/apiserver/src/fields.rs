@@ -6,7 +6,7 @@
 use serde_json::Value;
 use shoal_core::{ApiError, FieldValidation};
 
-use crate::kinds::roundtrip;
+use crate::kinds::roundtrip_of;
 use crate::resources::ResourceInfo;
 
 /// One field the kind does not have: as Kubernetes names it (`spec.containers[0].foo`) and
@@ -61,9 +61,12 @@ fn missing(given: &Value, kept: &Value, path: &str, pointer: &str, out: &mut Vec
 
 /// The fields of `object` its kind does not have, in the order they appear; an error
 /// when the object does not read as its kind at all.
-pub fn unknown_fields(kind: &str, object: &Value) -> Result<Vec<Unknown>, serde_json::Error> {
+pub fn unknown_fields(
+    info: &ResourceInfo,
+    object: &Value,
+) -> Result<Vec<Unknown>, serde_json::Error> {
     let mut out = Vec::new();
-    if let Some(kept) = roundtrip(kind, object) {
+    if let Some(kept) = roundtrip_of(info, object) {
         missing(object, &kept?, "", "", &mut out);
     }
     Ok(out)
@@ -84,7 +87,7 @@ pub fn enforce(
         map.entry("kind")
             .or_insert_with(|| Value::String(info.kind.to_owned()));
     }
-    let unknown = unknown_fields(info.kind, object)
+    let unknown = unknown_fields(info, object)
         .map_err(|e| ApiError::BadRequest(format!("unable to decode {} body: {e}", info.kind)))?;
     if unknown.is_empty() {
         return Ok(Vec::new());
@@ -157,9 +160,13 @@ mod tests {
         })
     }
 
+    fn deployments() -> &'static ResourceInfo {
+        find("apps", "v1", "deployments").expect("served")
+    }
+
     #[test]
     fn unknown_fields_are_named_as_kubernetes_names_them() {
-        let paths: Vec<String> = unknown_fields("Deployment", &deployment())
+        let paths: Vec<String> = unknown_fields(deployments(), &deployment())
             .expect("a Deployment")
             .into_iter()
             .map(|u| u.path)
@@ -176,7 +183,7 @@ mod tests {
         let info = find("apps", "v1", "deployments").expect("served");
         enforce(info, &mut clean, FieldValidation::Ignore).expect("ignored");
         assert!(
-            unknown_fields("Deployment", &clean)
+            unknown_fields(deployments(), &clean)
                 .expect("a Deployment")
                 .is_empty(),
             "{clean}"

@@ -28,6 +28,14 @@ impl Filters {
         Ok(Filters { labels, fields })
     }
 
+    /// Filters that every object passes.
+    pub fn everything() -> Filters {
+        Filters {
+            labels: LabelSelector::default(),
+            fields: FieldSelector::default(),
+        }
+    }
+
     /// Copies of the objects that pass both selectors.
     pub fn keep(&self, objects: &[std::sync::Arc<crate::core::cache::Item>]) -> Vec<Value> {
         objects

@@ -188,15 +188,19 @@ fn schema_name(info: &ResourceInfo) -> String {
     format!("io.k8s.api.{group}.{}.{}", info.version, info.kind)
 }
 
-/// Adds the schema of `kind` to `generator`'s definitions.
-fn add_kind(generator: &mut schemars::SchemaGenerator, kind: &str) {
+/// Adds the schema of the kind `info` serves to `generator`'s definitions.
+fn add_kind(generator: &mut schemars::SchemaGenerator, info: &ResourceInfo) {
     use k8s_openapi::api::apps::v1 as apps;
     use k8s_openapi::api::batch::v1 as batch;
     use k8s_openapi::api::coordination::v1 as coordination;
     use k8s_openapi::api::core::v1 as core;
     use k8s_openapi::api::discovery::v1 as discovery;
     use k8s_openapi::api::policy::v1 as policy;
-    let _ = match kind {
+    if info.view == Some(resources::View::EventsV1) {
+        generator.subschema_for::<k8s_openapi::api::events::v1::Event>();
+        return;
+    }
+    let _ = match info.kind {
         "Namespace" => generator.subschema_for::<core::Namespace>(),
         "Node" => generator.subschema_for::<core::Node>(),
         "Pod" => generator.subschema_for::<core::Pod>(),
@@ -395,7 +399,7 @@ fn build() -> BTreeMap<String, GroupVersionDoc> {
         let infos = resources::of_group_version(group, version);
         let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
         for info in &infos {
-            add_kind(&mut generator, info.kind);
+            add_kind(&mut generator, info);
         }
         let mut schemas = generator.take_definitions(true);
         for (name, schema) in schemas.iter_mut() {

@@ -1,5 +1,7 @@
 //! The kinds the API serves and what discovery says about them.
 
+pub use crate::kinds::events::View;
+
 /// One served resource.
 #[derive(Debug)]
 pub struct ResourceInfo {
@@ -16,6 +18,8 @@ pub struct ResourceInfo {
     pub has_status: bool,
     /// Field selector fields beyond `metadata.name` and `metadata.namespace`.
     pub selectable_fields: &'static [&'static str],
+    /// Set for a resource whose objects are another's stored objects in another form.
+    pub view: Option<View>,
 }
 
 const VERBS: &[&str] = &[
@@ -58,6 +62,21 @@ impl ResourceInfo {
         STATUS_VERBS
     }
 
+    /// The group and resource whose objects the store holds for this one: its own, or
+    /// those of the resource it is a view of.
+    pub fn stored_as(&self) -> (&'static str, &'static str) {
+        match self.view {
+            Some(view) => (view.stored().group, view.stored().resource),
+            None => (self.group, self.resource),
+        }
+    }
+
+    /// The store key prefix of its objects (in one namespace, or in all).
+    pub fn key_prefix(&self, namespace: Option<&str>) -> String {
+        let (group, resource) = self.stored_as();
+        shoal_core::ObjectKey::prefix(group, resource, namespace)
+    }
+
     /// Whether `field` may appear in a field selector on this resource.
     pub fn supports_field(&self, field: &str) -> bool {
         field == "metadata.name"
@@ -79,6 +98,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         has_status: true,
         selectable_fields: &["status.phase"],
+        view: None,
     },
     ResourceInfo {
         group: "",
@@ -91,6 +111,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         has_status: true,
         selectable_fields: &["spec.unschedulable"],
+        view: None,
     },
     ResourceInfo {
         group: "",
@@ -112,6 +133,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
             "status.podIP",
             "status.nominatedNodeName",
         ],
+        view: None,
     },
     ResourceInfo {
         group: "",
@@ -124,6 +146,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         has_status: false,
         selectable_fields: &[],
+        view: None,
     },
     ResourceInfo {
         group: "",
@@ -136,6 +159,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         has_status: false,
         selectable_fields: &["type"],
+        view: None,
     },
     ResourceInfo {
         group: "",
@@ -148,6 +172,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         has_status: false,
         selectable_fields: &[],
+        view: None,
     },
     ResourceInfo {
         group: "",
@@ -172,6 +197,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
             "source",
             "type",
         ],
+        view: None,
     },
     ResourceInfo {
         group: "",
@@ -184,6 +210,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &["all"],
         has_status: true,
         selectable_fields: &[],
+        view: None,
     },
     ResourceInfo {
         group: "",
@@ -196,6 +223,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         has_status: false,
         selectable_fields: &[],
+        view: None,
     },
     ResourceInfo {
         group: "",
@@ -208,6 +236,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &["all"],
         has_status: true,
         selectable_fields: &["status.replicas"],
+        view: None,
     },
     ResourceInfo {
         group: "apps",
@@ -220,6 +249,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &["all"],
         has_status: true,
         selectable_fields: &[],
+        view: None,
     },
     ResourceInfo {
         group: "apps",
@@ -232,6 +262,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &["all"],
         has_status: true,
         selectable_fields: &["status.replicas"],
+        view: None,
     },
     ResourceInfo {
         group: "apps",
@@ -244,6 +275,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &["all"],
         has_status: true,
         selectable_fields: &[],
+        view: None,
     },
     ResourceInfo {
         group: "apps",
@@ -256,6 +288,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &["all"],
         has_status: true,
         selectable_fields: &[],
+        view: None,
     },
     ResourceInfo {
         group: "apps",
@@ -268,6 +301,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         has_status: false,
         selectable_fields: &[],
+        view: None,
     },
     ResourceInfo {
         group: "batch",
@@ -280,6 +314,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &["all"],
         has_status: true,
         selectable_fields: &["status.successful"],
+        view: None,
     },
     ResourceInfo {
         group: "batch",
@@ -292,6 +327,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &["all"],
         has_status: true,
         selectable_fields: &[],
+        view: None,
     },
     ResourceInfo {
         group: "coordination.k8s.io",
@@ -304,6 +340,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         has_status: false,
         selectable_fields: &[],
+        view: None,
     },
     ResourceInfo {
         group: "discovery.k8s.io",
@@ -316,6 +353,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         has_status: false,
         selectable_fields: &[],
+        view: None,
     },
     ResourceInfo {
         group: "policy",
@@ -328,6 +366,31 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         has_status: true,
         selectable_fields: &[],
+        view: None,
+    },
+    ResourceInfo {
+        group: "events.k8s.io",
+        version: "v1",
+        resource: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        categories: &[],
+        has_status: false,
+        selectable_fields: &[
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reason",
+            "reportingController",
+            "type",
+        ],
+        view: Some(View::EventsV1),
     },
 ];
 

@@ -359,6 +359,10 @@ fn pod_cells(pod: &Value, now: Timestamp) -> Vec<Value> {
 }
 
 fn cells(info: &ResourceInfo, object: &Value, now: Timestamp) -> Vec<Value> {
+    if let Some(view) = info.view {
+        // A view's rows are those of the objects it shows, in their stored form.
+        return cells(view.stored(), &view.to_stored(object.clone()), now);
+    }
     match info.kind {
         "Namespace" => vec![
             json!(str_at(object, "/metadata/name")),

@@ -89,7 +89,7 @@ pub fn check_namespace_name(
 /// Decodes the object into its `k8s-openapi` type, so wrong types and shapes are refused
 /// before anything is stored.
 pub fn check_typed(info: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
-    match crate::kinds::roundtrip(info.kind, object) {
+    match crate::kinds::roundtrip_of(info, object) {
         Some(Err(e)) => Err(ApiError::BadRequest(format!(
             "unable to decode {} body: {e}",
             info.kind

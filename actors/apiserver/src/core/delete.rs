@@ -282,7 +282,7 @@ impl ApiCore {
                     .commit(
                         WriteOp::Update {
                             key,
-                            value: bytes.clone(),
+                            value: Self::stored_form(info, &bytes)?,
                             expected: Some(expected),
                         },
                         ctx,

@@ -113,9 +113,17 @@ impl ApiCore {
         {
             pages::check_list_version(at, &cache.position())?;
         }
-        let prefix = ObjectKey::prefix(info.group, info.resource, namespace);
-        let (items, version) = cache.list(&prefix);
-        let items = items.into_iter().filter(|o| filters.matches(o)).collect();
+        let (items, version) = cache.list(&info.key_prefix(namespace));
+        let items = match info.view {
+            // Each object in the view's form (its JSON is the view's, not the cache's).
+            Some(view) => items
+                .into_iter()
+                .map(|item| view.to_view(Value::clone(&item)))
+                .filter(|o| filters.matches(o))
+                .map(|o| std::sync::Arc::new(cache::Item::new(o)))
+                .collect(),
+            None => items.into_iter().filter(|o| filters.matches(o)).collect(),
+        };
         Ok(Some((items, version.encode())))
     }
 
@@ -138,8 +146,8 @@ impl ApiCore {
         options: &RequestOptions,
     ) -> Result<(Vec<Value>, CompositeVersion), ApiError> {
         let filters = Filters::parse(info, options)?;
-        let prefix = ObjectKey::prefix(info.group, info.resource, namespace);
-        self.list_prefix(info, &prefix, &filters).await
+        self.list_prefix(info, &info.key_prefix(namespace), &filters)
+            .await
     }
 
     /// The objects under `prefix` that pass `filters`, each with its version, and the list's
@@ -157,7 +165,10 @@ impl ApiCore {
             .map_err(|e| map_store_error(info, "", e))?;
         let mut out = Vec::with_capacity(items.len());
         for (_, stored) in items {
-            let object = with_version(&stored.value, &stored.rev.to_string())?;
+            let mut object = with_version(&stored.value, &stored.rev.to_string())?;
+            if let Some(view) = info.view {
+                object = view.to_view(object);
+            }
             if filters.matches(&object) {
                 out.push(object);
             }

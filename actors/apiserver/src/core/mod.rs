@@ -297,9 +297,10 @@ impl ApiCore {
     }
 
     fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
+        let (group, resource) = info.stored_as();
         ObjectKey {
-            group: info.group.to_owned(),
-            resource: info.resource.to_owned(),
+            group: group.to_owned(),
+            resource: resource.to_owned(),
             namespace: namespace.map(str::to_owned),
             name: name.to_owned(),
         }
@@ -319,8 +320,22 @@ impl ApiCore {
             .await
             .map_err(|e| map_store_error(info, name, e))?
         {
-            Some(stored) => Ok((key, stored)),
+            Some(mut stored) => {
+                if let Some(view) = info.view {
+                    stored.value = view.view_bytes(&stored.value)?.into();
+                }
+                Ok((key, stored))
+            }
             None => Err(ApiError::NotFound(subject(info, name))),
+        }
+    }
+
+    /// An object's JSON as the store keeps it: `bytes` itself, or its stored form when
+    /// `info` is a view.
+    pub(crate) fn stored_form(info: &ResourceInfo, bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
+        match info.view {
+            Some(view) => view.stored_bytes(bytes),
+            None => Ok(bytes.to_vec()),
         }
     }
 
@@ -402,6 +417,12 @@ impl ApiCore {
         apply::record_fields(info, None, &mut value, given, false, ctx);
         check_typed(info, &value)?;
         check_semantics(info, &name, &value)?;
+        if let Some(view) = info.view {
+            let causes = view.create_causes(&value);
+            if !causes.is_empty() {
+                return Err(ApiError::Invalid(subject(info, &name), causes));
+            }
+        }
         let claims = match value.as_object_mut() {
             Some(service) if info.kind == "Service" => {
                 let owner = format!("{}/{name}", namespace.unwrap_or_default());
@@ -419,7 +440,7 @@ impl ApiCore {
             .commit(
                 WriteOp::Create {
                     key,
-                    value: bytes.clone(),
+                    value: Self::stored_form(info, &bytes)?,
                 },
                 ctx,
             )
@@ -571,7 +592,7 @@ impl ApiCore {
             }
             let op = WriteOp::Update {
                 key: key.clone(),
-                value: bytes.clone(),
+                value: Self::stored_form(info, &bytes)?,
                 expected: Some(current.rev),
             };
             let written = self.commit(op, ctx).await;

@@ -10,7 +10,11 @@ impl ApiCore {
         namespace: &str,
         ctx: &WriteCtx,
     ) -> Result<(), ApiError> {
-        for info in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+        // A view's objects are another resource's, removed with it.
+        for info in resources::RESOURCES
+            .iter()
+            .filter(|r| r.namespaced && r.view.is_none())
+        {
             let prefix = ObjectKey::prefix(info.group, info.resource, Some(namespace));
             let (items, _) = self
                 .store

@@ -13,6 +13,8 @@ use super::*;
 pub enum Live {
     Store(StoreWatch),
     Cache(cache::CacheWatch),
+    /// The stored objects of a view's resource, each shown in the view's form.
+    View(Box<Live>, crate::resources::View),
 }
 
 /// One event of a watch.
@@ -81,6 +83,16 @@ impl Live {
                     });
                 }
             },
+            Live::View(inner, view) => loop {
+                let change = Box::pin(inner.next(core, &Filters::everything())).await?;
+                let object = view.to_view(change.object());
+                if filters.matches(&object) {
+                    return Some(Change::Store {
+                        kind: change.kind(),
+                        object,
+                    });
+                }
+            },
         }
     }
 
@@ -89,6 +101,7 @@ impl Live {
         match self {
             Live::Store(stream) => stream.position().encode(),
             Live::Cache(watch) => watch.position().encode(),
+            Live::View(inner, _) => inner.position(),
         }
     }
 }
@@ -116,7 +129,38 @@ impl ApiCore {
         namespace: Option<&str>,
         options: &RequestOptions,
     ) -> Result<WatchStart, ApiError> {
-        let prefix = ObjectKey::prefix(info.group, info.resource, namespace);
+        let Some(view) = info.view else {
+            return self.watch_stored(info, namespace, options).await;
+        };
+        // The stored objects, unfiltered: the request's selectors name the view's fields.
+        let unfiltered = RequestOptions {
+            label_selector: None,
+            field_selector: None,
+            ..options.clone()
+        };
+        let filters = Filters::parse(info, options)?;
+        let start = self
+            .watch_stored(view.stored(), namespace, &unfiltered)
+            .await?;
+        Ok(WatchStart {
+            initial: start
+                .initial
+                .into_iter()
+                .map(|o| view.to_view(o))
+                .filter(|o| filters.matches(o))
+                .collect(),
+            live: Live::View(Box::new(start.live), view),
+        })
+    }
+
+    /// [`Self::watch`] of a resource's own stored objects.
+    async fn watch_stored(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        options: &RequestOptions,
+    ) -> Result<WatchStart, ApiError> {
+        let prefix = info.key_prefix(namespace);
         let version = Version::parse(
             options.resource_version.as_deref().unwrap_or_default(),
             self.shards() as usize,

@@ -1,14 +1,30 @@
 //! What each workload and network kind adds to the common handling of objects: its
 //! defaults, its checks, and its columns in `kubectl get` (kubectl-contract §5.2, §9.3).
 
+pub mod events;
 pub mod network;
 pub mod policy;
 pub mod workloads;
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use shoal_core::error::FieldCause;
+
+/// [`roundtrip`] for the kind a resource serves, whichever group it is in.
+pub fn roundtrip_of(
+    info: &crate::resources::ResourceInfo,
+    object: &Value,
+) -> Option<Result<Value, serde_json::Error>> {
+    match info.view {
+        Some(events::View::EventsV1) => Some(
+            k8s_openapi::api::events::v1::Event::deserialize(object)
+                .and_then(serde_json::to_value),
+        ),
+        None => roundtrip(info.kind, object),
+    }
+}
 
 /// The object read into the `k8s-openapi` type of `kind` and written back: what Kubernetes
 /// keeps of it (fields the kind does not have are gone). `None` for a kind not modelled.
