@@ -263,4 +263,83 @@ fn watches_from_a_version_come_exactly_once_and_bookmarks_tell_where_they_are() 
         "",
     );
     assert!(text.trim().is_empty(), "{text}");
+
+    // A watch list (`sendInitialEvents=true`): the objects as they are, at a version not
+    // older than the one asked for, then a bookmark that marks their end.
+    for version in ["", "0", from.as_str()] {
+        let (code, text) = cluster.curl(
+            "GET",
+            &format!(
+                "{path}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion={version}&allowWatchBookmarks=true&timeoutSeconds=3&labelSelector=set%3Dcache"
+            ),
+            "",
+            "",
+        );
+        assert_eq!(code, 200, "{text}");
+        let events: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON event"))
+            .collect();
+        assert!(events.len() >= 4, "{version:?}: {text}");
+        assert_eq!(
+            named(&events[..3]),
+            want(&[
+                ("ADDED", "cache-0"),
+                ("ADDED", "cache-2"),
+                ("ADDED", "cache-3")
+            ]),
+            "{version:?}: {text}"
+        );
+        let end = &events[3];
+        assert_eq!(end["type"], "BOOKMARK", "{version:?}: {text}");
+        assert_eq!(
+            end["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true",
+            "{text}"
+        );
+        let at = end["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("a version");
+        for v in &versions {
+            assert!(covers(at, v), "the initial events are as of {at}, past {v}");
+        }
+        // Later bookmarks are plain ones.
+        for later in &events[4..] {
+            assert_eq!(later["type"], "BOOKMARK", "{text}");
+            assert!(later["object"]["metadata"].get("annotations").is_none());
+        }
+    }
+    // `sendInitialEvents=false` starts with changes only: those after the version asked
+    // for, or none from now.
+    let changes_only = |version: &str| -> Vec<Value> {
+        let (code, text) = cluster.curl(
+            "GET",
+            &format!(
+                "{path}?watch=true&sendInitialEvents=false&resourceVersionMatch=NotOlderThan&resourceVersion={version}&timeoutSeconds=1&labelSelector=set%3Dcache"
+            ),
+            "",
+            "",
+        );
+        assert_eq!(code, 200, "{text}");
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON event"))
+            .collect()
+    };
+    assert_eq!(named(&changes_only(&from)), named(&events));
+    assert!(changes_only("").is_empty());
+    assert!(changes_only("0").is_empty());
+    // What Kubernetes refuses of these options, as a 422 naming the option.
+    for (query, field) in [
+        ("watch=true&sendInitialEvents=true", "resourceVersionMatch"),
+        (
+            "watch=true&resourceVersionMatch=NotOlderThan&resourceVersion=0",
+            "resourceVersionMatch",
+        ),
+        ("sendInitialEvents=true", "sendInitialEvents"),
+    ] {
+        let (code, text) = cluster.curl("GET", &format!("{path}?{query}"), "", "");
+        assert_eq!(code, 422, "{query}: {text}");
+        let status: Value = serde_json::from_str(&text).expect("a Status");
+        assert_eq!(status["details"]["causes"][0]["field"], field, "{text}");
+        assert_eq!(status["details"]["kind"], "ListOptions", "{text}");
+    }
 }

@@ -176,6 +176,16 @@ fn options_from(
             .map(|a| a.chars().take(crate::managed::MANAGER_LIMIT).collect()),
         limit,
         continue_token: query.get("continue").filter(|c| !c.is_empty()).cloned(),
+        send_initial_events: match query.get("sendInitialEvents").map(String::as_str) {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "sendInitialEvents must be true or false, not {other:?}"
+                )));
+            }
+        },
     })
 }
 
@@ -529,13 +539,17 @@ async fn watch(
             .to_owned();
         render(info, &[object], &rv, include, first)
     };
-    let bookmark = move |version: String| -> Bytes {
+    let bookmark = move |version: String, initial_end: bool| -> Bytes {
+        let mut metadata = json!({"resourceVersion": version});
+        if initial_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
         event_line(
             "BOOKMARK",
             json!({
                 "kind": info.kind,
                 "apiVersion": info.api_version(),
-                "metadata": {"resourceVersion": version},
+                "metadata": metadata,
             }),
         )
     };
@@ -556,6 +570,12 @@ async fn watch(
             }
         }
         let mut live = start.live;
+        if start.marks_initial_end && bookmarks {
+            // Where the initial events end: the version they show, before any change.
+            if tx.send(bookmark(live.position(), true)).await.is_err() {
+                return;
+            }
+        }
         let mut bookmark_at = next_bookmark(tokio::time::Instant::now(), deadline);
         loop {
             let line = tokio::select! {
@@ -566,7 +586,7 @@ async fn watch(
                 },
                 () = tokio::time::sleep_until(bookmark_at), if bookmarks => {
                     bookmark_at = next_bookmark(tokio::time::Instant::now(), deadline);
-                    bookmark(live.position())
+                    bookmark(live.position(), false)
                 }
                 () = tokio::time::sleep_until(deadline) => return,
                 () = tx.closed() => return,

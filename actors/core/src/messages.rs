@@ -80,6 +80,9 @@ pub struct RequestOptions {
     pub limit: Option<u64>,
     /// For `Verb::List`: the token of the page to continue with (`?continue=`).
     pub continue_token: Option<String>,
+    /// For a watch (`?sendInitialEvents=`): whether it begins with the current objects as
+    /// ADDED events, then a bookmark marking their end; `false` starts with changes only.
+    pub send_initial_events: Option<bool>,
 }
 
 /// What a write does with fields its kind does not have (`?fieldValidation=`); they are

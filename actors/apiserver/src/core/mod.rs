@@ -45,6 +45,8 @@ pub struct ApiCore {
 pub struct WatchStart {
     pub initial: Vec<Value>,
     pub live: Live,
+    /// Whether the initial events end with a bookmark that says so (`sendInitialEvents`).
+    pub marks_initial_end: bool,
 }
 
 /// How a write is to be made: for real or as a dry run, and under which leadership term.

@@ -55,6 +55,41 @@ fn list_options_invalid(field: &str, reason: &'static str, message: String) -> A
     )
 }
 
+fn forbidden(field: &str, why: &str) -> ApiError {
+    list_options_invalid(field, "FieldValueForbidden", format!("Forbidden: {why}"))
+}
+
+/// Checks a watch's version options as Kubernetes does: a `resourceVersionMatch` only with
+/// `sendInitialEvents`, and then only `NotOlderThan`.
+pub fn check_watch_options(options: &RequestOptions) -> Result<(), ApiError> {
+    let rv_match = options
+        .resource_version_match
+        .as_deref()
+        .unwrap_or_default();
+    if options.send_initial_events.is_some() && rv_match != "NotOlderThan" {
+        return Err(forbidden(
+            "resourceVersionMatch",
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    if rv_match.is_empty() {
+        return Ok(());
+    }
+    if options.send_initial_events.is_none() {
+        return Err(forbidden(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        ));
+    }
+    if options.continue_token.is_some() {
+        return Err(forbidden(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden when continue is provided",
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a list's version options as Kubernetes validates them: a match needs a version,
 /// `Exact` cannot be `0`, and a `continue` token carries its own version.
 pub fn list_at(options: &RequestOptions, shards: usize) -> Result<ListAt, ApiError> {
@@ -66,6 +101,18 @@ pub fn list_at(options: &RequestOptions, shards: usize) -> Result<ListAt, ApiErr
     if options.continue_token.is_some() && !rv.is_empty() && rv != "0" {
         return Err(ApiError::BadRequest(
             "specifying resource version is not allowed when using continue".into(),
+        ));
+    }
+    if options.send_initial_events.is_some() {
+        return Err(forbidden(
+            "sendInitialEvents",
+            "sendInitialEvents is forbidden for list",
+        ));
+    }
+    if !rv_match.is_empty() && options.continue_token.is_some() {
+        return Err(forbidden(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden when continue is provided",
         ));
     }
     if !matches!(rv_match, "" | "NotOlderThan" | "Exact") {
@@ -438,6 +485,35 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(list_at(&continued, 3).err().map(|e| e.code()), Some(400));
+        let watch_list = RequestOptions {
+            send_initial_events: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(list_at(&watch_list, 3).err().map(|e| e.code()), Some(422));
+    }
+
+    #[test]
+    fn watch_options_are_checked_as_kubernetes_checks_them() {
+        let options = |send: Option<bool>, rv_match: &str, token: bool| RequestOptions {
+            send_initial_events: send,
+            resource_version_match: (!rv_match.is_empty()).then(|| rv_match.to_owned()),
+            continue_token: token.then(|| "t".to_owned()),
+            ..Default::default()
+        };
+        let field = |o: RequestOptions| match check_watch_options(&o) {
+            Err(ApiError::Invalid(_, causes)) => Some(causes[0].message.clone()),
+            _ => None,
+        };
+        assert_eq!(field(options(None, "", false)), None);
+        assert_eq!(field(options(Some(true), "NotOlderThan", false)), None);
+        assert_eq!(field(options(Some(false), "NotOlderThan", false)), None);
+        assert!(field(options(Some(true), "", false)).is_some_and(|m| m.contains("requires")));
+        assert!(field(options(Some(true), "Exact", false)).is_some_and(|m| m.contains("requires")));
+        assert!(field(options(None, "NotOlderThan", false)).is_some_and(|m| m.contains("unless")));
+        assert!(
+            field(options(Some(true), "NotOlderThan", true))
+                .is_some_and(|m| m.contains("continue"))
+        );
     }
 
     #[test]

@@ -106,6 +106,26 @@ impl Live {
     }
 }
 
+/// The 504 for a watch from a version the cache does not reach in time.
+fn too_large(from: &CompositeVersion, position: &CompositeVersion) -> ApiError {
+    ApiError::Timeout(format!(
+        "Too large resource version: {}, current: {}",
+        from.encode(),
+        position.encode()
+    ))
+}
+
+impl WatchStart {
+    /// A watch of changes only.
+    fn changes(live: Live) -> WatchStart {
+        WatchStart {
+            initial: Vec::new(),
+            live,
+            marks_initial_end: false,
+        }
+    }
+}
+
 impl ApiCore {
     /// The watch cache, made on first use; `None` when the store cannot be read to make it
     /// (the caller reads the store instead).
@@ -129,6 +149,7 @@ impl ApiCore {
         namespace: Option<&str>,
         options: &RequestOptions,
     ) -> Result<WatchStart, ApiError> {
+        pages::check_watch_options(options)?;
         let Some(view) = info.view else {
             return self.watch_stored(info, namespace, options).await;
         };
@@ -150,6 +171,7 @@ impl ApiCore {
                 .filter(|o| filters.matches(o))
                 .collect(),
             live: Live::View(Box::new(start.live), view),
+            marks_initial_end: start.marks_initial_end,
         })
     }
 
@@ -174,40 +196,70 @@ impl ApiCore {
             // A single revision from one object of a many-shard store names no position in
             // the others: watch from now.
             Version::Revision(_) => None,
+            Version::Any if options.send_initial_events == Some(false) => {
+                let cache = self.cache().await;
+                return match cache.and_then(|c| c.watch_from(&prefix, &c.position())) {
+                    Some(watch) => Ok(WatchStart::changes(Live::Cache(watch))),
+                    None => self.watch_store(info, &prefix, None).await,
+                };
+            }
             Version::Any => {
                 let filters = Filters::parse(info, options)?;
-                if let Some(cache) = self.cache().await {
-                    let (items, watch) = cache.snapshot_and_watch(&prefix);
-                    let initial = filters.keep(&items);
-                    return Ok(WatchStart {
-                        initial,
-                        live: Live::Cache(watch),
-                    });
-                }
-                return self.watch_listed(info, &prefix, &filters).await;
+                let mut start = match self.cache().await {
+                    Some(cache) => {
+                        let (items, watch) = cache.snapshot_and_watch(&prefix);
+                        WatchStart {
+                            initial: filters.keep(&items),
+                            live: Live::Cache(watch),
+                            marks_initial_end: false,
+                        }
+                    }
+                    None => self.watch_listed(info, &prefix, &filters).await?,
+                };
+                start.marks_initial_end = options.send_initial_events == Some(true);
+                return Ok(start);
+            }
+            Version::Latest if options.send_initial_events == Some(false) => {
+                return self.watch_store(info, &prefix, None).await;
             }
             Version::Latest => {
                 let filters = Filters::parse(info, options)?;
-                return self.watch_listed(info, &prefix, &filters).await;
+                let mut start = self.watch_listed(info, &prefix, &filters).await?;
+                start.marks_initial_end = options.send_initial_events == Some(true);
+                return Ok(start);
             }
         };
+        if options.send_initial_events == Some(true) {
+            // The objects as of a version not older than the one asked for, then changes.
+            let filters = Filters::parse(info, options)?;
+            let mut start = match (self.cache().await, &from) {
+                (Some(cache), Some(from)) => {
+                    if !cache.reach(from, pages::FRESHNESS_WAIT).await {
+                        return Err(too_large(from, &cache.position()));
+                    }
+                    let (items, watch) = cache.snapshot_and_watch(&prefix);
+                    WatchStart {
+                        initial: filters.keep(&items),
+                        live: Live::Cache(watch),
+                        marks_initial_end: false,
+                    }
+                }
+                // No cache, or no position named: the store's latest list is not older.
+                _ => self.watch_listed(info, &prefix, &filters).await?,
+            };
+            start.marks_initial_end = true;
+            return Ok(start);
+        }
         if let Some(cache) = self.cache().await {
             let from = match from {
                 Some(from) => from,
                 None => cache.position(),
             };
             if !cache.reach(&from, pages::FRESHNESS_WAIT).await {
-                return Err(ApiError::Timeout(format!(
-                    "Too large resource version: {}, current: {}",
-                    from.encode(),
-                    cache.position().encode()
-                )));
+                return Err(too_large(&from, &cache.position()));
             }
             if let Some(watch) = cache.watch_from(&prefix, &from) {
-                return Ok(WatchStart {
-                    initial: Vec::new(),
-                    live: Live::Cache(watch),
-                });
+                return Ok(WatchStart::changes(Live::Cache(watch)));
             }
             return self.watch_store(info, &prefix, Some(&from)).await;
         }
@@ -238,10 +290,7 @@ impl ApiCore {
             .watch(prefix, from)
             .await
             .map_err(|e| map_store_error(info, "", e))?;
-        Ok(WatchStart {
-            initial: Vec::new(),
-            live: Live::Store(stream),
-        })
+        Ok(WatchStart::changes(Live::Store(stream)))
     }
 
     /// A store event as a watch event (`type`, object with the watch position as its version),

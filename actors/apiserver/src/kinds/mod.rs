@@ -19,8 +19,7 @@ pub fn roundtrip_of(
 ) -> Option<Result<Value, serde_json::Error>> {
     match info.view {
         Some(events::View::EventsV1) => Some(
-            k8s_openapi::api::events::v1::Event::deserialize(object)
-                .and_then(serde_json::to_value),
+            k8s_openapi::api::events::v1::Event::deserialize(object).and_then(serde_json::to_value),
         ),
         None => roundtrip(info.kind, object),
     }
