@@ -486,4 +486,76 @@ fn apply_requests_that_cannot_be_served_are_refused_with_their_status() {
     assert_eq!(code, 200, "{body}");
     let cleared: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert!(cleared["metadata"].get("managedFields").is_none(), "{body}");
+
+    // Through the scale subresource, an applied Scale owns its parent's replica count.
+    let deployment = "/apis/apps/v1/namespaces/default/deployments/scaled";
+    let config = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: scaled\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: s}\n  template:\n    metadata:\n      labels: {app: s}\n    spec:\n      containers:\n      - name: c\n        image: busybox\n";
+    let (code, body) = cluster.curl(
+        "PATCH",
+        &format!("{deployment}?fieldManager=deployer"),
+        apply,
+        config,
+    );
+    assert_eq!(code, 201, "{body}");
+    let scale = |manager: &str, force: bool, body: &str| {
+        let force = if force { "&force=true" } else { "" };
+        cluster.curl(
+            "PATCH",
+            &format!("{deployment}/scale?fieldManager={manager}{force}"),
+            apply,
+            body,
+        )
+    };
+    let five = "apiVersion: autoscaling/v1\nkind: Scale\nmetadata:\n  name: scaled\nspec:\n  replicas: 5\n";
+    let (code, body) = scale("scaler", false, five);
+    assert_eq!(code, 409, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("a Status");
+    assert_eq!(status["details"]["causes"][0]["field"], ".spec.replicas");
+    assert_eq!(
+        status["details"]["causes"][0]["message"],
+        "conflict with \"deployer\""
+    );
+    let (code, body) = scale("scaler", true, five);
+    assert_eq!(code, 200, "{body}");
+    let applied: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(applied["kind"], "Scale", "{body}");
+    assert_eq!(applied["spec"]["replicas"], 5, "{body}");
+    let (_, body) = cluster.curl("GET", deployment, "", "");
+    let live: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(live["spec"]["replicas"], 5, "{body}");
+    let entries = live["metadata"]["managedFields"]
+        .as_array()
+        .expect("managers");
+    let scaler = entries
+        .iter()
+        .find(|e| e["manager"] == "scaler")
+        .unwrap_or_else(|| panic!("no entry of the scaler: {body}"));
+    assert_eq!(scaler["operation"], "Apply");
+    assert_eq!(scaler["subresource"], "scale");
+    assert_eq!(
+        scaler["fieldsV1"],
+        serde_json::json!({"f:spec": {"f:replicas": {}}})
+    );
+    let deployer = entries
+        .iter()
+        .find(|e| e["manager"] == "deployer")
+        .expect("the deployer's entry");
+    assert!(
+        deployer["fieldsV1"]["f:spec"].get("f:replicas").is_none(),
+        "forced, the replicas changed hands: {body}"
+    );
+    // A Scale applies only to a workload that exists, and only as a Scale.
+    let (code, body) = cluster.curl(
+        "PATCH",
+        "/apis/apps/v1/namespaces/default/deployments/missing/scale?fieldManager=scaler",
+        apply,
+        "apiVersion: autoscaling/v1\nkind: Scale\nmetadata:\n  name: missing\nspec:\n  replicas: 1\n",
+    );
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = scale(
+        "scaler",
+        false,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: scaled\n",
+    );
+    assert_eq!(code, 400, "{body}");
 }

@@ -74,6 +74,83 @@ fn wanted_replicas(info: &ResourceInfo, name: &str, scale: &Value) -> Result<i64
     }
 }
 
+/// The configuration of the parent that an applied `Scale` stands for: its identity, and
+/// the replica count when the `Scale` gives one. What a `Scale` does not have is refused,
+/// as an applied configuration names only fields its kind has.
+fn applied_parent(
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+    config: &Value,
+) -> Result<Value, ApiError> {
+    let (Some("autoscaling/v1"), Some("Scale")) = (
+        config.get("apiVersion").and_then(Value::as_str),
+        config.get("kind").and_then(Value::as_str),
+    ) else {
+        return Err(ApiError::BadRequest(
+            "an applied Scale must set apiVersion autoscaling/v1 and kind Scale".into(),
+        ));
+    };
+    let mut unknown = Vec::new();
+    if let Some(map) = config.as_object() {
+        unknown.extend(
+            map.keys()
+                .filter(|k| {
+                    !matches!(
+                        k.as_str(),
+                        "apiVersion" | "kind" | "metadata" | "spec" | "status"
+                    )
+                })
+                .cloned(),
+        );
+    }
+    if let Some(spec) = config.get("spec").and_then(Value::as_object) {
+        unknown.extend(
+            spec.keys()
+                .filter(|k| *k != "replicas")
+                .map(|k| format!("spec.{k}")),
+        );
+    }
+    if !unknown.is_empty() {
+        let named: Vec<String> = unknown
+            .iter()
+            .map(|u| format!("unknown field {u:?}"))
+            .collect();
+        return Err(ApiError::BadRequest(format!(
+            "strict decoding error: {}",
+            named.join(", ")
+        )));
+    }
+    let replicas = wanted_replicas(info, name, config)?;
+    let meta = config.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    if let Some(given) = meta.get("name").and_then(Value::as_str)
+        && given != name
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({given}) does not match the name on the URL ({name})"
+        )));
+    }
+    let mut metadata = json!({"name": name});
+    if let Some(ns) = namespace {
+        metadata["namespace"] = json!(ns);
+    }
+    if let Some(version) = version_of(config) {
+        metadata["resourceVersion"] = json!(version);
+    }
+    let mut parent = json!({
+        "apiVersion": info.api_version(),
+        "kind": info.kind,
+        "metadata": metadata,
+    });
+    if config
+        .pointer("/spec/replicas")
+        .is_some_and(|r| !r.is_null())
+    {
+        parent["spec"] = json!({"replicas": replicas});
+    }
+    Ok(parent)
+}
+
 fn version_of(object: &Value) -> Option<&str> {
     object
         .pointer("/metadata/resourceVersion")
@@ -128,6 +205,29 @@ impl ApiCore {
         let explicit = version_of(&patched).filter(|v| Some(*v) != version_of(&current));
         self.write_scale(info, namespace, name, replicas, explicit, ctx)
             .await
+    }
+
+    /// Server-side apply of a `Scale` (`PATCH …/{name}/scale`, apply-patch): the manager's
+    /// replica count goes to the parent, where the manager owns `spec.replicas` through the
+    /// scale subresource; another owner of it is a conflict unless the apply is forced.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn apply_scale(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        body: &[u8],
+        force: bool,
+        ctx: &WriteCtx,
+    ) -> Result<(u16, Value), ApiError> {
+        let config: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("unable to decode Scale body: {e}")))?;
+        let parent = applied_parent(info, namespace, name, &config)?;
+        let bytes = serde_json::to_vec(&parent).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (code, applied) = self
+            .apply(info, namespace, name, &bytes, false, force, ctx)
+            .await?;
+        Ok((code, scale_of(info, &applied)))
     }
 
     async fn write_scale(
@@ -185,6 +285,54 @@ mod tests {
                 "spec": {"replicas": 3},
                 "status": {"replicas": 2, "selector": "app=web"},
             })
+        );
+    }
+
+    #[test]
+    fn an_applied_scale_stands_for_its_parents_replicas() {
+        let info = find("apps", "v1", "deployments").expect("served");
+        let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": "web", "resourceVersion": "7"}, "spec": {"replicas": 4}});
+        assert_eq!(
+            applied_parent(info, Some("ns"), "web", &scale).expect("a parent"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "ns", "resourceVersion": "7"},
+                "spec": {"replicas": 4}})
+        );
+        let bare =
+            json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web"}});
+        assert!(
+            applied_parent(info, None, "web", &bare)
+                .expect("a parent")
+                .get("spec")
+                .is_none()
+        );
+        let code = |v: Value| {
+            applied_parent(info, None, "web", &v)
+                .err()
+                .map(|e| e.code())
+        };
+        assert_eq!(
+            code(json!({"kind": "Scale", "spec": {"replicas": 1}})),
+            Some(400)
+        );
+        assert_eq!(
+            code(
+                json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 1, "paused": true}})
+            ),
+            Some(400)
+        );
+        assert_eq!(
+            code(
+                json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "api"}})
+            ),
+            Some(400)
+        );
+        assert_eq!(
+            code(
+                json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": -1}})
+            ),
+            Some(422)
         );
     }
 

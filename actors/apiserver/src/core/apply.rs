@@ -170,7 +170,7 @@ impl ApiCore {
     /// when it does not exist; otherwise merges, removes what the manager stopped applying,
     /// and refuses to change other managers' fields unless forced.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn apply(
+    pub(crate) async fn apply(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
@@ -208,7 +208,8 @@ impl ApiCore {
         for _ in 0..UPDATE_ATTEMPTS {
             let current = match self.get(info, namespace, name).await {
                 Ok(object) => Some(object),
-                Err(ApiError::NotFound(_)) if !status_only => None,
+                // A subresource is written through only where its object exists.
+                Err(ApiError::NotFound(_)) if ctx.subresource.is_none() => None,
                 Err(err) => return Err(err),
             };
             let live = current.clone().unwrap_or_else(|| {
@@ -239,7 +240,7 @@ impl ApiCore {
             };
             // kubectl moving an object from client-side to server-side apply may take the
             // fields its last client-side apply set and nobody changed since.
-            let kubectl = ctx.manager == "kubectl" && scope != Scope::StatusOnly;
+            let kubectl = ctx.manager == "kubectl" && ctx.subresource.is_none();
             let outcome = match attempt(None) {
                 Err(ApplyError::Conflicts(_))
                     if kubectl

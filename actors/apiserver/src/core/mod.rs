@@ -233,11 +233,18 @@ impl ApiCore {
                     self.update_scale(info, namespace, name, &req.body, &ctx)
                         .await?
                 }
-                _ => {
-                    let kind = req.options.patch.ok_or(ApiError::UnsupportedMediaType)?;
-                    self.patch_scale(info, namespace, name, kind, &req.body, &ctx)
-                        .await?
-                }
+                _ => match req.options.patch.ok_or(ApiError::UnsupportedMediaType)? {
+                    PatchKind::Apply => {
+                        let force = req.options.force.unwrap_or(false);
+                        return self
+                            .apply_scale(info, namespace, name, &req.body, force, &ctx)
+                            .await;
+                    }
+                    kind => {
+                        self.patch_scale(info, namespace, name, kind, &req.body, &ctx)
+                            .await?
+                    }
+                },
             };
             return Ok((200, scale));
         }
