@@ -17,11 +17,16 @@ use crate::objects::{NodeIdentity, lease, new_node, node_status};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the kubelet looks at the pods bound to its node.
+const POD_SYNC: Duration = Duration::from_secs(1);
+
 /// Messages of the kubelet (local only).
 #[derive(RactorMessage)]
 pub enum KubeletMsg {
     /// Register if needed, renew the lease, post status when due.
     Tick,
+    /// Look at the pods bound to the node.
+    SyncPods,
 }
 
 /// What the kubelet starts from.
@@ -181,6 +186,37 @@ impl KubeletState {
         Ok(())
     }
 
+    /// Confirms the deletion of the node's pods marked for it ([`crate::pods`]).
+    async fn sync_pods(&self) -> Result<(), ApiError> {
+        let node = &self.args.identity.name;
+        let mut list = ApiRequest::new(Verb::List, "", "v1", "pods", None, None);
+        list.options.field_selector = Some(format!("spec.nodeName={node}"));
+        // The watch cache's copy is enough: a mark it has not seen yet is seen next time.
+        list.options.resource_version = Some("0".into());
+        let listed = call_ok(list, CALL_TIMEOUT).await?;
+        let pods = listed["items"].as_array().map_or(&[][..], Vec::as_slice);
+        for pod in crate::pods::to_finish(node, pods) {
+            let delete = ApiRequest::new(
+                Verb::Delete,
+                "",
+                "v1",
+                "pods",
+                Some(&pod.namespace),
+                Some(&pod.name),
+            )
+            .with_body(&pod.options());
+            match call_ok(delete, CALL_TIMEOUT).await {
+                Ok(_) => {
+                    tracing::info!(pod = %pod.name, namespace = %pod.namespace, "pod deleted");
+                }
+                // Gone already, or replaced by another pod of the same name.
+                Err(ApiError::NotFound(_) | ApiError::Conflict(..)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
     async fn tick(&mut self) -> Result<(), ApiError> {
         if self.node_uid.is_none() || self.ticks.is_multiple_of(self.args.status_every.max(1)) {
             self.post_node().await?;
@@ -211,6 +247,7 @@ impl Actor for Kubelet {
     ) -> Result<KubeletState, ActorProcessingErr> {
         myself.send_interval(args.renew_interval, || KubeletMsg::Tick);
         myself.send_message(KubeletMsg::Tick)?;
+        myself.send_interval(POD_SYNC, || KubeletMsg::SyncPods);
         let recorder = Recorder::new("kubelet", &args.identity.name);
         Ok(KubeletState {
             args,
@@ -232,6 +269,11 @@ impl Actor for Kubelet {
                 if let Err(err) = state.tick().await {
                     // The master may be restarting or unreachable; the next tick tries again.
                     tracing::debug!(error = %err, "heartbeat failed");
+                }
+            }
+            KubeletMsg::SyncPods => {
+                if let Err(err) = state.sync_pods().await {
+                    tracing::debug!(error = %err, "pod sync failed");
                 }
             }
         }

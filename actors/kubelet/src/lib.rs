@@ -1,10 +1,11 @@
 //! The kubelet (DESIGN §7), first form: registers its Node with the machine's capacity and
 //! identity, renews its Lease in `kube-node-lease` through actor messages, and keeps its
-//! `Ready` condition posted.
+//! `Ready` condition posted, and confirms the deletion of the pods bound to its node.
 
 pub mod agent;
 pub mod machine;
 pub mod objects;
+pub mod pods;
 
 pub use agent::{Kubelet, KubeletArgs};
 

@@ -1,7 +1,7 @@
 //! How objects end, through kubectl 1.32 and 1.20: deletion with finalizers and each
 //! propagation policy (and the garbage collector behind them), `drain` through the eviction
-//! subresource and the disruption budgets that hold it back, and Events expiring after the
-//! event TTL.
+//! subresource and the disruption budgets that hold it back, pods' graceful deletion, and
+//! Events expiring after the event TTL.
 
 use shoal_tests::{Cluster, Kubectl};
 
@@ -526,4 +526,105 @@ fn events_expire_after_the_event_ttl() {
         std::time::Duration::from_secs(20),
         || (!present()).then_some(()),
     );
+}
+
+#[test]
+fn pods_on_a_node_end_gracefully() {
+    let cluster = Cluster::start("graceful", &[]);
+    cluster.wait_nodes(&[("master-1", "Ready")], std::time::Duration::from_secs(20));
+    let create = |name: &str, node: &str| {
+        let pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
+        });
+        let (code, body) = cluster.curl(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            "application/json",
+            &pod.to_string(),
+        );
+        assert_eq!(code, 201, "{body}");
+    };
+    let get = |name: &str| {
+        let (code, body) = cluster.curl(
+            "GET",
+            &format!("/api/v1/namespaces/default/pods/{name}"),
+            "",
+            "",
+        );
+        (code == 200).then(|| json(&body))
+    };
+    for (i, k) in Kubectl::ALL.into_iter().enumerate() {
+        // On a node whose kubelet never confirms, a deleted pod stays, marked, for its
+        // grace period and after: the kubelet has not said its containers stopped.
+        let stuck = format!("stuck{i}");
+        create(&stuck, "gone-node");
+        let out = cluster.kubectl_ok(k, &["delete", "pod", &stuck, "--wait=false"]);
+        assert!(out.contains("deleted"), "{out}");
+        let marked = get(&stuck).expect("still there");
+        let meta = &marked["metadata"];
+        assert_eq!(meta["deletionGracePeriodSeconds"], 30, "{marked}");
+        let end: jiff::Timestamp = meta["deletionTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("a deletion time");
+        let created: jiff::Timestamp = meta["creationTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("a creation time");
+        let ahead = end.duration_since(created).as_secs();
+        assert!((29..=40).contains(&ahead), "ends {ahead}s after it began");
+        let table = cluster.kubectl_ok(k, &["get", "pod", &stuck, "--no-headers"]);
+        assert!(table.contains("Terminating"), "{table}");
+        // An update does not end it.
+        cluster.kubectl_ok(k, &["label", "pod", &stuck, "seen=yes"]);
+        assert!(
+            get(&stuck).is_some(),
+            "an update does not end a graceful deletion"
+        );
+        // A shorter grace period moves the end earlier; a longer one changes nothing.
+        cluster.kubectl_ok(
+            k,
+            &["delete", "pod", &stuck, "--grace-period=10", "--wait=false"],
+        );
+        let shorter = get(&stuck).expect("still there");
+        assert_eq!(shorter["metadata"]["deletionGracePeriodSeconds"], 10);
+        let sooner: jiff::Timestamp = shorter["metadata"]["deletionTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("a deletion time");
+        assert_eq!(end.duration_since(sooner).as_secs(), 20, "{shorter}");
+        cluster.kubectl_ok(
+            k,
+            &["delete", "pod", &stuck, "--grace-period=60", "--wait=false"],
+        );
+        assert_eq!(
+            get(&stuck).expect("still there")["metadata"]["deletionGracePeriodSeconds"],
+            10
+        );
+        // Forced, it goes at once.
+        let out = cluster.kubectl_ok(k, &["delete", "pod", &stuck, "--grace-period=0", "--force"]);
+        assert!(out.contains("deleted"), "{out}");
+        assert!(get(&stuck).is_none());
+
+        // On a node with a kubelet, the kubelet confirms the deletion and `delete` returns
+        // once the pod is gone.
+        let served = format!("served{i}");
+        create(&served, "master-1");
+        let out = cluster.kubectl_ok(k, &["delete", "pod", &served, "--timeout=20s"]);
+        assert!(out.contains("deleted"), "{out}");
+        assert!(get(&served).is_none());
+        // A pod on no node goes at once.
+        let unscheduled = format!("unscheduled{i}");
+        create(&unscheduled, "");
+        let (code, body) = cluster.curl(
+            "DELETE",
+            &format!("/api/v1/namespaces/default/pods/{unscheduled}"),
+            "",
+            "",
+        );
+        assert_eq!(code, 200, "{body}");
+        assert!(get(&unscheduled).is_none());
+    }
 }

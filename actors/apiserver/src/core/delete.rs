@@ -3,7 +3,9 @@
 //! removed, which deletes it. The propagation policy picks the garbage collector's finalizer:
 //! `Orphan` adds `orphan` (its dependents lose their owner reference first), `Foreground` adds
 //! `foregroundDeletion` (its blocking dependents go first), `Background` adds none (the
-//! dependents go after it).
+//! dependents go after it). A pod on a node is deleted gracefully: marked with the end of
+//! its grace period, it stays until its kubelet confirms that its containers stopped (a
+//! delete with no grace period left); a second delete may only shorten the period.
 
 use jiff::Timestamp;
 use shoal_core::deletion::finalizers_of;
@@ -127,8 +129,35 @@ pub enum DeletePlan {
     Pending,
 }
 
-/// The pure core of a delete: given the stored object, the options and the time, what to do.
-pub fn plan(object: &Value, options: &DeleteOptions, now: Timestamp) -> DeletePlan {
+/// The grace period the deletion of `object` gets, for a kind deleted gracefully (pods, as
+/// Kubernetes' pod strategy gives it): the one asked for, else the pod's own; none for a pod
+/// on no node or one that has finished; a negative one is a second. `None` for other kinds.
+pub fn grace_of(info: &ResourceInfo, object: &Value, options: &DeleteOptions) -> Option<i64> {
+    if info.kind != "Pod" {
+        return None;
+    }
+    let mut period = options.grace_period.unwrap_or_else(|| {
+        object
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    });
+    let node = object.pointer("/spec/nodeName").and_then(Value::as_str);
+    let phase = object.pointer("/status/phase").and_then(Value::as_str);
+    if node.is_none_or(str::is_empty) || matches!(phase, Some("Succeeded" | "Failed")) {
+        period = 0;
+    }
+    Some(if period < 0 { 1 } else { period })
+}
+
+/// The pure core of a delete: given the stored object, the options, the grace period its
+/// kind gives it ([`grace_of`]) and the time, what to do.
+pub fn plan(
+    object: &Value,
+    options: &DeleteOptions,
+    grace: Option<i64>,
+    now: Timestamp,
+) -> DeletePlan {
     let old = finalizers_of(object);
     let deleting = is_deleting(object);
     // An explicit policy replaces the collector's finalizer; none keeps what is there.
@@ -141,10 +170,20 @@ pub fn plan(object: &Value, options: &DeleteOptions, now: Timestamp) -> DeletePl
             Propagation::Background => {}
         }
     }
-    if finalizers.is_empty() {
+    // A graceful deletion under way may only be shortened.
+    let pending = object
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .filter(|_| deleting);
+    let period = match (grace, pending) {
+        (Some(asked), Some(pending)) => asked.min(pending),
+        (Some(asked), None) => asked,
+        (None, _) => 0,
+    };
+    if finalizers.is_empty() && period == 0 {
         return DeletePlan::Remove;
     }
-    if deleting && finalizers == old {
+    if deleting && finalizers == old && Some(period) == pending.or(Some(0)) {
         return DeletePlan::Pending;
     }
     let mut marked = object.clone();
@@ -152,15 +191,35 @@ pub fn plan(object: &Value, options: &DeleteOptions, now: Timestamp) -> DeletePl
         Some(map) => metadata_mut(map),
         None => return DeletePlan::Remove,
     };
-    meta.insert("finalizers".into(), json!(finalizers));
+    if finalizers.is_empty() {
+        meta.remove("finalizers");
+    } else {
+        meta.insert("finalizers".into(), json!(finalizers));
+    }
+    let period_secs = jiff::SignedDuration::from_secs(period);
     if !deleting {
-        meta.insert("deletionTimestamp".into(), json!(format_time(now)));
-        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+        let at = now.checked_add(period_secs).unwrap_or(now);
+        meta.insert("deletionTimestamp".into(), json!(format_time(at)));
+        meta.insert("deletionGracePeriodSeconds".into(), json!(period));
         if let Some(generation) = meta.get("generation").and_then(Value::as_i64)
             && generation > 0
         {
             meta.insert("generation".into(), json!(generation + 1));
         }
+    } else if let Some(pending) = pending
+        && period < pending
+    {
+        // The end moves as much earlier as the period is shorter.
+        let end = meta
+            .get("deletionTimestamp")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .unwrap_or(now);
+        let sooner = end
+            .checked_sub(jiff::SignedDuration::from_secs(pending - period))
+            .unwrap_or(end);
+        meta.insert("deletionTimestamp".into(), json!(format_time(sooner)));
+        meta.insert("deletionGracePeriodSeconds".into(), json!(period));
     }
     meta.remove("resourceVersion");
     DeletePlan::Mark(marked)
@@ -192,7 +251,12 @@ pub fn check_finalizers(
             }],
         ));
     }
-    Ok(after.is_empty())
+    // A graceful deletion still under way ends by a delete, not by an update.
+    let graceful = new
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .is_some_and(|g| g > 0);
+    Ok(after.is_empty() && !graceful)
 }
 
 /// What a delete that removed the object answers: the object itself for pods (as Kubernetes
@@ -268,7 +332,12 @@ impl ApiCore {
         let plan = if info.resource == "namespaces" {
             DeletePlan::Remove
         } else {
-            plan(&old, &options, Timestamp::now())
+            plan(
+                &old,
+                &options,
+                grace_of(info, &old, &options),
+                Timestamp::now(),
+            )
         };
         match plan {
             DeletePlan::Pending => Ok(old),
@@ -580,19 +649,19 @@ mod tests {
     fn an_object_without_finalizers_goes_at_once_unless_a_policy_holds_it() {
         let none = object(&[], false);
         assert_eq!(
-            plan(&none, &DeleteOptions::default(), now()),
+            plan(&none, &DeleteOptions::default(), None, now()),
             DeletePlan::Remove
         );
         let background = DeleteOptions {
             propagation: Some(Propagation::Background),
             ..Default::default()
         };
-        assert_eq!(plan(&none, &background, now()), DeletePlan::Remove);
+        assert_eq!(plan(&none, &background, None, now()), DeletePlan::Remove);
         let orphan = DeleteOptions {
             propagation: Some(Propagation::Orphan),
             ..Default::default()
         };
-        let DeletePlan::Mark(marked) = plan(&none, &orphan, now()) else {
+        let DeletePlan::Mark(marked) = plan(&none, &orphan, None, now()) else {
             panic!("not marked")
         };
         assert_eq!(marked["metadata"]["finalizers"], json!(["orphan"]));
@@ -608,7 +677,7 @@ mod tests {
     #[test]
     fn finalizers_hold_an_object_and_a_second_delete_changes_only_the_policy() {
         let held = object(&["example.com/keep"], false);
-        let DeletePlan::Mark(marked) = plan(&held, &DeleteOptions::default(), now()) else {
+        let DeletePlan::Mark(marked) = plan(&held, &DeleteOptions::default(), None, now()) else {
             panic!("not marked")
         };
         assert_eq!(
@@ -618,7 +687,7 @@ mod tests {
         // Marked already: nothing to do, unless the policy changes.
         let again = object(&["example.com/keep"], true);
         assert_eq!(
-            plan(&again, &DeleteOptions::default(), now()),
+            plan(&again, &DeleteOptions::default(), None, now()),
             DeletePlan::Pending
         );
         let foreground = DeleteOptions {
@@ -626,7 +695,7 @@ mod tests {
             ..Default::default()
         };
         let orphaning = object(&["example.com/keep", ORPHAN], true);
-        let DeletePlan::Mark(switched) = plan(&orphaning, &foreground, now()) else {
+        let DeletePlan::Mark(switched) = plan(&orphaning, &foreground, None, now()) else {
             panic!("not changed")
         };
         assert_eq!(
@@ -645,9 +714,99 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            plan(&object(&[ORPHAN], true), &background, now()),
+            plan(&object(&[ORPHAN], true), &background, None, now()),
             DeletePlan::Remove
         );
+    }
+
+    fn pod(node: &str, phase: &str) -> Value {
+        json!({"metadata": {"name": "p", "uid": "u"},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 30},
+            "status": {"phase": phase}})
+    }
+
+    fn grace(pod: &Value, asked: Option<i64>) -> Option<i64> {
+        let pods = resources::find("", "v1", "pods").expect("served");
+        let options = DeleteOptions {
+            grace_period: asked,
+            ..Default::default()
+        };
+        grace_of(pods, pod, &options)
+    }
+
+    #[test]
+    fn pods_get_the_grace_period_kubernetes_gives_them() {
+        let running = pod("n1", "Running");
+        assert_eq!(grace(&running, None), Some(30));
+        assert_eq!(grace(&running, Some(5)), Some(5));
+        assert_eq!(grace(&running, Some(-3)), Some(1));
+        assert_eq!(grace(&pod("", "Pending"), Some(5)), Some(0));
+        assert_eq!(grace(&pod("n1", "Succeeded"), None), Some(0));
+        assert_eq!(grace(&pod("n1", "Failed"), None), Some(0));
+        let cm = resources::find("", "v1", "configmaps").expect("served");
+        assert_eq!(grace_of(cm, &running, &DeleteOptions::default()), None);
+    }
+
+    #[test]
+    fn a_pod_on_a_node_is_marked_and_its_grace_period_only_shortens() {
+        let DeletePlan::Mark(marked) = plan(
+            &pod("n1", "Running"),
+            &DeleteOptions::default(),
+            Some(30),
+            now(),
+        ) else {
+            panic!("not marked")
+        };
+        // 2023-11-14T22:13:20Z and thirty seconds.
+        assert_eq!(
+            marked["metadata"]["deletionTimestamp"],
+            "2023-11-14T22:13:50Z"
+        );
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+        assert!(marked["metadata"].get("finalizers").is_none());
+        // Asked again for as long or longer: nothing changes.
+        assert_eq!(
+            plan(&marked, &DeleteOptions::default(), Some(30), now()),
+            DeletePlan::Pending
+        );
+        assert_eq!(
+            plan(&marked, &DeleteOptions::default(), Some(60), now()),
+            DeletePlan::Pending
+        );
+        // Shorter: the end moves as much earlier.
+        let DeletePlan::Mark(sooner) = plan(&marked, &DeleteOptions::default(), Some(10), now())
+        else {
+            panic!("not shortened")
+        };
+        assert_eq!(
+            sooner["metadata"]["deletionTimestamp"],
+            "2023-11-14T22:13:30Z"
+        );
+        assert_eq!(sooner["metadata"]["deletionGracePeriodSeconds"], 10);
+        // None left (the kubelet's final delete, or a forced one): gone.
+        assert_eq!(
+            plan(&sooner, &DeleteOptions::default(), Some(0), now()),
+            DeletePlan::Remove
+        );
+        // A pod on no node goes at once.
+        assert_eq!(
+            plan(
+                &pod("", "Pending"),
+                &DeleteOptions::default(),
+                Some(0),
+                now()
+            ),
+            DeletePlan::Remove
+        );
+        // An update does not end a graceful deletion; a finalizer's removal after its
+        // grace period has been cut to nothing does.
+        let pods = resources::find("", "v1", "pods").expect("served");
+        assert!(!check_finalizers(pods, "p", &marked, &marked).expect("ok"));
+        let mut held = marked.clone();
+        held["metadata"]["finalizers"] = json!(["a.io/x"]);
+        let mut ended = marked.clone();
+        ended["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        assert!(check_finalizers(pods, "p", &held, &ended).expect("ok"));
     }
 
     #[test]
