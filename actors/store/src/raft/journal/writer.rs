@@ -14,20 +14,25 @@ use crate::error::StoreError;
 /// record comes sooner than that.
 const LINGER: std::time::Duration = std::time::Duration::from_micros(200);
 
-/// The next queued job: found within [`LINGER`] (yielding the CPU meanwhile), or waited
-/// for; `None` once every sender is gone.
-fn next_job(rx: &Receiver<Job>) -> Option<Job> {
+/// The next queued job, and whether it came within [`LINGER`] of the call; `None` once
+/// every sender is gone. When `look` is set the writer looks for it for up to [`LINGER`]
+/// (yielding the CPU meanwhile) before it sleeps; otherwise it sleeps at once.
+fn next_job(rx: &Receiver<Job>, look: bool) -> Option<(Job, bool)> {
     let since = std::time::Instant::now();
-    loop {
-        match rx.try_recv() {
-            Ok(job) => return Some(job),
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
-            Err(std::sync::mpsc::TryRecvError::Empty) if since.elapsed() < LINGER => {
-                std::thread::yield_now();
+    if look {
+        loop {
+            match rx.try_recv() {
+                Ok(job) => return Some((job, true)),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+                Err(std::sync::mpsc::TryRecvError::Empty) if since.elapsed() < LINGER => {
+                    std::thread::yield_now();
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
             }
-            Err(std::sync::mpsc::TryRecvError::Empty) => return rx.recv().ok(),
         }
     }
+    let job = rx.recv().ok()?;
+    Some((job, since.elapsed() < LINGER))
 }
 
 /// The writer thread's state.
@@ -78,8 +83,13 @@ impl Writer {
 
     fn run(mut self, rx: Receiver<Job>) {
         let mut buf = Vec::new();
+        // Whether to look for the next record before sleeping: only while records have
+        // been coming soon after a flush, so that a writer whose records come seldom (a
+        // follower of a lone client, an idle master) leaves the CPU to others.
+        let mut look = true;
         // Ends when every journal handle (and with them the sender) is gone.
-        while let Some(first) = next_job(&rx) {
+        while let Some((first, soon)) = next_job(&rx, look) {
+            look = soon;
             let mut jobs = vec![first];
             jobs.extend(rx.try_iter());
             buf.clear();
