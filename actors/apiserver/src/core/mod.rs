@@ -68,6 +68,7 @@ pub(crate) struct WriteCtx {
 mod apply;
 pub mod cache;
 mod delete;
+mod evict;
 mod list;
 mod namespaces;
 mod pages;
