@@ -95,6 +95,14 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The events of a finished watch's body, one JSON object per line.
+pub fn watch_events(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a watch event ({e}): {l}")))
+        .collect()
+}
+
 /// Polls `check` until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

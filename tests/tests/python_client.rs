@@ -178,9 +178,7 @@ fn watches_from_a_version_come_exactly_once_and_bookmarks_tell_where_they_are() 
             "",
         );
         assert_eq!(code, 200, "{text}");
-        text.lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON event"))
-            .collect()
+        shoal_tests::watch_events(&text)
     };
     let named = |events: &[Value]| -> Vec<(String, String)> {
         let mut named: Vec<(String, String)> = events
@@ -276,10 +274,7 @@ fn watches_from_a_version_come_exactly_once_and_bookmarks_tell_where_they_are() 
             "",
         );
         assert_eq!(code, 200, "{text}");
-        let events: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON event"))
-            .collect();
+        let events = shoal_tests::watch_events(&text);
         assert!(events.len() >= 4, "{version:?}: {text}");
         assert_eq!(
             named(&events[..3]),
@@ -320,9 +315,7 @@ fn watches_from_a_version_come_exactly_once_and_bookmarks_tell_where_they_are() 
             "",
         );
         assert_eq!(code, 200, "{text}");
-        text.lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON event"))
-            .collect()
+        shoal_tests::watch_events(&text)
     };
     assert_eq!(named(&changes_only(&from)), named(&events));
     assert!(changes_only("").is_empty());

@@ -6,7 +6,7 @@
 use serde_json::Value;
 use shoal_core::{ApiError, FieldValidation};
 
-use crate::kinds::roundtrip_of;
+use crate::kinds::{roundtrip, roundtrip_of};
 use crate::resources::ResourceInfo;
 
 /// One field the kind does not have: as Kubernetes names it (`spec.containers[0].foo`) and
@@ -65,8 +65,38 @@ pub fn unknown_fields(
     info: &ResourceInfo,
     object: &Value,
 ) -> Result<Vec<Unknown>, serde_json::Error> {
+    unknown_in(object, roundtrip_of(info, object))
+}
+
+/// Refuses, as `Strict` does, an object of `kind` (one no resource serves: a `Scale`) that
+/// names fields the kind does not have.
+pub fn refuse_unknown(kind: &str, object: &Value) -> Result<(), ApiError> {
+    let unknown = unknown_in(object, roundtrip(kind, object))
+        .map_err(|e| ApiError::BadRequest(format!("unable to decode {kind} body: {e}")))?;
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(strict_error(&named(&unknown)))
+    }
+}
+
+fn named(unknown: &[Unknown]) -> Vec<String> {
+    unknown
+        .iter()
+        .map(|u| format!("unknown field {:?}", u.path))
+        .collect()
+}
+
+fn strict_error(named: &[String]) -> ApiError {
+    ApiError::BadRequest(format!("strict decoding error: {}", named.join(", ")))
+}
+
+fn unknown_in(
+    object: &Value,
+    kept: Option<Result<Value, serde_json::Error>>,
+) -> Result<Vec<Unknown>, serde_json::Error> {
     let mut out = Vec::new();
-    if let Some(kept) = roundtrip_of(info, object) {
+    if let Some(kept) = kept {
         missing(object, &kept?, "", "", &mut out);
     }
     Ok(out)
@@ -92,15 +122,9 @@ pub fn enforce(
     if unknown.is_empty() {
         return Ok(Vec::new());
     }
-    let named: Vec<String> = unknown
-        .iter()
-        .map(|u| format!("unknown field {:?}", u.path))
-        .collect();
+    let named = named(&unknown);
     if mode == FieldValidation::Strict {
-        return Err(ApiError::BadRequest(format!(
-            "strict decoding error: {}",
-            named.join(", ")
-        )));
+        return Err(strict_error(&named));
     }
     // Deepest first, so that removing one never moves another (list indexes).
     for u in unknown.iter().rev() {

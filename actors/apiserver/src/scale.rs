@@ -91,36 +91,7 @@ fn applied_parent(
             "an applied Scale must set apiVersion autoscaling/v1 and kind Scale".into(),
         ));
     };
-    let mut unknown = Vec::new();
-    if let Some(map) = config.as_object() {
-        unknown.extend(
-            map.keys()
-                .filter(|k| {
-                    !matches!(
-                        k.as_str(),
-                        "apiVersion" | "kind" | "metadata" | "spec" | "status"
-                    )
-                })
-                .cloned(),
-        );
-    }
-    if let Some(spec) = config.get("spec").and_then(Value::as_object) {
-        unknown.extend(
-            spec.keys()
-                .filter(|k| *k != "replicas")
-                .map(|k| format!("spec.{k}")),
-        );
-    }
-    if !unknown.is_empty() {
-        let named: Vec<String> = unknown
-            .iter()
-            .map(|u| format!("unknown field {u:?}"))
-            .collect();
-        return Err(ApiError::BadRequest(format!(
-            "strict decoding error: {}",
-            named.join(", ")
-        )));
-    }
+    crate::fields::refuse_unknown("Scale", config)?;
     let replicas = wanted_replicas(info, name, config)?;
     let meta = config.get("metadata").cloned().unwrap_or_else(|| json!({}));
     if let Some(given) = meta.get("name").and_then(Value::as_str)
@@ -319,6 +290,12 @@ mod tests {
         assert_eq!(
             code(
                 json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 1, "paused": true}})
+            ),
+            Some(400)
+        );
+        assert_eq!(
+            code(
+                json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web", "colour": "red"}})
             ),
             Some(400)
         );

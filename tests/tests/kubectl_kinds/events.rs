@@ -29,14 +29,6 @@ regarding:
     )
 }
 
-/// Every watch event line of a finished watch.
-fn watch_lines(body: &str) -> Vec<Value> {
-    body.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
 #[test]
 fn events_read_and_write_through_both_groups() {
     let cluster = Cluster::start("event-groups", &[]);
@@ -183,7 +175,7 @@ fn events_read_and_write_through_both_groups() {
     );
     assert_eq!(code, 200, "{body}");
     // The node's own Events are there too.
-    let added: Vec<Value> = watch_lines(&body)
+    let added: Vec<Value> = shoal_tests::watch_events(&body)
         .into_iter()
         .filter(|e| {
             ["web.probe0", "web.probe1", "old.1"]
@@ -230,7 +222,7 @@ fn events_read_and_write_through_both_groups() {
         "",
     );
     assert_eq!(code, 200, "{body}");
-    let changes = watch_lines(&body);
+    let changes = shoal_tests::watch_events(&body);
     assert_eq!(changes.len(), 1, "{body}");
     assert_eq!(changes[0]["type"], "MODIFIED");
     assert_eq!(changes[0]["object"]["note"], "seen three times");

@@ -60,6 +60,7 @@ pub fn roundtrip(kind: &str, object: &Value) -> Option<Result<Value, serde_json:
         "Lease" => through::<coordination::Lease>(object),
         "EndpointSlice" => through::<discovery::EndpointSlice>(object),
         "Eviction" => through::<policy::Eviction>(object),
+        "Scale" => through::<k8s_openapi::api::autoscaling::v1::Scale>(object),
         "PodDisruptionBudget" => through::<policy::PodDisruptionBudget>(object),
         _ => return None,
     })
