@@ -11,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use shoal_core::{ApiError, ApiRequest, PatchKind, RequestOptions, Verb};
 
@@ -480,6 +480,49 @@ fn event_line(kind: &str, object: Value) -> Bytes {
     crate::core::cache::event_line(kind, &object)
 }
 
+/// The most a watch joins into one write: events waiting for a watcher that has fallen
+/// behind are sent together, up to this size.
+const WATCH_BATCH_BYTES: usize = 256 * 1024;
+
+/// Watch lines joined into one chunk of the response.
+struct WatchBatch {
+    /// The first line, kept as it is while it is the only one (a shared line is not copied).
+    first: Bytes,
+    more: Option<bytes::BytesMut>,
+}
+
+impl WatchBatch {
+    fn new(first: Bytes) -> WatchBatch {
+        WatchBatch { first, more: None }
+    }
+
+    fn len(&self) -> usize {
+        self.more.as_ref().map_or(self.first.len(), |m| m.len())
+    }
+
+    fn has_room(&self) -> bool {
+        self.len() < WATCH_BATCH_BYTES
+    }
+
+    fn push(&mut self, line: Bytes) {
+        let first = &self.first;
+        self.more
+            .get_or_insert_with(|| {
+                let mut joined = bytes::BytesMut::with_capacity(first.len() * 4);
+                joined.extend_from_slice(first);
+                joined
+            })
+            .extend_from_slice(&line);
+    }
+
+    fn finish(self) -> Bytes {
+        match self.more {
+            Some(joined) => joined.freeze(),
+            None => self.first,
+        }
+    }
+}
+
 /// How often a watch that allows bookmarks gets one (Kubernetes: every minute).
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
@@ -577,28 +620,61 @@ async fn watch(
             }
         }
         let mut bookmark_at = next_bookmark(tokio::time::Instant::now(), deadline);
+        // Made once, not per event: a timer armed and cleared for every event of every
+        // watcher is a large share of what a busy watch costs.
+        let bookmark_due = tokio::time::sleep_until(bookmark_at);
+        let end = tokio::time::sleep_until(deadline);
+        tokio::pin!(bookmark_due, end);
+        let mut ended = false;
         loop {
             let line = tokio::select! {
                 change = live.next(&core, &filters) => match change {
                     Some(change) if table => event_line(change.kind(), render_one(change.object(), first)),
-                    Some(change) => change.line(),
+                    Some(change) => {
+                        // A watcher that has fallen behind gets what is waiting in one write,
+                        // not one write (and one TLS record) per event.
+                        // A source that ends here is not asked again (a cache watch that fell
+                        // too far behind would go on after a gap): the stream ends after
+                        // this write.
+                        let mut batch = WatchBatch::new(change.line());
+                        while batch.has_room() {
+                            match live.next(&core, &filters).now_or_never() {
+                                Some(Some(change)) => batch.push(change.line()),
+                                Some(None) => {
+                                    ended = true;
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        batch.finish()
+                    }
                     None => return,
                 },
-                () = tokio::time::sleep_until(bookmark_at), if bookmarks => {
+                () = &mut bookmark_due, if bookmarks => {
                     bookmark_at = next_bookmark(tokio::time::Instant::now(), deadline);
+                    bookmark_due.as_mut().reset(bookmark_at);
                     bookmark(live.position(), false)
                 }
-                () = tokio::time::sleep_until(deadline) => return,
+                () = &mut end => return,
                 () = tx.closed() => return,
             };
             first = false;
-            if tx.send(line).await.is_err() {
+            if tx.send(line).await.is_err() || ended {
                 return;
             }
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
+        let first = rx.recv().await?;
+        let mut batch = WatchBatch::new(first);
+        while batch.has_room() {
+            match rx.try_recv() {
+                Ok(line) => batch.push(line),
+                Err(_) => break,
+            }
+        }
+        Some((Ok::<_, Infallible>(batch.finish()), rx))
     });
     streaming_response(stream.boxed(), table)
 }
@@ -626,4 +702,32 @@ pub fn router(api: Arc<HttpApi>) -> Router {
         .with_state(api)
         .merge(admin::router())
         .merge(crate::whoami::router())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_watch_lines_are_joined_up_to_a_size() {
+        let one = Bytes::from_static(b"{\"type\":\"ADDED\"}\n");
+        let alone = WatchBatch::new(one.clone()).finish();
+        // A line sent alone is the shared one, not a copy.
+        assert_eq!(alone.as_ptr(), one.as_ptr());
+
+        let mut batch = WatchBatch::new(one.clone());
+        batch.push(Bytes::from_static(b"{\"type\":\"DELETED\"}\n"));
+        assert_eq!(
+            &batch.finish()[..],
+            b"{\"type\":\"ADDED\"}\n{\"type\":\"DELETED\"}\n"
+        );
+
+        let mut full = WatchBatch::new(one.clone());
+        while full.has_room() {
+            full.push(one.clone());
+        }
+        let joined = full.finish();
+        assert!(joined.len() >= WATCH_BATCH_BYTES);
+        assert!(joined.len() < WATCH_BATCH_BYTES + one.len());
+    }
 }

@@ -368,8 +368,7 @@ async fn list_loop(
 /// How many pods a list body holds (each pod has one `"uid"`), counted without parsing it,
 /// so that the client's own decoding does not weigh on the server's numbers.
 fn count_items(body: &[u8]) -> usize {
-    let needle = b"\"uid\":";
-    body.windows(needle.len()).filter(|w| w == needle).count()
+    memchr::memmem::find_iter(body, b"\"uid\":").count()
 }
 
 async fn list(
@@ -447,7 +446,7 @@ struct WatchResult {
 /// The `bench/sent` stamp of a watch line, read without parsing the line.
 fn sent_stamp(line: &[u8]) -> Option<u64> {
     let needle = b"\"bench/sent\":\"";
-    let at = line.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    let at = memchr::memmem::find(line, needle)? + needle.len();
     let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&line[at..at + digits])
         .ok()?
@@ -508,7 +507,7 @@ async fn watch(
                 pending.extend_from_slice(&data);
                 let now = epoch.elapsed().as_micros() as u64;
                 let mut start = 0;
-                while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+                while let Some(end) = memchr::memchr(b'\n', &pending[start..]) {
                     if let Some(sent) = sent_stamp(&pending[start..start + end]) {
                         let _ = hist.record(now.saturating_sub(sent).max(1));
                         seen += 1;
