@@ -161,13 +161,31 @@ impl LabelSelector {
 
     /// Whether an object with these labels is selected.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.matches_with(|k| labels.get(k).map(String::as_str))
+    }
+
+    /// Whether `object` is selected, read from its `metadata.labels` in place (a list checks
+    /// every object it holds: nothing is copied).
+    pub fn matches_object(&self, object: &Value) -> bool {
+        if self.requirements.is_empty() {
+            return true;
+        }
+        let labels = object
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object);
+        self.matches_with(|k| labels?.get(k)?.as_str())
+    }
+
+    /// Whether the labels `label` gives (`None`: not set) are selected.
+    fn matches_with<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.requirements.iter().all(|r| match r {
-            LabelRequirement::Equals(k, v) => labels.get(k) == Some(v),
-            LabelRequirement::NotEquals(k, v) => labels.get(k) != Some(v),
-            LabelRequirement::In(k, vs) => labels.get(k).is_some_and(|l| vs.contains(l)),
-            LabelRequirement::NotIn(k, vs) => labels.get(k).is_none_or(|l| !vs.contains(l)),
-            LabelRequirement::Exists(k) => labels.contains_key(k),
-            LabelRequirement::DoesNotExist(k) => !labels.contains_key(k),
+            LabelRequirement::Equals(k, v) => label(k) == Some(v.as_str()),
+            LabelRequirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
+            LabelRequirement::In(k, vs) => label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            LabelRequirement::NotIn(k, vs) => label(k).is_none_or(|l| !vs.iter().any(|v| v == l)),
+            LabelRequirement::Exists(k) => label(k).is_some(),
+            LabelRequirement::DoesNotExist(k) => label(k).is_none(),
         })
     }
 }
@@ -314,6 +332,27 @@ mod tests {
             ("team", "a"),
             ("env", "prod")
         ])));
+    }
+
+    #[test]
+    fn an_object_is_matched_on_its_labels_in_place() {
+        let s = LabelSelector::parse("app=web,tier in (front),!legacy").expect("valid");
+        let object = |labels: Value| json!({"metadata": {"name": "o", "labels": labels}});
+        assert!(s.matches_object(&object(json!({"app": "web", "tier": "front"}))));
+        assert!(!s.matches_object(&object(json!({"app": "web", "tier": "back"}))));
+        assert!(!s.matches_object(&object(
+            json!({"app": "web", "tier": "front", "legacy": ""})
+        )));
+        // No labels, or labels that are not strings, are labels not set.
+        assert!(!s.matches_object(&json!({"metadata": {"name": "o"}})));
+        assert!(!s.matches_object(&object(json!({"app": 1, "tier": "front"}))));
+        assert!(
+            LabelSelector::parse("!app")
+                .expect("valid")
+                .matches_object(&json!({}))
+        );
+        // Everything passes an empty selector.
+        assert!(LabelSelector::default().matches_object(&json!(null)));
     }
 
     #[test]
