@@ -360,6 +360,8 @@ fn controller_manager(args: &Args, store: Store) -> ElectorArgs {
             group: r.group.into(),
             version: r.version.into(),
             resource: r.resource.into(),
+            kind: r.kind.into(),
+            namespaced: r.namespaced,
         })
         .collect();
     let singleton: Singleton = Arc::new(move |fence| {

@@ -205,6 +205,63 @@ fn bad_requests_get_the_kubernetes_status_codes() {
         cluster.curl_headers("GET", &format!("{pods}/p"), &[("Accept", "text/html")], "");
     assert_eq!(code, 406, "{text}");
     assert_eq!(status(&text)["reason"], "NotAcceptable", "{text}");
+
+    // Metadata views, as client-go's metadata client asks for them: a list (from the store
+    // and from the watch cache), an object and a watch show only each object's metadata.
+    let list_form = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+    let object_form = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    let asked = format!(
+        "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,{list_form},application/json"
+    );
+    for path in [pods.to_owned(), format!("{pods}?resourceVersion=0")] {
+        let (code, text) = cluster.curl_headers("GET", &path, &[("Accept", &asked)], "");
+        assert_eq!(code, 200, "{text}");
+        let list = status(&text);
+        assert_eq!(list["kind"], "PartialObjectMetadataList", "{text}");
+        assert_eq!(list["apiVersion"], "meta.k8s.io/v1", "{text}");
+        let item = &list["items"][0];
+        assert_eq!(item["kind"], "PartialObjectMetadata", "{text}");
+        assert_eq!(
+            item["metadata"]["uid"], created["metadata"]["uid"],
+            "{text}"
+        );
+        assert!(item.get("spec").is_none(), "{text}");
+    }
+    let (code, text) =
+        cluster.curl_headers("GET", &format!("{pods}/p"), &[("Accept", object_form)], "");
+    assert_eq!(code, 200, "{text}");
+    let partial = status(&text);
+    assert_eq!(partial["kind"], "PartialObjectMetadata", "{text}");
+    assert_eq!(partial["metadata"]["name"], "p", "{text}");
+    assert!(partial.get("spec").is_none(), "{text}");
+    // An object is not a list: asked only in the list form, it has nothing to answer with.
+    let (code, text) =
+        cluster.curl_headers("GET", &format!("{pods}/p"), &[("Accept", list_form)], "");
+    assert_eq!(code, 406, "{text}");
+    assert_eq!(status(&text)["reason"], "NotAcceptable", "{text}");
+    // With JSON after it, the plain object comes.
+    let (code, text) = cluster.curl_headers(
+        "GET",
+        &format!("{pods}/p"),
+        &[("Accept", &format!("{list_form},application/json"))],
+        "",
+    );
+    assert_eq!(
+        (code, status(&text)["kind"].clone()),
+        (200, "Pod".into()),
+        "{text}"
+    );
+    let (code, text) = cluster.curl_headers(
+        "GET",
+        &format!("{pods}?watch=true&resourceVersion=0&timeoutSeconds=1"),
+        &[("Accept", object_form)],
+        "",
+    );
+    assert_eq!(code, 200, "{text}");
+    let event = status(text.lines().next().unwrap_or_default());
+    assert_eq!(event["type"], "ADDED", "{text}");
+    assert_eq!(event["object"]["kind"], "PartialObjectMetadata", "{text}");
+    assert_eq!(event["object"]["metadata"]["name"], "p", "{text}");
     // A list from the future is 504 once the server has waited for it; a watch from there
     // gets the same Status as its ERROR event, as a watch reports what goes wrong after
     // its request was read.

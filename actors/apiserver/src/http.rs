@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use shoal_core::{ApiError, ApiRequest, PatchKind, RequestOptions, Verb};
 
 use crate::core::{ApiCore, Filters};
-use crate::negotiate::{Representation, body_to_json, choose, patch_kind};
+use crate::negotiate::{MetadataForm, Representation, body_to_json, choose, patch_kind};
 use crate::resources::{self, ResourceInfo};
 use crate::table::{IncludeObject, render};
 use crate::tls::Identity;
@@ -46,7 +46,8 @@ fn respond_json(code: u16, value: &Value, representation: Representation) -> Res
             TABLE_CONTENT_TYPE,
             serde_json::to_vec(value).unwrap_or_default(),
         ),
-        Representation::Json => (
+        // A metadata view is made by the core; what comes here is plain JSON.
+        Representation::Json | Representation::Metadata(_) => (
             "application/json",
             serde_json::to_vec(value).unwrap_or_default(),
         ),
@@ -186,6 +187,8 @@ fn options_from(
                 )));
             }
         },
+        // Set from `Accept` once the request is read.
+        metadata_only: false,
     })
 }
 
@@ -243,15 +246,18 @@ async fn dispatch(
         );
         return response;
     }
-    let representation = match choose(accept) {
+    // Which metadata form a resource request can take is known once its path is read; a
+    // document outside the resources is plain JSON whatever view was asked for.
+    let representation = match choose(accept, Some(MetadataForm::Object))
+        .or_else(|_| choose(accept, Some(MetadataForm::List)))
+    {
         Ok(r) => r,
         Err(err) => return error_response(&err),
     };
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let plain = if representation == Representation::Table {
-        Representation::Json
-    } else {
-        representation
+    let plain = match representation {
+        Representation::Table | Representation::Metadata(_) => Representation::Json,
+        other => other,
     };
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
         ["version"] => return respond_json(200, &version_info(), plain),
@@ -305,9 +311,21 @@ async fn dispatch(
         Ok(options) => options,
         Err(err) => return error_response(&err),
     };
+    let watching = parse_bool(query.get("watch"));
+    let form = if method == Method::GET && target.name.is_none() && !watching {
+        MetadataForm::List
+    } else {
+        MetadataForm::Object
+    };
+    let representation = match choose(accept, Some(form)) {
+        Ok(r) => r,
+        Err(err) => return error_response(&err),
+    };
+    let mut options = options;
+    options.metadata_only = matches!(representation, Representation::Metadata(_));
     let verb = match (&method, target.name) {
         (&Method::GET, Some(_)) => Verb::Get,
-        (&Method::GET, None) if parse_bool(query.get("watch")) => {
+        (&Method::GET, None) if watching => {
             return watch(api, target, options, &query, representation).await;
         }
         (&Method::GET, None) => Verb::List,
@@ -334,7 +352,6 @@ async fn dispatch(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let mut options = options;
     let body = match verb {
         Verb::Create | Verb::Update => match body_to_json(content_type, &body) {
             Ok(b) => b,
@@ -383,12 +400,17 @@ async fn dispatch(
         || !matches!(verb, Verb::Get | Verb::List)
     {
         // The core's reply is JSON already: sent as it is, not decoded and encoded again.
+        let content_type = match representation {
+            Representation::Metadata(MetadataForm::List) if reply.is_success() => {
+                "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
+            }
+            Representation::Metadata(MetadataForm::Object) if reply.is_success() => {
+                "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io"
+            }
+            _ => "application/json",
+        };
         let mut response = if plain == Representation::Json && !reply.body.is_empty() {
-            respond_bytes(
-                reply.code,
-                std::mem::take(&mut reply.body),
-                "application/json",
-            )
+            respond_bytes(reply.code, std::mem::take(&mut reply.body), content_type)
         } else {
             respond_json(reply.code, &reply.json(), plain)
         };
@@ -560,6 +582,7 @@ async fn watch(
         .map_or(Duration::from_secs(1800), Duration::from_secs);
     let include = IncludeObject::parse(query.get("includeObject").map(String::as_str));
     let table = representation == Representation::Table;
+    let metadata_only = matches!(representation, Representation::Metadata(_));
     let bookmarks = parse_bool(query.get("allowWatchBookmarks")) && !table;
     let start = match api.core.watch(info, target.namespace, &options).await {
         Ok(start) => start,
@@ -567,7 +590,7 @@ async fn watch(
             let line = event_line("ERROR", err.to_status());
             return streaming_response(
                 futures::stream::iter([Ok::<_, Infallible>(line)]).boxed(),
-                table,
+                representation,
             );
         }
         Err(err) => return error_response(&err),
@@ -604,6 +627,8 @@ async fn watch(
         for object in start.initial {
             let line = if table {
                 event_line("ADDED", render_one(object, first))
+            } else if metadata_only {
+                event_line("ADDED", crate::objects::partial_metadata(&object))
             } else {
                 event_line("ADDED", object)
             };
@@ -630,6 +655,10 @@ async fn watch(
             let line = tokio::select! {
                 change = live.next(&core, &filters) => match change {
                     Some(change) if table => event_line(change.kind(), render_one(change.object(), first)),
+                    Some(change) if metadata_only => event_line(
+                        change.kind(),
+                        crate::objects::partial_metadata(&change.object()),
+                    ),
                     Some(change) => {
                         // A watcher that has fallen behind gets what is waiting in one write,
                         // not one write (and one TLS record) per event.
@@ -676,18 +705,20 @@ async fn watch(
         }
         Some((Ok::<_, Infallible>(batch.finish()), rx))
     });
-    streaming_response(stream.boxed(), table)
+    streaming_response(stream.boxed(), representation)
 }
 
 fn streaming_response(
     stream: futures::stream::BoxStream<'static, Result<Bytes, Infallible>>,
-    table: bool,
+    representation: Representation,
 ) -> Response {
     let mut response = Response::new(Body::from_stream(stream));
-    let content_type = if table {
-        TABLE_CONTENT_TYPE
-    } else {
-        "application/json"
+    let content_type = match representation {
+        Representation::Table => TABLE_CONTENT_TYPE,
+        Representation::Metadata(_) => {
+            "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io"
+        }
+        _ => "application/json",
     };
     response
         .headers_mut()

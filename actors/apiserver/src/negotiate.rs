@@ -9,6 +9,16 @@ pub enum Representation {
     Json,
     Yaml,
     Table,
+    /// Only each object's metadata (`as=PartialObjectMetadata` for an object or a watch,
+    /// `as=PartialObjectMetadataList` for a list), as Kubernetes' metadata clients ask.
+    Metadata(MetadataForm),
+}
+
+/// Which `PartialObjectMetadata` form a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetadataForm {
+    Object,
+    List,
 }
 
 fn params(entry: &str) -> (String, Vec<(String, String)>) {
@@ -35,7 +45,12 @@ fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 /// Picks the first entry of `Accept` that can be served. Never 406 when JSON is acceptable.
-pub fn choose(accept: Option<&str>) -> Result<Representation, ApiError> {
+/// `metadata` is the `PartialObjectMetadata` form the request can be answered in, if any:
+/// entries asking for another form are passed over.
+pub fn choose(
+    accept: Option<&str>,
+    metadata: Option<MetadataForm>,
+) -> Result<Representation, ApiError> {
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
         return Ok(Representation::Json);
     };
@@ -46,10 +61,25 @@ pub fn choose(accept: Option<&str>) -> Result<Representation, ApiError> {
             let is_table = as_ == "Table"
                 && get("g") == Some("meta.k8s.io")
                 && matches!(get("v"), Some("v1" | "v1beta1"));
-            if is_table && matches!(media.as_str(), "application/json" | "*/*") {
+            let is_meta =
+                get("g") == Some("meta.k8s.io") && matches!(get("v"), Some("v1" | "v1beta1"));
+            let form = match as_ {
+                "PartialObjectMetadata" => Some(MetadataForm::Object),
+                "PartialObjectMetadataList" => Some(MetadataForm::List),
+                _ => None,
+            };
+            let json = matches!(media.as_str(), "application/json" | "*/*");
+            if is_table && json {
                 return Ok(Representation::Table);
             }
-            // Another `as=` (aggregated discovery, PartialObjectMetadata) is not served here.
+            if let Some(form) = form
+                && is_meta
+                && json
+                && metadata == Some(form)
+            {
+                return Ok(Representation::Metadata(form));
+            }
+            // Another `as=` (aggregated discovery, another metadata form) is not served here.
             continue;
         }
         match media.as_str() {
@@ -163,27 +193,56 @@ mod tests {
     #[test]
     fn kubectl_get_asks_for_a_table() {
         let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert_eq!(choose(Some(accept)), Ok(Representation::Table));
+        assert_eq!(choose(Some(accept), None), Ok(Representation::Table));
+    }
+
+    #[test]
+    fn metadata_is_served_in_the_form_the_request_can_take() {
+        // As client-go's metadata client asks.
+        let list = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+        assert_eq!(
+            choose(Some(list), Some(MetadataForm::List)),
+            Ok(Representation::Metadata(MetadataForm::List))
+        );
+        // A get or a watch cannot answer with a list: the next entry is taken.
+        assert_eq!(
+            choose(Some(list), Some(MetadataForm::Object)),
+            Ok(Representation::Json)
+        );
+        let object = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+        assert_eq!(
+            choose(Some(object), Some(MetadataForm::Object)),
+            Ok(Representation::Metadata(MetadataForm::Object))
+        );
+        // Only that form was asked for, and a list cannot be it.
+        assert_eq!(
+            choose(Some(object), Some(MetadataForm::List)).map_err(|e| e.code()),
+            Err(406)
+        );
+        assert_eq!(choose(Some(object), None).map_err(|e| e.code()), Err(406));
     }
 
     #[test]
     fn aggregated_discovery_falls_back_to_json() {
         let accept =
             "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
-        assert_eq!(choose(Some(accept)), Ok(Representation::Json));
+        assert_eq!(choose(Some(accept), None), Ok(Representation::Json));
     }
 
     #[test]
     fn protobuf_first_still_gets_json() {
         assert_eq!(
-            choose(Some("application/vnd.kubernetes.protobuf,application/json")),
+            choose(
+                Some("application/vnd.kubernetes.protobuf,application/json"),
+                None
+            ),
             Ok(Representation::Json)
         );
         assert_eq!(
-            choose(Some("application/vnd.kubernetes.protobuf")).map_err(|e| e.code()),
+            choose(Some("application/vnd.kubernetes.protobuf"), None).map_err(|e| e.code()),
             Err(406)
         );
-        assert_eq!(choose(None), Ok(Representation::Json));
+        assert_eq!(choose(None, None), Ok(Representation::Json));
     }
 
     #[test]

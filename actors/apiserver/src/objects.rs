@@ -155,6 +155,15 @@ pub(crate) fn merge_update(
 }
 
 /// A `<Kind>List` object.
+/// `object` as a `PartialObjectMetadata`: its metadata alone.
+pub fn partial_metadata(object: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
 pub fn list_object(info: &ResourceInfo, items: Vec<Value>, version: &str) -> Value {
     json!({
         "kind": format!("{}List", info.kind),

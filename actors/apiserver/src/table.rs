@@ -434,11 +434,7 @@ fn row(info: &ResourceInfo, object: &Value, include: IncludeObject, now: Timesta
     match include {
         IncludeObject::None => {}
         IncludeObject::Metadata => {
-            row["object"] = json!({
-                "kind": "PartialObjectMetadata",
-                "apiVersion": "meta.k8s.io/v1",
-                "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
-            });
+            row["object"] = crate::objects::partial_metadata(object);
         }
         IncludeObject::Object => row["object"] = object.clone(),
     }

@@ -11,6 +11,12 @@
 //!   dependent that blocks its deletion (`blockOwnerDeletion`) is left.
 //!
 //! An owner is matched by uid: an object of the same name made again is another owner.
+//!
+//! Each look reads every resource's objects as metadata from the API server's watch cache,
+//! as Kubernetes' collector keeps metadata informers. The resources are read one after
+//! another, and a cache may be a little behind, so an owner the look did not see is looked
+//! up live before a dependent is deleted or loses its reference to it; and an object is read
+//! live before it is changed, its update carrying the version read.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -29,6 +35,17 @@ pub struct Resource {
     pub version: String,
     /// Plural: `configmaps`.
     pub resource: String,
+    /// The kind its objects are, as owner references name it: `ConfigMap`.
+    pub kind: String,
+    pub namespaced: bool,
+}
+
+impl Resource {
+    /// Whether an owner reference's `apiVersion` and `kind` name this resource's objects.
+    fn holds(&self, api_version: &str, kind: &str) -> bool {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        self.kind == kind && self.group == group
+    }
 }
 
 /// Where an object lives: its resource (an index into the collector's list), namespace, name.
@@ -45,6 +62,9 @@ pub struct OwnerRef {
     pub uid: String,
     /// `blockOwnerDeletion`: a foreground deletion of the owner waits for this dependent.
     pub blocks: bool,
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
 }
 
 /// What the collector sees of one object.
@@ -78,9 +98,14 @@ impl ObjectView {
                 .into_iter()
                 .flatten()
                 .filter_map(|r| {
+                    let text =
+                        |field: &str| r.get(field).and_then(Value::as_str).map(str::to_owned);
                     Some(OwnerRef {
-                        uid: r.get("uid")?.as_str()?.to_owned(),
+                        uid: text("uid")?,
                         blocks: r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true),
+                        api_version: text("apiVersion").unwrap_or_default(),
+                        kind: text("kind").unwrap_or_default(),
+                        name: text("name").unwrap_or_default(),
                     })
                 })
                 .collect(),
@@ -205,6 +230,22 @@ pub fn decide(objects: &[ObjectView]) -> Vec<Action> {
     actions
 }
 
+/// Whether an owner, as read live (`None`: not found), lets its dependent go: it is gone, is
+/// another object of the same name (another uid), or is being deleted by the collector (in
+/// the foreground, or orphaning its dependents).
+pub fn owner_lets_go(live: Option<&Value>, uid: &str) -> bool {
+    let Some(owner) = live else {
+        return true;
+    };
+    if owner.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+        return true;
+    }
+    is_deleting(owner)
+        && finalizers_of(owner)
+            .iter()
+            .any(|f| f == FOREGROUND || f == ORPHAN)
+}
+
 /// Messages of the collector (local only).
 #[derive(RactorMessage)]
 pub enum GarbageCollectorMsg {
@@ -245,26 +286,21 @@ pub struct GarbageCollector;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Every object of every resource, as views and as read (keyed by where they live).
-async fn observe(
-    resources: &[Resource],
-) -> Result<(Vec<ObjectView>, HashMap<Target, Value>), ApiError> {
+/// Every object of every resource, as views, from the watch cache.
+async fn observe(resources: &[Resource]) -> Result<Vec<ObjectView>, ApiError> {
     let mut views = Vec::new();
-    let mut objects = HashMap::new();
     for (i, r) in resources.iter().enumerate() {
-        let list = call_ok(
-            ApiRequest::new(Verb::List, &r.group, &r.version, &r.resource, None, None),
-            CALL_TIMEOUT,
-        )
-        .await?;
+        let mut req = ApiRequest::new(Verb::List, &r.group, &r.version, &r.resource, None, None);
+        req.options.resource_version = Some("0".into());
+        req.options.metadata_only = true;
+        let list = call_ok(req, CALL_TIMEOUT).await?;
         for item in list["items"].as_array().into_iter().flatten() {
             if let Some(view) = ObjectView::from_object(i, item) {
-                objects.insert(view.target.clone(), item.clone());
                 views.push(view);
             }
         }
     }
-    Ok((views, objects))
+    Ok(views)
 }
 
 fn request(resources: &[Resource], verb: Verb, target: &Target) -> Option<ApiRequest> {
@@ -279,26 +315,70 @@ fn request(resources: &[Resource], verb: Verb, target: &Target) -> Option<ApiReq
     ))
 }
 
-/// The object at `target` as read, without the items of its list at `pointer` that `dropped`
-/// picks.
-fn without(
-    objects: &HashMap<Target, Value>,
+/// The object at `target` read live (a quorum read), or `None` when there is none.
+async fn read_live(
+    resources: &[Resource],
     target: &Target,
-    pointer: &str,
-    dropped: impl Fn(&Value) -> bool,
-) -> Option<Value> {
-    let mut object = objects.get(target).cloned()?;
-    if let Some(list) = object.pointer_mut(pointer).and_then(Value::as_array_mut) {
-        list.retain(|item| !dropped(item));
+    metadata_only: bool,
+) -> Result<Option<Value>, ApiError> {
+    let Some(mut req) = request(resources, Verb::Get, target) else {
+        return Ok(None);
+    };
+    req.options.metadata_only = metadata_only;
+    match call_ok(req, CALL_TIMEOUT).await {
+        Ok(object) => Ok(Some(object)),
+        Err(ApiError::NotFound(_)) => Ok(None),
+        Err(err) => Err(err),
     }
-    Some(object)
 }
 
-/// Does one action. The updates carry the version that was read, so an object changed
-/// meanwhile is left for the next look.
+/// Whether the owner `owner` of `dependent`, read live, lets it go ([`owner_lets_go`]). An
+/// owner of a kind the collector does not know is kept, as its state cannot be read.
+async fn lets_go(
+    resources: &[Resource],
+    dependent: &ObjectView,
+    owner: &OwnerRef,
+) -> Result<bool, ApiError> {
+    let Some(at) = resources
+        .iter()
+        .position(|r| r.holds(&owner.api_version, &owner.kind))
+    else {
+        return Ok(false);
+    };
+    let target = Target {
+        resource: at,
+        namespace: dependent
+            .target
+            .namespace
+            .clone()
+            .filter(|_| resources[at].namespaced),
+        name: owner.name.clone(),
+    };
+    let live = read_live(resources, &target, true).await?;
+    Ok(owner_lets_go(live.as_ref(), &owner.uid))
+}
+
+/// The object `view` shows, read live, when it is still that object (the same uid).
+async fn read_same(resources: &[Resource], view: &ObjectView) -> Result<Option<Value>, ApiError> {
+    let live = read_live(resources, &view.target, false).await?;
+    Ok(live.filter(|o| o.pointer("/metadata/uid").and_then(Value::as_str) == Some(&view.uid)))
+}
+
+/// `object` without the items of its list at `pointer` that `dropped` picks; `None` when
+/// none is.
+fn without(mut object: Value, pointer: &str, dropped: impl Fn(&Value) -> bool) -> Option<Value> {
+    let list = object.pointer_mut(pointer)?.as_array_mut()?;
+    let before = list.len();
+    list.retain(|item| !dropped(item));
+    (list.len() < before).then_some(object)
+}
+
+/// Does one action, after checking live what the look saw in the cache: every owner a
+/// dependent is deleted for, or loses its reference to, lets it go. The updates carry the
+/// version read live, so an object changed meanwhile is left for the next look.
 async fn act(
     resources: &[Resource],
-    objects: &HashMap<Target, Value>,
+    views: &HashMap<&Target, &ObjectView>,
     action: &Action,
     fence: Option<&Fence>,
 ) -> Result<(), ApiError> {
@@ -308,6 +388,15 @@ async fn act(
             uid,
             policy,
         } => {
+            let Some(view) = views.get(target) else {
+                return Ok(());
+            };
+            for owner in &view.owners {
+                if !lets_go(resources, view, owner).await? {
+                    tracing::debug!(?target, owner = %owner.uid, "an owner is live; kept");
+                    return Ok(());
+                }
+            }
             let policy = match policy {
                 Policy::Background => "Background",
                 Policy::Foreground => "Foreground",
@@ -320,19 +409,36 @@ async fn act(
             (Verb::Delete, target, options)
         }
         Action::DropOwners { target, owners } => {
+            let Some(view) = views.get(target) else {
+                return Ok(());
+            };
+            let mut gone = Vec::new();
+            for owner in view.owners.iter().filter(|o| owners.contains(&o.uid)) {
+                if lets_go(resources, view, owner).await? {
+                    gone.push(owner.uid.as_str());
+                }
+            }
             let dropped = |r: &Value| {
                 let uid = r.get("uid").and_then(Value::as_str);
-                owners.iter().any(|o| uid == Some(o.as_str()))
+                gone.iter().any(|o| uid == Some(*o))
             };
-            let Some(object) = without(objects, target, "/metadata/ownerReferences", dropped)
+            let Some(object) = read_same(resources, view)
+                .await?
+                .and_then(|o| without(o, "/metadata/ownerReferences", dropped))
             else {
                 return Ok(());
             };
             (Verb::Update, target, object)
         }
         Action::RemoveFinalizer { target, finalizer } => {
+            let Some(view) = views.get(target) else {
+                return Ok(());
+            };
             let dropped = |f: &Value| f.as_str() == Some(*finalizer);
-            let Some(object) = without(objects, target, "/metadata/finalizers", dropped) else {
+            let Some(object) = read_same(resources, view)
+                .await?
+                .and_then(|o| without(o, "/metadata/finalizers", dropped))
+            else {
                 return Ok(());
             };
             (Verb::Update, target, object)
@@ -381,9 +487,9 @@ impl Actor for GarbageCollector {
             GarbageCollectorMsg::Tick => {
                 let resources = &state.args.resources;
                 let actions = match observe(resources).await {
-                    Ok((views, objects)) => {
+                    Ok(views) => {
                         let actions = decide(&views);
-                        Some((actions, objects))
+                        Some((actions, views))
                     }
                     Err(err) => {
                         tracing::debug!(error = %err, "cannot observe the objects yet");
@@ -398,11 +504,13 @@ impl Actor for GarbageCollector {
                     state.args.idle_period,
                 );
                 myself.send_after(state.wait, || GarbageCollectorMsg::Tick);
-                let Some((actions, objects)) = actions else {
+                let Some((actions, views)) = actions else {
                     return Ok(());
                 };
+                let views: HashMap<&Target, &ObjectView> =
+                    views.iter().map(|v| (&v.target, v)).collect();
                 for action in actions {
-                    match act(resources, &objects, &action, state.args.fence.as_ref()).await {
+                    match act(resources, &views, &action, state.args.fence.as_ref()).await {
                         Ok(()) => tracing::debug!(?action, "garbage collected"),
                         Err(err) => {
                             tracing::debug!(?action, error = %err, "collection failed; will retry")
@@ -441,6 +549,9 @@ mod tests {
                 .map(|(o, blocks)| OwnerRef {
                     uid: format!("uid-{o}"),
                     blocks: *blocks,
+                    api_version: "v1".into(),
+                    kind: "ConfigMap".into(),
+                    name: o.to_string(),
                 })
                 .collect(),
             finalizers: finalizers.iter().map(|f| f.to_string()).collect(),
@@ -598,11 +709,66 @@ mod tests {
             v.owners,
             vec![OwnerRef {
                 uid: "u0".into(),
-                blocks: true
+                blocks: true,
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                name: "o".into(),
             }]
         );
         assert_eq!(v.finalizers, vec!["orphan"]);
         assert!(v.deleting);
         assert!(ObjectView::from_object(0, &json!({"metadata": {"name": "x"}})).is_none());
+        // A metadata-only object reads the same.
+        let partial = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": object["metadata"].clone()});
+        assert_eq!(ObjectView::from_object(3, &partial), Some(v));
+    }
+
+    #[test]
+    fn an_owner_read_live_lets_go_only_when_gone_replaced_or_collected() {
+        let owner = |uid: &str, deleting: bool, finalizers: &[&str]| {
+            let mut o = json!({"metadata": {"name": "o", "uid": uid, "finalizers": finalizers}});
+            if deleting {
+                o["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
+            }
+            o
+        };
+        assert!(owner_lets_go(None, "u0"));
+        assert!(owner_lets_go(Some(&owner("u9", false, &[])), "u0"));
+        assert!(!owner_lets_go(Some(&owner("u0", false, &[])), "u0"));
+        // Deleted in the background (no finalizer of the collector's): it is still there,
+        // and its dependents go once it has.
+        assert!(!owner_lets_go(Some(&owner("u0", true, &[])), "u0"));
+        assert!(!owner_lets_go(
+            Some(&owner("u0", true, &["example.com/x"])),
+            "u0"
+        ));
+        assert!(owner_lets_go(Some(&owner("u0", true, &[FOREGROUND])), "u0"));
+        assert!(owner_lets_go(Some(&owner("u0", true, &[ORPHAN])), "u0"));
+    }
+
+    #[test]
+    fn owner_references_name_resources_by_group_and_kind() {
+        let r = |group: &str, kind: &str| Resource {
+            group: group.into(),
+            version: "v1".into(),
+            resource: "x".into(),
+            kind: kind.into(),
+            namespaced: true,
+        };
+        assert!(r("apps", "ReplicaSet").holds("apps/v1", "ReplicaSet"));
+        assert!(!r("apps", "ReplicaSet").holds("extensions/v1beta1", "ReplicaSet"));
+        assert!(r("", "ConfigMap").holds("v1", "ConfigMap"));
+        assert!(!r("", "ConfigMap").holds("v1", "Secret"));
+    }
+
+    #[test]
+    fn only_what_is_dropped_makes_an_update() {
+        let object = json!({"metadata": {"finalizers": ["orphan", "keep"]}});
+        let kept = without(object.clone(), "/metadata/finalizers", |f| f == "orphan")
+            .expect("one is dropped");
+        assert_eq!(kept["metadata"]["finalizers"], json!(["keep"]));
+        assert!(without(object.clone(), "/metadata/finalizers", |f| f == "none").is_none());
+        assert!(without(object, "/metadata/ownerReferences", |_| true).is_none());
     }
 }

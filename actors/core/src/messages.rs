@@ -83,6 +83,10 @@ pub struct RequestOptions {
     /// For a watch (`?sendInitialEvents=`): whether it begins with the current objects as
     /// ADDED events, then a bookmark marking their end; `false` starts with changes only.
     pub send_initial_events: Option<bool>,
+    /// For `Verb::Get` and `Verb::List`: the reply holds only each object's metadata, as a
+    /// `PartialObjectMetadata` (a `PartialObjectMetadataList` for a list).
+    #[serde(default)]
+    pub metadata_only: bool,
 }
 
 /// What a write does with fields its kind does not have (`?fieldValidation=`); they are

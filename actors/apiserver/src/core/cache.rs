@@ -42,6 +42,7 @@ const MOST_BACKOFF: Duration = Duration::from_secs(1);
 pub struct Item {
     value: Value,
     json: OnceLock<Vec<u8>>,
+    metadata_json: OnceLock<Vec<u8>>,
 }
 
 impl Item {
@@ -49,6 +50,7 @@ impl Item {
         Item {
             value,
             json: OnceLock::new(),
+            metadata_json: OnceLock::new(),
         }
     }
 
@@ -56,6 +58,13 @@ impl Item {
     pub fn json(&self) -> &[u8] {
         self.json
             .get_or_init(|| serde_json::to_vec(&self.value).unwrap_or_default())
+    }
+
+    /// The object's metadata as a `PartialObjectMetadata`, as JSON.
+    pub fn metadata_json(&self) -> &[u8] {
+        self.metadata_json.get_or_init(|| {
+            serde_json::to_vec(&crate::objects::partial_metadata(&self.value)).unwrap_or_default()
+        })
     }
 }
 

@@ -16,11 +16,20 @@ impl ApiCore {
             metadata["continue"] = json!(next);
             metadata["remainingItemCount"] = json!(page.remaining);
         }
-        let head = json!({
-            "kind": format!("{}List", info.kind),
-            "apiVersion": info.api_version(),
-            "metadata": metadata,
-        });
+        let metadata_only = req.options.metadata_only;
+        let head = if metadata_only {
+            json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": metadata,
+            })
+        } else {
+            json!({
+                "kind": format!("{}List", info.kind),
+                "apiVersion": info.api_version(),
+                "metadata": metadata,
+            })
+        };
         let mut out = serde_json::to_vec(&head)
             .map_err(|e| ApiError::Internal(format!("encoding a list: {e}")))?;
         // The head is an object (so it ends with '}'): the items go in before its end.
@@ -30,7 +39,11 @@ impl ApiCore {
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(item.json());
+            out.extend_from_slice(if metadata_only {
+                item.metadata_json()
+            } else {
+                item.json()
+            });
         }
         out.extend_from_slice(b"]}");
         Ok(out)

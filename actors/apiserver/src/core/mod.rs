@@ -163,6 +163,9 @@ impl ApiCore {
         }
         let warnings = std::sync::Arc::default();
         let mut reply = match self.dispatch(&req, std::sync::Arc::clone(&warnings)).await {
+            Ok((code, value)) if req.options.metadata_only && req.verb == Verb::Get => {
+                ApiReply::ok(code, &crate::objects::partial_metadata(&value))
+            }
             Ok((code, value)) => ApiReply::ok(code, &value),
             Err(err) => ApiReply::error(&err),
         };
