@@ -506,6 +506,30 @@ fn event_line(kind: &str, object: Value) -> Bytes {
 /// behind are sent together, up to this size.
 const WATCH_BATCH_BYTES: usize = 256 * 1024;
 
+/// How often at most a busy watch writes: events that come within this time of its last
+/// write wait for the next one, joined with those that come meanwhile. A watch that was idle
+/// writes at once.
+const WATCH_COALESCE: Duration = Duration::from_millis(10);
+
+/// Joins the events `live` has ready (without waiting) to `batch`, until it is full; whether
+/// the source ended. A source that ends is not asked again (a cache watch that fell too far
+/// behind would go on after a gap): the watch ends after this write.
+fn join_waiting(
+    live: &mut crate::core::Live,
+    core: &crate::core::ApiCore,
+    filters: &Filters,
+    batch: &mut WatchBatch,
+) -> bool {
+    while batch.has_room() {
+        match live.next(core, filters).now_or_never() {
+            Some(Some(change)) => batch.push(change.line()),
+            Some(None) => return true,
+            None => return false,
+        }
+    }
+    false
+}
+
 /// Watch lines joined into one chunk of the response.
 struct WatchBatch {
     /// The first line, kept as it is while it is the only one (a shared line is not copied).
@@ -651,6 +675,8 @@ async fn watch(
         let end = tokio::time::sleep_until(deadline);
         tokio::pin!(bookmark_due, end);
         let mut ended = false;
+        let now = tokio::time::Instant::now();
+        let mut last_write = now.checked_sub(WATCH_COALESCE).unwrap_or(now);
         loop {
             let line = tokio::select! {
                 change = live.next(&core, &filters) => match change {
@@ -660,22 +686,15 @@ async fn watch(
                         crate::objects::partial_metadata(&change.object()),
                     ),
                     Some(change) => {
-                        // A watcher that has fallen behind gets what is waiting in one write,
-                        // not one write (and one TLS record) per event.
-                        // A source that ends here is not asked again (a cache watch that fell
-                        // too far behind would go on after a gap): the stream ends after
-                        // this write.
                         let mut batch = WatchBatch::new(change.line());
-                        while batch.has_room() {
-                            match live.next(&core, &filters).now_or_never() {
-                                Some(Some(change)) => batch.push(change.line()),
-                                Some(None) => {
-                                    ended = true;
-                                    break;
-                                }
-                                None => break,
-                            }
+                        ended = join_waiting(&mut live, &core, &filters, &mut batch);
+                        // A busy watch writes at most once per WATCH_COALESCE: what comes
+                        // meanwhile goes out in that write.
+                        if !ended && batch.has_room() && last_write.elapsed() < WATCH_COALESCE {
+                            tokio::time::sleep_until(last_write + WATCH_COALESCE).await;
+                            ended = join_waiting(&mut live, &core, &filters, &mut batch);
                         }
+                        last_write = tokio::time::Instant::now();
                         batch.finish()
                     }
                     None => return,
