@@ -4,6 +4,7 @@
 //! Each shard is a Raft group with a replica on every master ([`raft`]); callers see only
 //! [`Store`].
 
+mod bytes;
 mod error;
 mod handle;
 pub mod history;

@@ -10,6 +10,7 @@ pub use shoal_core::Fence;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stored {
     pub rev: u64,
+    #[serde(with = "crate::bytes::shared")]
     pub value: Arc<Vec<u8>>,
 }
 
@@ -17,10 +18,15 @@ pub struct Stored {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WriteOp {
     /// Fails with `AlreadyExists` when the key is present.
-    Create { key: String, value: Vec<u8> },
+    Create {
+        key: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
     /// Fails with `NotFound` when absent, `Conflict` when `expected` is not the current revision.
     Update {
         key: String,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         expected: Option<u64>,
     },

@@ -46,6 +46,7 @@ const FENCES: TableDefinition<&str, u64> = TableDefinition::new("fences");
 struct EventRecord {
     kind: EventKind,
     key: String,
+    #[serde(with = "serde_bytes")]
     value: Vec<u8>,
 }
 
@@ -108,7 +109,9 @@ pub struct Marks {
 pub struct Image {
     pub revision: u64,
     pub oldest_kept: u64,
+    #[serde(with = "crate::bytes::keyed")]
     pub objects: Vec<(String, Vec<u8>)>,
+    #[serde(with = "crate::bytes::keyed")]
     pub events: Vec<(u64, Vec<u8>)>,
     /// The newest term per fence name, so that a replica restored from a snapshot refuses
     /// exactly what the others refuse.

@@ -75,6 +75,7 @@ pub enum RaftRequest {
         group: u32,
         vote: Vote,
         meta: SnapshotMeta,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     Client {
