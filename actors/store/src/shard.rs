@@ -56,18 +56,20 @@ pub enum ShardMsg {
 /// The Raft timing of every shard group: heartbeats every 80 ms, elections after 250 to
 /// 500 ms of silence. A voter keeps honouring the old leader's lease (the longest election
 /// timeout) before it votes anew, so a dead leader is replaced within about a second; a
-/// snapshot every 5,000 entries (up to 7,500 once staggered per replica), keeping 1,000
-/// entries behind it for followers that lag a little.
+/// snapshot every 10,000 entries (up to 15,000 once staggered per replica), keeping 1,000
+/// entries behind it for followers that lag a little. A snapshot copies the whole shard (its
+/// objects and its kept history), so it is made seldom: etcd makes one every 100,000 entries
+/// of its one log, these are made per shard.
 pub fn raft_config() -> Result<Arc<openraft::Config>, StoreError> {
     let config = openraft::Config {
         cluster_name: "shoal".into(),
         heartbeat_interval: 80,
         election_timeout_min: 250,
         election_timeout_max: 500,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 1000,
         // Above the staggered snapshot thresholds (up to one and a half times the policy's).
-        replication_lag_threshold: 10_000,
+        replication_lag_threshold: 20_000,
         ..Default::default()
     };
     config
