@@ -239,12 +239,15 @@ pub struct WatchCache {
     state: Mutex<State>,
     /// Woken whenever the position moves.
     moved: tokio::sync::Notify,
-    feeder: tokio::task::AbortHandle,
+    /// The task that applies the store's events, set once the cache exists.
+    feeder: OnceLock<tokio::task::AbortHandle>,
 }
 
 impl Drop for WatchCache {
     fn drop(&mut self) {
-        self.feeder.abort();
+        if let Some(feeder) = self.feeder.get() {
+            feeder.abort();
+        }
     }
 }
 
@@ -402,14 +405,18 @@ impl LazyCache {
 async fn start(store: Store, prefix: String) -> Result<Arc<WatchCache>, StoreError> {
     let (items, position) = store.list(&prefix).await?;
     let stream = store.watch(&prefix, Some(&position)).await?;
-    Ok(Arc::new_cyclic(|cache: &Weak<WatchCache>| {
-        let feeder = tokio::spawn(feed(cache.clone(), store, prefix, stream)).abort_handle();
-        WatchCache {
-            state: Mutex::new(State::new(items, position)),
-            moved: tokio::sync::Notify::new(),
-            feeder,
-        }
-    }))
+    let cache = Arc::new(WatchCache {
+        state: Mutex::new(State::new(items, position)),
+        moved: tokio::sync::Notify::new(),
+        feeder: OnceLock::new(),
+    });
+    // The feeder starts only once the cache exists. Started while it was being made (on
+    // another worker thread), it could take the first event before the cache could be
+    // reached, read that as the cache being gone, and stop: the cache would then never move
+    // again.
+    let feeder = tokio::spawn(feed(Arc::downgrade(&cache), store, prefix, stream));
+    let _ = cache.feeder.set(feeder.abort_handle());
+    Ok(cache)
 }
 
 /// Applies the store's events to the cache for as long as it exists. A store watch that
@@ -514,7 +521,7 @@ mod tests {
         WatchCache {
             state: Mutex::new(state),
             moved: tokio::sync::Notify::new(),
-            feeder: tokio::spawn(async {}).abort_handle(),
+            feeder: OnceLock::new(),
         }
     }
 
