@@ -192,6 +192,21 @@ pub struct Cluster {
     master_extra: Vec<String>,
 }
 
+impl Drop for Cluster {
+    /// Stops the processes, then removes the cluster's directory (its journals are
+    /// preallocated, tens of MB each), unless the test failed: then it stays, with the
+    /// logs, to be read.
+    fn drop(&mut self) {
+        for (_, node) in &mut self.nodes {
+            node.kill();
+        }
+        self.master.kill();
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 impl Cluster {
     /// Starts a master (`--with-node`, named `master-1`) and waits for its API.
     pub fn start(name: &str, master_extra: &[&str]) -> Cluster {
