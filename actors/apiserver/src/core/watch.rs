@@ -124,6 +124,16 @@ impl WatchStart {
             marks_initial_end: false,
         }
     }
+
+    /// The cache's objects under `prefix` that pass `filters`, then its changes after them.
+    fn from_cache(cache: &cache::WatchCache, prefix: &str, filters: &Filters) -> WatchStart {
+        let (items, watch) = cache.snapshot_and_watch(prefix);
+        WatchStart {
+            initial: filters.keep(&items),
+            live: Live::Cache(watch),
+            marks_initial_end: false,
+        }
+    }
 }
 
 impl ApiCore {
@@ -206,14 +216,7 @@ impl ApiCore {
             Version::Any => {
                 let filters = Filters::parse(info, options)?;
                 let mut start = match self.cache().await {
-                    Some(cache) => {
-                        let (items, watch) = cache.snapshot_and_watch(&prefix);
-                        WatchStart {
-                            initial: filters.keep(&items),
-                            live: Live::Cache(watch),
-                            marks_initial_end: false,
-                        }
-                    }
+                    Some(cache) => WatchStart::from_cache(&cache, &prefix, &filters),
                     None => self.watch_listed(info, &prefix, &filters).await?,
                 };
                 start.marks_initial_end = options.send_initial_events == Some(true);
@@ -237,12 +240,7 @@ impl ApiCore {
                     if !cache.reach(from, pages::FRESHNESS_WAIT).await {
                         return Err(too_large(from, &cache.position()));
                     }
-                    let (items, watch) = cache.snapshot_and_watch(&prefix);
-                    WatchStart {
-                        initial: filters.keep(&items),
-                        live: Live::Cache(watch),
-                        marks_initial_end: false,
-                    }
+                    WatchStart::from_cache(&cache, &prefix, &filters)
                 }
                 // No cache, or no position named: the store's latest list is not older.
                 _ => self.watch_listed(info, &prefix, &filters).await?,
