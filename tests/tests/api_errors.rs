@@ -251,6 +251,16 @@ fn bad_requests_get_the_kubernetes_status_codes() {
         (200, "Pod".into()),
         "{text}"
     );
+    // A list cannot take the object form: the YAML after it is what comes.
+    let (code, text) = cluster.curl_headers(
+        "GET",
+        pods,
+        &[("Accept", &format!("{object_form},application/yaml"))],
+        "",
+    );
+    assert_eq!(code, 200, "{text}");
+    assert!(text.starts_with("apiVersion: v1\n"), "{text}");
+    assert!(text.contains("kind: PodList"), "{text}");
     let (code, text) = cluster.curl_headers(
         "GET",
         &format!("{pods}?watch=true&resourceVersion=0&timeoutSeconds=1"),
