@@ -116,10 +116,11 @@ async fn run<F: Freight>(
     let mut in_flight: Option<tokio::task::JoinHandle<()>> = None;
     while let Some(first) = rx.recv().await {
         // Whatever comes while the previous message is answered joins this one.
+        // Taken, never polled twice: a message whose batch emptied below leaves no handle
+        // behind. Not answered in time, it goes on by itself and this one is sent beside it.
         if F::IN_ORDER
-            && let Some(previous) = in_flight.as_mut()
+            && let Some(previous) = in_flight.take()
         {
-            // Not answered in time: it goes on by itself and this one is sent beside it.
             let _ = tokio::time::timeout(STALL, previous).await;
         }
         let mut batch = vec![first];
@@ -358,6 +359,29 @@ mod tests {
         assert_eq!(rig.calls.recv().await, Some(vec![2]));
         rig.gate.add_permits(1);
         expect_answer(a0, 0).await;
+        expect_answer(a2, 2).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_goes_on_after_a_batch_whose_callers_all_gave_up() {
+        let mut rig = rig::<Appends>();
+        let (q0, a0) = queued(0);
+        rig.lane.send(q0).expect("queued");
+        assert_eq!(rig.calls.recv().await, Some(vec![0]));
+        rig.gate.add_permits(1);
+        expect_answer(a0, 0).await;
+        // The only append of the next batch is abandoned before the lane takes it: nothing
+        // is sent, and the message answered above must not hold up (or break) the next one.
+        let (q1, a1) = queued(1);
+        rig.lane.send(q1).expect("queued");
+        drop(a1);
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        let (q2, a2) = queued(2);
+        rig.lane.send(q2).expect("queued");
+        assert_eq!(rig.calls.recv().await, Some(vec![2]));
+        rig.gate.add_permits(1);
         expect_answer(a2, 2).await;
     }
 
