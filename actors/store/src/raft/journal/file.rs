@@ -1,4 +1,4 @@
-//! The journal's files: the framing of a record, the segments (preallocated, resumed after
+//! The journal's files: the framing of a record, the segments (zeroed in advance, resumed after
 //! a torn write, replayed in order) and the directory lock.
 
 use std::collections::BTreeMap;
@@ -177,7 +177,7 @@ pub(super) struct Segment {
 }
 
 impl Segment {
-    /// A new, preallocated segment; the directory entry is made durable.
+    /// A new segment, zeroed to `size`; the directory entry is made durable.
     pub(super) fn create(dir: &Path, seq: u64, size: u64) -> Result<Segment, StoreError> {
         let path = segment_path(dir, seq);
         let file = OpenOptions::new()
@@ -186,7 +186,7 @@ impl Segment {
             .write(true)
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
-        preallocate(&file, 0, size).map_err(|e| io_error(&path, e))?;
+        zero_fill(&file, 0, size).map_err(|e| io_error(&path, e))?;
         file.sync_all().map_err(|e| io_error(&path, e))?;
         sync_dir(dir)?;
         Ok(Segment {
@@ -206,11 +206,9 @@ impl Segment {
             .write(true)
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
+        // Zeroes over the torn tail and whatever follows, up to the segment's size.
         let len = file.metadata().map_err(|e| io_error(&path, e))?.len();
-        if len > end {
-            file.set_len(end).map_err(|e| io_error(&path, e))?;
-        }
-        preallocate(&file, end, size).map_err(|e| io_error(&path, e))?;
+        zero_fill(&file, end, size.max(len)).map_err(|e| io_error(&path, e))?;
         file.sync_all().map_err(|e| io_error(&path, e))?;
         Ok(Segment {
             path,
@@ -228,14 +226,24 @@ impl Segment {
     }
 }
 
-/// Reserves the rest of a segment's blocks, so that a flush need not also record the file's
-/// growth (a preallocated segment flushes in about two thirds of the time).
-fn preallocate(file: &File, from: u64, size: u64) -> std::io::Result<()> {
-    if from >= size {
-        return Ok(());
+/// Writes zeros over `from..to`. A segment is written out in full before it is used, so that
+/// a flush only carries the records' own blocks: blocks that were merely reserved
+/// (`fallocate`) are converted to written ones by the flush that first touches them, which
+/// then also writes the file's block map, and a file that grows records its new size the
+/// same way. Zeroing the 64 MiB of a segment takes tens of milliseconds, once per segment;
+/// every flush after it is about a fifth quicker.
+fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK.min(to.saturating_sub(from) as usize)];
+    let mut at = from;
+    while at < to {
+        // At most CHUNK, so it fits in usize.
+        let n = (to - at).min(CHUNK as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
     }
-    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), from, size - from)
-        .map_err(std::io::Error::from)
+    Ok(())
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {

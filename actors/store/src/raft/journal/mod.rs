@@ -8,7 +8,7 @@
 //! and per batch.
 //!
 //! - A record is `[length: u32][crc32: u32][bincode payload]`, little-endian. Segments are
-//!   preallocated, so a zero length marks the end of what was written.
+//!   zeroed in advance, so a zero length marks the end of what was written.
 //! - Appends, votes and truncations are acknowledged only once flushed. The committed and
 //!   purged ids are written without a flush of their own: they ride on the next one, and a lost
 //!   one is re-learnt (from the leader, or by purging again).
@@ -40,7 +40,7 @@ use crate::error::StoreError;
 use file::{RecordRef, Segment, frame, io_error, list_segments, lock_dir, replay};
 use writer::Writer;
 
-/// A segment is preallocated to this size; past it, the writer moves on to the next.
+/// A segment is zeroed to this size in advance; past it, the writer moves on to the next.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 
 /// One group's log as the journal holds it.

@@ -39,7 +39,7 @@ fn next_job(rx: &Receiver<Job>, look: bool) -> Option<(Job, bool)> {
 pub(super) struct Writer {
     dir: PathBuf,
     segment: Segment,
-    /// The size segments are preallocated to.
+    /// The size segments are zeroed to in advance.
     size: u64,
     /// The size past which the segment is replaced: `size`, or twice the last
     /// checkpoint if that is larger (so that a large checkpoint is not rewritten at once).
