@@ -58,6 +58,9 @@ pub struct Options {
     /// Where the numbers are written.
     #[arg(long, default_value = "bench/results/store.json")]
     out: PathBuf,
+    /// Measure Shoal's rows alone (no etcd, no failover), to compare one build with another.
+    #[arg(long)]
+    shoal_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +215,8 @@ fn fresh_dir(base: &Path, name: &str) -> Result<PathBuf, BenchError> {
 
 pub async fn run(options: Options) -> Result<(), BenchError> {
     let value_bytes = options.value_bytes;
-    let configs = options.replicas.len() * options.clients.len() * 2;
+    let systems = if options.shoal_only { 1 } else { 2 };
+    let configs = options.replicas.len() * options.clients.len() * systems;
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} {pos} writes")
@@ -252,6 +256,9 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
             .await;
             stop_masters(masters).await;
             rows.push(row);
+            if options.shoal_only {
+                continue;
+            }
 
             done += 1;
             bar.set_position(0);
@@ -283,20 +290,15 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
             rows.push(row);
         }
     }
-    bar.set_message("failover: shoal");
-    let failover_shoal = shoal::failover(
-        options.shards,
-        &fresh_dir(&options.dir, "shoal-failover")?,
-        value_bytes,
-    )
-    .await?;
-    bar.set_message("failover: etcd");
-    let failover_etcd = etcd::failover(
-        &options.etcd,
-        &fresh_dir(&options.dir, "etcd-failover")?,
-        value_bytes,
-    )
-    .await?;
+    let mut failovers = Vec::new();
+    if !options.shoal_only {
+        bar.set_message("failover: shoal");
+        let dir = fresh_dir(&options.dir, "shoal-failover")?;
+        failovers.push(shoal::failover(options.shards, &dir, value_bytes).await?);
+        bar.set_message("failover: etcd");
+        let dir = fresh_dir(&options.dir, "etcd-failover")?;
+        failovers.push(etcd::failover(&options.etcd, &dir, value_bytes).await?);
+    }
     bar.finish_and_clear();
     let _ = std::fs::remove_dir_all(&options.dir);
 
@@ -321,7 +323,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
             r.errors
         );
     }
-    for pair in rows.chunks(2) {
+    for pair in rows.chunks(systems) {
         if let [shoal, etcd] = pair {
             println!(
                 "{} replica(s), {:>3} client(s): Shoal {:.2}x etcd's writes/s, p99 {:.2} ms vs {:.2} ms",
@@ -333,7 +335,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
             );
         }
     }
-    for f in [&failover_shoal, &failover_etcd] {
+    for f in &failovers {
         println!(
             "{}: first acknowledged write {:.0} ms after the group leader's process was killed",
             f.system, f.first_write_after_ms
@@ -345,7 +347,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
         "seconds_per_row": options.seconds,
         "shoal_shards": options.shards,
         "results": rows,
-        "failover": [failover_shoal, failover_etcd],
+        "failover": failovers,
     });
     crate::write_report(&options.out, &report)?;
     Ok(())
