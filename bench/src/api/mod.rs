@@ -520,19 +520,24 @@ async fn watch(
         }));
     }
     ready.wait().await;
-    // The writers: enough connections that the rate holds while a write waits.
-    let writers = 16u64;
+    // The writers: enough connections that the asked rate holds while each write waits up
+    // to 64 ms (under a thousand busy watchers a create waits tens of milliseconds for its
+    // turn, and sixteen writers held the stream to about half of 1,000 writes/s).
+    let writers = (options.writes_per_second * 64 / 1000).max(16);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let period = Duration::from_secs_f64(writers as f64 / options.writes_per_second.max(1) as f64);
     let tasks: Vec<_> = (0..writers)
-        .map(|_| {
+        .map(|w| {
             let endpoint = endpoint.clone();
             let next = next.clone();
             let bar = bar.clone();
+            // Each writer's ticks fall between the others', so the writes come as an even
+            // stream rather than in bursts of one per writer.
+            let first = tokio::time::Instant::now() + period.mul_f64(w as f64 / writers as f64);
             tokio::spawn(async move {
                 let mut conn = endpoint.connect().await?;
-                let mut tick = tokio::time::interval(period);
+                let mut tick = tokio::time::interval_at(first, period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
