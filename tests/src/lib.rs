@@ -193,9 +193,9 @@ pub struct Cluster {
 }
 
 impl Drop for Cluster {
-    /// Stops the processes, then removes the cluster's directory (its journals are
-    /// preallocated, tens of MB each), unless the test failed: then it stays, with the
-    /// logs, to be read.
+    /// Stops the processes, then removes the cluster's directory (each journal segment is
+    /// written out to 64 MiB), unless the test failed: then it stays, with the logs, to be
+    /// read.
     fn drop(&mut self) {
         for (_, node) in &mut self.nodes {
             node.kill();

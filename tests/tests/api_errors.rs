@@ -268,7 +268,7 @@ fn bad_requests_get_the_kubernetes_status_codes() {
         "",
     );
     assert_eq!(code, 200, "{text}");
-    let event = status(text.lines().next().unwrap_or_default());
+    let event = &shoal_tests::watch_events(&text)[0];
     assert_eq!(event["type"], "ADDED", "{text}");
     assert_eq!(event["object"]["kind"], "PartialObjectMetadata", "{text}");
     assert_eq!(event["object"]["metadata"]["name"], "p", "{text}");

@@ -48,21 +48,20 @@ impl Filters {
     /// Whether an object passes both selectors.
     pub fn matches(&self, object: &Value) -> bool {
         self.labels.matches_object(object)
-            && (self.fields.requirements.is_empty()
-                || self.fields.matches(|field| {
-                    // An event's `source` selects on its component, as Kubernetes does.
-                    let pointer = if field == "source" {
-                        "/source/component".to_owned()
-                    } else {
-                        format!("/{}", field.replace('.', "/"))
-                    };
-                    match object.pointer(&pointer) {
-                        Some(Value::String(s)) => s.clone(),
-                        Some(Value::Bool(b)) => b.to_string(),
-                        Some(Value::Number(n)) => n.to_string(),
-                        _ => String::new(),
-                    }
-                }))
+            && self.fields.matches(|field| {
+                // An event's `source` selects on its component, as Kubernetes does.
+                let pointer = if field == "source" {
+                    "/source/component".to_owned()
+                } else {
+                    format!("/{}", field.replace('.', "/"))
+                };
+                match object.pointer(&pointer) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Bool(b)) => b.to_string(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    _ => String::new(),
+                }
+            })
     }
 }
 

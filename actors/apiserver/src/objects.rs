@@ -154,7 +154,6 @@ pub(crate) fn merge_update(
     Value::Object(new)
 }
 
-/// A `<Kind>List` object.
 /// `object` as a `PartialObjectMetadata`: its metadata alone.
 pub fn partial_metadata(object: &Value) -> Value {
     json!({
@@ -164,6 +163,7 @@ pub fn partial_metadata(object: &Value) -> Value {
     })
 }
 
+/// A `<Kind>List` object.
 pub fn list_object(info: &ResourceInfo, items: Vec<Value>, version: &str) -> Value {
     json!({
         "kind": format!("{}List", info.kind),

@@ -167,9 +167,6 @@ impl LabelSelector {
     /// Whether `object` is selected, read from its `metadata.labels` in place (a list checks
     /// every object it holds: nothing is copied).
     pub fn matches_object(&self, object: &Value) -> bool {
-        if self.requirements.is_empty() {
-            return true;
-        }
         let labels = object
             .get("metadata")
             .and_then(|m| m.get("labels"))

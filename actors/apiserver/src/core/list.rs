@@ -17,19 +17,15 @@ impl ApiCore {
             metadata["remainingItemCount"] = json!(page.remaining);
         }
         let metadata_only = req.options.metadata_only;
-        let head = if metadata_only {
-            json!({
-                "kind": "PartialObjectMetadataList",
-                "apiVersion": "meta.k8s.io/v1",
-                "metadata": metadata,
-            })
+        let (kind, api_version) = if metadata_only {
+            (
+                "PartialObjectMetadataList".to_owned(),
+                "meta.k8s.io/v1".to_owned(),
+            )
         } else {
-            json!({
-                "kind": format!("{}List", info.kind),
-                "apiVersion": info.api_version(),
-                "metadata": metadata,
-            })
+            (format!("{}List", info.kind), info.api_version())
         };
+        let head = json!({"kind": kind, "apiVersion": api_version, "metadata": metadata});
         let mut out = serde_json::to_vec(&head)
             .map_err(|e| ApiError::Internal(format!("encoding a list: {e}")))?;
         // The head is an object (so it ends with '}'): the items go in before its end.

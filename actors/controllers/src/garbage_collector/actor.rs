@@ -136,15 +136,12 @@ async fn act(
     action: &Action,
     fence: Option<&Fence>,
 ) -> Result<(), ApiError> {
-    let (verb, target, body) = match action {
-        Action::Delete {
-            target,
-            uid,
-            policy,
-        } => {
-            let Some(view) = views.get(target) else {
-                return Ok(());
-            };
+    let target = action.target();
+    let Some(view) = views.get(target) else {
+        return Ok(());
+    };
+    let (verb, body) = match action {
+        Action::Delete { uid, policy, .. } => {
             for owner in &view.owners {
                 if !lets_go(resources, view, owner).await? {
                     tracing::debug!(?target, owner = %owner.uid, "an owner is live; kept");
@@ -160,12 +157,9 @@ async fn act(
                 "propagationPolicy": policy,
                 "preconditions": {"uid": uid},
             });
-            (Verb::Delete, target, options)
+            (Verb::Delete, options)
         }
-        Action::DropOwners { target, owners } => {
-            let Some(view) = views.get(target) else {
-                return Ok(());
-            };
+        Action::DropOwners { owners, .. } => {
             let mut gone = Vec::new();
             for owner in view.owners.iter().filter(|o| owners.contains(&o.uid)) {
                 if lets_go(resources, view, owner).await? {
@@ -179,26 +173,21 @@ async fn act(
                 let uid = r.get("uid").and_then(Value::as_str);
                 gone.iter().any(|o| uid == Some(*o))
             };
-            let Some(object) = read_same(resources, view)
-                .await?
-                .and_then(|o| without(o, "/metadata/ownerReferences", dropped))
+            let Some(object) =
+                read_without(resources, view, "/metadata/ownerReferences", dropped).await?
             else {
                 return Ok(());
             };
-            (Verb::Update, target, object)
+            (Verb::Update, object)
         }
-        Action::RemoveFinalizer { target, finalizer } => {
-            let Some(view) = views.get(target) else {
-                return Ok(());
-            };
+        Action::RemoveFinalizer { finalizer, .. } => {
             let dropped = |f: &Value| f.as_str() == Some(*finalizer);
-            let Some(object) = read_same(resources, view)
-                .await?
-                .and_then(|o| without(o, "/metadata/finalizers", dropped))
+            let Some(object) =
+                read_without(resources, view, "/metadata/finalizers", dropped).await?
             else {
                 return Ok(());
             };
-            (Verb::Update, target, object)
+            (Verb::Update, object)
         }
     };
     let Some(req) = request(resources, verb, target) else {
@@ -209,6 +198,19 @@ async fn act(
         Ok(_) | Err(ApiError::NotFound(_)) => Ok(()),
         Err(err) => Err(err),
     }
+}
+
+/// The object `view` shows, read live, without the items of its list at `pointer` that
+/// `dropped` picks: `None` when it is gone, is another object now, or has none of them.
+async fn read_without(
+    resources: &[Resource],
+    view: &ObjectView,
+    pointer: &str,
+    dropped: impl Fn(&Value) -> bool,
+) -> Result<Option<Value>, ApiError> {
+    Ok(read_same(resources, view)
+        .await?
+        .and_then(|o| without(o, pointer, dropped)))
 }
 
 /// The collector's state: its settings and its current wait between looks.

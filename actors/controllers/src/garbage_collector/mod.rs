@@ -17,7 +17,6 @@
 //! another, and a cache may be a little behind, so an owner the look did not see is looked
 //! up live before a dependent is deleted or loses its reference to it; and an object is read
 //! live before it is changed, its update carrying the version read.
-
 //!
 //! This module is the pure core: what the collector decides from what it saw. [`actor`] is
 //! the shell that reads the objects and does what was decided.
@@ -142,6 +141,17 @@ pub enum Action {
         target: Target,
         finalizer: &'static str,
     },
+}
+
+impl Action {
+    /// The object the action is about.
+    pub fn target(&self) -> &Target {
+        match self {
+            Action::Delete { target, .. }
+            | Action::DropOwners { target, .. }
+            | Action::RemoveFinalizer { target, .. } => target,
+        }
+    }
 }
 
 /// The pure core: what to do, given every object.
