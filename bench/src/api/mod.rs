@@ -227,6 +227,7 @@ async fn mix_client(
     endpoint: Endpoint,
     c: usize,
     period: Duration,
+    first: tokio::time::Instant,
     end: Instant,
     bar: ProgressBar,
 ) -> Result<([Histogram<u64>; 5], [u64; 5]), ApiBenchError> {
@@ -234,7 +235,7 @@ async fn mix_client(
     let mut hists = [(); 5].map(|()| histogram());
     let mut errors = [0u64; 5];
     let pods = "/api/v1/namespaces/bench-mix/pods";
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval_at(first, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n = 0u64;
     while Instant::now() < end {
@@ -287,10 +288,25 @@ async fn mix(
     // Three writes a loop: each client loops writes/3/clients times a second.
     let loops_per_s = (options.writes_per_second as f64 / 3.0).max(1.0);
     let period = Duration::from_secs_f64(options.clients as f64 / loops_per_s);
-    let started = Instant::now();
+    // The clients connect first; then each one's loops start between the others', so that
+    // the writes come as an even stream rather than all clients' calls at once.
+    let started = Instant::now() + Duration::from_millis(500);
     let end = started + Duration::from_secs(options.seconds);
-    let tasks: Vec<_> = (0..options.clients)
-        .map(|c| tokio::spawn(mix_client(endpoint.clone(), c, period, end, bar.clone())))
+    let clients = options.clients;
+    let first = |c: usize| {
+        tokio::time::Instant::from_std(started) + period.mul_f64(c as f64 / clients as f64)
+    };
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            tokio::spawn(mix_client(
+                endpoint.clone(),
+                c,
+                period,
+                first(c),
+                end,
+                bar.clone(),
+            ))
+        })
         .collect();
     let mut hists = [(); 5].map(|()| histogram());
     let mut errors = [0u64; 5];
