@@ -3,8 +3,8 @@
 //!
 //! Applied batches are kept in memory ([`Pending`]) on top of the database and committed to it
 //! together, in one durable transaction, when a batch asks for it (the Raft state machine does
-//! so every few thousand entries or once a second; the Raft log, durable already, replays
-//! what a crash loses). Every read sees the database and the pending changes as one state.
+//! so every ten thousand entries, every ten seconds and for each snapshot; the Raft log,
+//! durable already, replays what a crash loses). Every read sees the database and the pending changes as one state.
 
 mod pending;
 #[cfg(test)]
@@ -33,12 +33,14 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// current snapshot, as opaque bytes owned by the Raft layer, changed in the same transaction
 /// as the objects they describe.
 const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
-/// The current Raft snapshot: `meta` and `data`. Kept apart from RAFT, whose small values
-/// every applied batch rewrites: redb copies a whole leaf when a value in it changes, and a
-/// snapshot beside them would be copied with each batch.
+/// The metadata of the last Raft snapshot built or installed, under `meta`. The snapshot's
+/// data is the committed database itself, which a snapshot's log id never runs ahead of, so
+/// it is not stored twice. (Older versions kept a copy under `data`, and before that both
+/// values among the RAFT ones; opening a database drops the copy.)
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+const SNAPSHOT_META: &str = "meta";
 /// Where RAFT held the snapshot before it had a table of its own.
-const OLD_SNAPSHOT_KEYS: [(&str, &str); 2] = [("snapshot_meta", "meta"), ("snapshot_data", "data")];
+const OLD_SNAPSHOT_KEYS: [&str; 2] = ["snapshot_meta", "snapshot_data"];
 /// fence name → the newest leadership term the shard has seen for it.
 const FENCES: TableDefinition<&str, u64> = TableDefinition::new("fences");
 
@@ -121,9 +123,6 @@ pub struct Image {
 /// Raft bookkeeping values read back, one per key asked for.
 pub type RaftValues = Vec<Option<Vec<u8>>>;
 
-/// A Raft snapshot as stored: its encoded metadata, then its data.
-pub type SnapshotBytes = (Vec<u8>, Vec<u8>);
-
 /// One shard's database. Cheap to clone; methods that reach the database block on disk.
 #[derive(Clone)]
 pub struct ShardDb {
@@ -162,11 +161,11 @@ impl ShardDb {
             txn.open_table(EVENTS)?;
             let mut raft = txn.open_table(RAFT)?;
             let mut snapshot = txn.open_table(SNAPSHOT)?;
-            for (old, new) in OLD_SNAPSHOT_KEYS {
-                if let Some(value) = raft.remove(old)? {
-                    snapshot.insert(new, value.value())?;
-                }
+            if let Some(meta) = raft.remove(OLD_SNAPSHOT_KEYS[0])? {
+                snapshot.insert(SNAPSHOT_META, meta.value())?;
             }
+            raft.remove(OLD_SNAPSHOT_KEYS[1])?;
+            snapshot.remove("data")?;
             txn.open_table(FENCES)?;
             let mut meta = txn.open_table(META)?;
             if meta.get("oldest_kept")?.is_none() {
@@ -455,24 +454,29 @@ impl ShardDb {
         Ok(table.get(key)?.map(|g| g.value().to_vec()))
     }
 
-    /// The current Raft snapshot: its encoded metadata and data.
-    pub fn snapshot(&self) -> Result<Option<SnapshotBytes>, StoreError> {
+    /// The encoded metadata of the last snapshot built or installed.
+    pub fn snapshot_meta(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SNAPSHOT)?;
-        let (Some(meta), Some(data)) = (table.get("meta")?, table.get("data")?) else {
-            return Ok(None);
-        };
-        Ok(Some((meta.value().to_vec(), data.value().to_vec())))
+        Ok(table.get(SNAPSHOT_META)?.map(|g| g.value().to_vec()))
     }
 
-    /// Stores a snapshot that was built.
-    pub fn put_snapshot(&self, meta: &[u8], data: &[u8]) -> Result<(), StoreError> {
+    /// Makes everything pending durable and returns the Raft bookkeeping under `raft_keys`
+    /// as that commit left it: the state a snapshot built now stands for.
+    pub fn commit_for_snapshot(&self, raft_keys: &[&str]) -> Result<RaftValues, StoreError> {
+        self.commit_pending()?;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RAFT)?;
+        raft_keys
+            .iter()
+            .map(|key| Ok(table.get(*key)?.map(|g| g.value().to_vec())))
+            .collect()
+    }
+
+    /// Records the metadata of a snapshot that was built (of the committed state).
+    pub fn put_snapshot_meta(&self, meta: &[u8]) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(SNAPSHOT)?;
-            table.insert("meta", meta)?;
-            table.insert("data", data)?;
-        }
+        txn.open_table(SNAPSHOT)?.insert(SNAPSHOT_META, meta)?;
         txn.commit()?;
         Ok(())
     }
@@ -519,13 +523,13 @@ impl ShardDb {
         ))
     }
 
-    /// Replaces the whole state with `image`, sets the Raft bookkeeping and stores the
-    /// snapshot (`meta`, `data`) it came from, in one transaction.
+    /// Replaces the whole state with `image`, sets the Raft bookkeeping and records the
+    /// metadata of the snapshot it came from, in one transaction.
     pub fn import(
         &self,
         image: &Image,
         raft: &[(&str, Vec<u8>)],
-        snapshot: (&[u8], &[u8]),
+        snapshot_meta: &[u8],
     ) -> Result<(), StoreError> {
         let _one = self
             .committing
@@ -557,9 +561,8 @@ impl ShardDb {
             for (key, bytes) in raft {
                 raft_table.insert(*key, bytes.as_slice())?;
             }
-            let mut stored = txn.open_table(SNAPSHOT)?;
-            stored.insert("meta", snapshot.0)?;
-            stored.insert("data", snapshot.1)?;
+            txn.open_table(SNAPSHOT)?
+                .insert(SNAPSHOT_META, snapshot_meta)?;
         }
         txn.commit()?;
         // What was pending is older than the image, which replaces it.

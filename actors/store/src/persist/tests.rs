@@ -132,11 +132,10 @@ fn a_raised_fence_refuses_older_terms_and_survives_a_snapshot() {
 
     let (image, _) = db.export(&[]).expect("export");
     let (copy, copy_dir) = temp_db("fence-copy");
-    copy.import(&image, &[], (b"meta", b"data"))
-        .expect("import");
+    copy.import(&image, &[], b"meta").expect("import");
     assert_eq!(
-        copy.snapshot().expect("snapshot"),
-        Some((b"meta".to_vec(), b"data".to_vec()))
+        copy.snapshot_meta().expect("snapshot"),
+        Some(b"meta".to_vec())
     );
     let late = copy
         .apply_batch(&[fenced(1, "/k/d")], &[], 100, true)
@@ -166,13 +165,64 @@ fn a_snapshot_kept_among_the_raft_values_moves_to_its_own_table() {
         txn.commit().expect("commit");
     }
     let db = ShardDb::open(&path, 0).expect("open");
-    assert_eq!(
-        db.snapshot().expect("snapshot"),
-        Some((b"m".to_vec(), b"d".to_vec()))
-    );
+    assert_eq!(db.snapshot_meta().expect("snapshot"), Some(b"m".to_vec()));
+    assert_eq!(db.raft_get("snapshot_meta").expect("get"), None);
     assert_eq!(db.raft_get("snapshot_data").expect("get"), None);
     assert_eq!(db.raft_get("applied").expect("get"), Some(b"a".to_vec()));
     drop(db);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_stored_copy_of_the_snapshot_data_is_dropped_and_its_metadata_kept() {
+    let dir = std::env::temp_dir().join(format!("shoal-persist-snap-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("shard.redb");
+    {
+        let db = Database::create(&path).expect("create");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut snapshot = txn.open_table(SNAPSHOT).expect("snapshot");
+            snapshot.insert("meta", b"m".as_slice()).expect("insert");
+            snapshot.insert("data", b"d".as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let db = ShardDb::open(&path, 0).expect("open");
+    assert_eq!(db.snapshot_meta().expect("snapshot"), Some(b"m".to_vec()));
+    drop(db);
+    let db = Database::create(&path).expect("reopen");
+    let txn = db.begin_read().expect("txn");
+    let snapshot = txn.open_table(SNAPSHOT).expect("snapshot");
+    assert!(snapshot.get("data").expect("get").is_none());
+    drop((snapshot, txn, db));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_commit_for_a_snapshot_makes_the_pending_state_durable_and_reports_it() {
+    let (db, dir) = temp_db("commit-for-snapshot");
+    db.apply_batch(
+        &[Proposal::write(create("/k/a", "1"))],
+        &[("applied", b"7".to_vec())],
+        100,
+        false,
+    )
+    .expect("apply");
+    let raft = db
+        .commit_for_snapshot(&["applied", "membership"])
+        .expect("commit");
+    assert_eq!(raft, vec![Some(b"7".to_vec()), None]);
+    let path = dir.join("s.redb");
+    drop(db);
+    let reopened = ShardDb::open(&path, 0).expect("reopen");
+    assert_eq!(
+        reopened.raft_get("applied").expect("get"),
+        Some(b"7".to_vec())
+    );
+    assert!(reopened.get("/k/a").expect("get").is_some());
+    drop(reopened);
     let _ = std::fs::remove_dir_all(dir);
 }
 

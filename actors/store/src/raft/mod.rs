@@ -174,6 +174,75 @@ mod tests {
         }
     }
 
+    fn machine() -> ShardMachine {
+        ShardMachine::new(
+            ShardDb::in_memory(0).expect("db"),
+            WatchHub::new(0, 16),
+            100,
+            Io::Inline,
+        )
+    }
+
+    async fn apply_creates(sm: &mut ShardMachine, indexes: std::ops::Range<u64>) {
+        use openraft::entry::RaftEntry;
+        use openraft::storage::RaftStateMachine;
+        let entries: Vec<_> = indexes
+            .map(|i| {
+                let entry = Entry::new_normal(
+                    openraft::testing::log_id::<ShardRaft>(1, 1, i),
+                    Proposal::write(crate::machine::WriteOp::Create {
+                        key: format!("/k/{i}"),
+                        value: vec![b'v'],
+                    }),
+                );
+                Ok((entry, None))
+            })
+            .collect();
+        sm.apply(futures::stream::iter(entries))
+            .await
+            .expect("apply");
+    }
+
+    /// A snapshot is the committed state: once one is built, the current snapshot is read
+    /// out of the database, as new as its last commit, and installs as exactly that state.
+    #[tokio::test]
+    async fn the_current_snapshot_is_the_committed_state_once_one_was_built() {
+        use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+        let mut sm = machine();
+        apply_creates(&mut sm, 1..4).await;
+        assert!(sm.get_current_snapshot().await.expect("get").is_none());
+
+        let built = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        let at = |i| Some(openraft::testing::log_id::<ShardRaft>(1, 1, i));
+        assert_eq!(built.meta.last_log_id, at(3));
+        let current = sm.get_current_snapshot().await.expect("get").expect("some");
+        assert_eq!(current.meta, built.meta);
+
+        // Reading a snapshot out commits what is pending: later writes are in it.
+        apply_creates(&mut sm, 4..6).await;
+        let current = sm.get_current_snapshot().await.expect("get").expect("some");
+        assert_eq!(current.meta.last_log_id, at(5));
+        let mut follower = machine();
+        follower
+            .install_snapshot(&current.meta, current.snapshot)
+            .await
+            .expect("install");
+        assert_eq!(follower.applied_state().await.expect("applied").0, at(5));
+        let (objects, _) = follower.db().list("/k/").expect("list");
+        assert_eq!(objects.len(), 5);
+        let again = follower
+            .get_current_snapshot()
+            .await
+            .expect("get")
+            .expect("some");
+        assert_eq!(again.meta, current.meta);
+    }
+
     #[tokio::test]
     async fn openraft_storage_suite_in_memory() {
         Suite::test_all(InMemory).await.expect("storage suite");

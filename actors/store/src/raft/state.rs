@@ -18,9 +18,12 @@ const MEMBERSHIP: &str = "membership";
 
 /// Applied batches are kept in memory over the shard database (the Raft log is durable
 /// already, and replays whatever a crash loses); one in this many entries, or once this long
-/// after the last, commits them all to the database, which bounds the replay after a crash.
-const FLUSH_EVERY_ENTRIES: u64 = 5_000;
-const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// after the last, commits them all to the database, which bounds the replay after a crash
+/// and the memory the batches hold. Building a snapshot commits them too. Each commit's
+/// writes queue in front of the journal's flushes on the same disk, so commits are few
+/// and large: one a second per shard raised the p99 of 16 clients' writes by a fifth.
+const FLUSH_EVERY_ENTRIES: u64 = 10_000;
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One lane for the background disk work of a process (commits of pending batches, snapshot
 /// builds): run all at once, the shards' commits and snapshots starve the tasks that serve
@@ -138,7 +141,29 @@ impl ShardMachine {
     }
 }
 
-/// Builds a snapshot from a consistent read of the shard database.
+/// The snapshot metadata that the Raft values `[APPLIED, MEMBERSHIP]` describe.
+fn snapshot_meta(raft: &[Option<Vec<u8>>]) -> Result<SnapshotMeta, StoreError> {
+    let applied = match raft.first().and_then(Option::as_ref) {
+        Some(bytes) => decode::<Option<LogId>>(APPLIED, bytes)?,
+        None => None,
+    };
+    let membership = match raft.get(1).and_then(Option::as_ref) {
+        Some(bytes) => decode::<StoredMembership>(MEMBERSHIP, bytes)?,
+        None => StoredMembership::default(),
+    };
+    Ok(SnapshotMeta {
+        last_log_id: applied,
+        last_membership: membership,
+    })
+}
+
+/// Builds snapshots. A shard's snapshot is its committed database: building one commits
+/// what is pending, durably, and records the log id that commit reached, after which Raft
+/// may purge the log up to it. No copy of the state is written; the state is read out when a
+/// snapshot is sent ([`ShardMachine::get_current_snapshot`]), so that the cost of a snapshot
+/// no longer grows with the size of the shard (a copy of every object per ten thousand
+/// writes, written beside the journal, held up its flushes). The snapshot a build returns
+/// therefore carries its metadata and no data: openraft keeps only the metadata of a build.
 pub struct SnapshotBuilder {
     db: ShardDb,
     io: Io,
@@ -152,24 +177,11 @@ impl RaftSnapshotBuilder<ShardRaft> for SnapshotBuilder {
         self.io
             .run(move || {
                 let _lane = background_lane();
-                let (image, raft) = db.export(&[APPLIED, MEMBERSHIP])?;
-                let applied = match &raft[0] {
-                    Some(bytes) => decode::<Option<LogId>>(APPLIED, bytes)?,
-                    None => None,
-                };
-                let membership = match &raft[1] {
-                    Some(bytes) => decode::<StoredMembership>(MEMBERSHIP, bytes)?,
-                    None => StoredMembership::default(),
-                };
-                let meta = SnapshotMeta {
-                    last_log_id: applied,
-                    last_membership: membership,
-                };
-                let data = encode(&image)?;
-                db.put_snapshot(&encode(&meta)?, &data)?;
+                let meta = snapshot_meta(&db.commit_for_snapshot(&[APPLIED, MEMBERSHIP])?)?;
+                db.put_snapshot_meta(&encode(&meta)?)?;
                 Ok(Snapshot {
                     meta,
-                    snapshot: data,
+                    snapshot: Vec::new(),
                 })
             })
             .await
@@ -277,7 +289,7 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
                         (APPLIED, encode(&meta.last_log_id)?),
                         (MEMBERSHIP, encode(&meta.last_membership)?),
                     ],
-                    (&encode(&meta)?, &data),
+                    &encode(&meta)?,
                 )?;
                 Ok(image.revision)
             })
@@ -286,16 +298,21 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
         Ok(())
     }
 
+    /// The state as of the last commit, once a snapshot has been built or installed: a
+    /// snapshot at least as new as that one (the committed state never runs behind it), whose
+    /// log entries Raft may already have purged.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, std::io::Error> {
         let db = self.db.clone();
         self.io
             .run(move || {
-                let Some((meta, data)) = db.snapshot()? else {
+                if db.snapshot_meta()?.is_none() {
                     return Ok(None);
-                };
+                }
+                let _lane = background_lane();
+                let (image, raft) = db.export(&[APPLIED, MEMBERSHIP])?;
                 Ok(Some(Snapshot {
-                    meta: decode("snapshot metadata", &meta)?,
-                    snapshot: data,
+                    meta: snapshot_meta(&raft)?,
+                    snapshot: encode(&image)?,
                 }))
             })
             .await
