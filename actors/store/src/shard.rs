@@ -57,9 +57,8 @@ pub enum ShardMsg {
 /// 500 ms of silence. A voter keeps honouring the old leader's lease (the longest election
 /// timeout) before it votes anew, so a dead leader is replaced within about a second; a
 /// snapshot every 10,000 entries (up to 15,000 once staggered per replica), keeping 1,000
-/// entries behind it for followers that lag a little. A snapshot copies the whole shard (its
-/// objects and its kept history), so it is made seldom: etcd makes one every 100,000 entries
-/// of its one log, these are made per shard.
+/// entries behind it for followers that lag a little. A snapshot is a durable commit of the
+/// shard's database; the log entries it lets go of are what the journal holds in memory.
 pub fn raft_config() -> Result<Arc<openraft::Config>, StoreError> {
     let config = openraft::Config {
         cluster_name: "shoal".into(),

@@ -222,12 +222,24 @@ struct MixResult {
     verbs: Vec<VerbRow>,
 }
 
+/// How long clients are given to connect before their paced loops start.
+const CONNECTING: Duration = Duration::from_millis(500);
+
+/// The ticks of the `i`-th of `n` clients that together make one call every `period / n`:
+/// every `period`, starting `i / n` of a period after `start`, so that the clients' calls
+/// come as an even stream rather than all at once. A tick that is missed is taken late.
+fn spread_ticks(start: Instant, period: Duration, i: usize, n: usize) -> tokio::time::Interval {
+    let first = tokio::time::Instant::from_std(start) + period.mul_f64(i as f64 / n as f64);
+    let mut tick = tokio::time::interval_at(first, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 /// One client of the mixed run: its loops, paced to `period` each, until `end`.
 async fn mix_client(
     endpoint: Endpoint,
     c: usize,
-    period: Duration,
-    first: tokio::time::Instant,
+    mut tick: tokio::time::Interval,
     end: Instant,
     bar: ProgressBar,
 ) -> Result<([Histogram<u64>; 5], [u64; 5]), ApiBenchError> {
@@ -235,8 +247,6 @@ async fn mix_client(
     let mut hists = [(); 5].map(|()| histogram());
     let mut errors = [0u64; 5];
     let pods = "/api/v1/namespaces/bench-mix/pods";
-    let mut tick = tokio::time::interval_at(first, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n = 0u64;
     while Instant::now() < end {
         tick.tick().await;
@@ -288,24 +298,14 @@ async fn mix(
     // Three writes a loop: each client loops writes/3/clients times a second.
     let loops_per_s = (options.writes_per_second as f64 / 3.0).max(1.0);
     let period = Duration::from_secs_f64(options.clients as f64 / loops_per_s);
-    // The clients connect first; then each one's loops start between the others', so that
-    // the writes come as an even stream rather than all clients' calls at once.
-    let started = Instant::now() + Duration::from_millis(500);
+    // The clients connect first; then each one's loops start between the others'.
+    let started = Instant::now() + CONNECTING;
     let end = started + Duration::from_secs(options.seconds);
     let clients = options.clients;
-    let first = |c: usize| {
-        tokio::time::Instant::from_std(started) + period.mul_f64(c as f64 / clients as f64)
-    };
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
-            tokio::spawn(mix_client(
-                endpoint.clone(),
-                c,
-                period,
-                first(c),
-                end,
-                bar.clone(),
-            ))
+            let tick = spread_ticks(started, period, c, clients);
+            tokio::spawn(mix_client(endpoint.clone(), c, tick, end, bar.clone()))
         })
         .collect();
     let mut hists = [(); 5].map(|()| histogram());
@@ -539,22 +539,19 @@ async fn watch(
     // The writers: enough connections that the asked rate holds while each write waits up
     // to 64 ms (under a thousand busy watchers a create waits tens of milliseconds for its
     // turn, and sixteen writers held the stream to about half of 1,000 writes/s).
-    let writers = (options.writes_per_second * 64 / 1000).max(16);
+    let writers = (options.writes_per_second * 64 / 1000).max(16) as usize;
     let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
+    // The writers connect first; then each one's ticks fall between the others'.
+    let started = Instant::now() + CONNECTING;
     let period = Duration::from_secs_f64(writers as f64 / options.writes_per_second.max(1) as f64);
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
             let endpoint = endpoint.clone();
             let next = next.clone();
             let bar = bar.clone();
-            // Each writer's ticks fall between the others', so the writes come as an even
-            // stream rather than in bursts of one per writer.
-            let first = tokio::time::Instant::now() + period.mul_f64(w as f64 / writers as f64);
+            let mut tick = spread_ticks(started, period, w, writers);
             tokio::spawn(async move {
                 let mut conn = endpoint.connect().await?;
-                let mut tick = tokio::time::interval_at(first, period);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
                     let n = next.fetch_add(1, Ordering::Relaxed);

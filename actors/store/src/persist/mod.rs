@@ -4,7 +4,8 @@
 //! Applied batches are kept in memory ([`Pending`]) on top of the database and committed to it
 //! together, in one durable transaction, when a batch asks for it (the Raft state machine does
 //! so every ten thousand entries, every ten seconds and for each snapshot; the Raft log,
-//! durable already, replays what a crash loses). Every read sees the database and the pending changes as one state.
+//! durable already, replays what a crash loses). Every read sees the database and the
+//! pending changes as one state.
 
 mod pending;
 #[cfg(test)]
@@ -33,12 +34,13 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// current snapshot, as opaque bytes owned by the Raft layer, changed in the same transaction
 /// as the objects they describe.
 const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
-/// The metadata of the last Raft snapshot built or installed, under `meta`. The snapshot's
-/// data is the committed database itself, which a snapshot's log id never runs ahead of, so
-/// it is not stored twice. (Older versions kept a copy under `data`, and before that both
-/// values among the RAFT ones; opening a database drops the copy.)
+/// Whether a Raft snapshot has been built or installed: [`SNAPSHOTTED`] is present once one
+/// has. The snapshot itself is the committed database, whose Raft values give its metadata,
+/// so nothing else is stored. (Older versions kept the snapshot's metadata under the same
+/// key, and a copy of its data under `data`, which opening a database drops; before that,
+/// both were among the RAFT values.)
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
-const SNAPSHOT_META: &str = "meta";
+const SNAPSHOTTED: &str = "meta";
 /// Where RAFT held the snapshot before it had a table of its own.
 const OLD_SNAPSHOT_KEYS: [&str; 2] = ["snapshot_meta", "snapshot_data"];
 /// fence name → the newest leadership term the shard has seen for it.
@@ -161,8 +163,8 @@ impl ShardDb {
             txn.open_table(EVENTS)?;
             let mut raft = txn.open_table(RAFT)?;
             let mut snapshot = txn.open_table(SNAPSHOT)?;
-            if let Some(meta) = raft.remove(OLD_SNAPSHOT_KEYS[0])? {
-                snapshot.insert(SNAPSHOT_META, meta.value())?;
+            if raft.remove(OLD_SNAPSHOT_KEYS[0])?.is_some() {
+                snapshot.insert(SNAPSHOTTED, [].as_slice())?;
             }
             raft.remove(OLD_SNAPSHOT_KEYS[1])?;
             snapshot.remove("data")?;
@@ -454,31 +456,30 @@ impl ShardDb {
         Ok(table.get(key)?.map(|g| g.value().to_vec()))
     }
 
-    /// The encoded metadata of the last snapshot built or installed.
-    pub fn snapshot_meta(&self) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Whether a snapshot has been built or installed.
+    pub fn snapshotted(&self) -> Result<bool, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SNAPSHOT)?;
-        Ok(table.get(SNAPSHOT_META)?.map(|g| g.value().to_vec()))
+        Ok(table.get(SNAPSHOTTED)?.is_some())
     }
 
-    /// Makes everything pending durable and returns the Raft bookkeeping under `raft_keys`
-    /// as that commit left it: the state a snapshot built now stands for.
+    /// Makes everything pending durable, records (once) that a snapshot exists, and returns
+    /// the Raft bookkeeping under `raft_keys` as the commit left it: the state a snapshot
+    /// built now stands for.
     pub fn commit_for_snapshot(&self, raft_keys: &[&str]) -> Result<RaftValues, StoreError> {
         self.commit_pending()?;
+        if !self.snapshotted()? {
+            let txn = self.db.begin_write()?;
+            txn.open_table(SNAPSHOT)?
+                .insert(SNAPSHOTTED, [].as_slice())?;
+            txn.commit()?;
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(RAFT)?;
         raft_keys
             .iter()
             .map(|key| Ok(table.get(*key)?.map(|g| g.value().to_vec())))
             .collect()
-    }
-
-    /// Records the metadata of a snapshot that was built (of the committed state).
-    pub fn put_snapshot_meta(&self, meta: &[u8]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(SNAPSHOT)?.insert(SNAPSHOT_META, meta)?;
-        txn.commit()?;
-        Ok(())
     }
 
     /// The whole state (objects, retained history, marks) and the Raft bookkeeping under
@@ -523,14 +524,9 @@ impl ShardDb {
         ))
     }
 
-    /// Replaces the whole state with `image`, sets the Raft bookkeeping and records the
-    /// metadata of the snapshot it came from, in one transaction.
-    pub fn import(
-        &self,
-        image: &Image,
-        raft: &[(&str, Vec<u8>)],
-        snapshot_meta: &[u8],
-    ) -> Result<(), StoreError> {
+    /// Replaces the whole state with `image` (a snapshot's) and sets the Raft bookkeeping,
+    /// in one transaction.
+    pub fn import(&self, image: &Image, raft: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
         let _one = self
             .committing
             .lock()
@@ -562,7 +558,7 @@ impl ShardDb {
                 raft_table.insert(*key, bytes.as_slice())?;
             }
             txn.open_table(SNAPSHOT)?
-                .insert(SNAPSHOT_META, snapshot_meta)?;
+                .insert(SNAPSHOTTED, [].as_slice())?;
         }
         txn.commit()?;
         // What was pending is older than the image, which replaces it.

@@ -158,7 +158,7 @@ fn snapshot_meta(raft: &[Option<Vec<u8>>]) -> Result<SnapshotMeta, StoreError> {
 }
 
 /// Builds snapshots. A shard's snapshot is its committed database: building one commits
-/// what is pending, durably, and records the log id that commit reached, after which Raft
+/// what is pending, durably, and answers the log id that commit reached, after which Raft
 /// may purge the log up to it. No copy of the state is written; the state is read out when a
 /// snapshot is sent ([`ShardMachine::get_current_snapshot`]), so that the cost of a snapshot
 /// no longer grows with the size of the shard (a copy of every object per ten thousand
@@ -178,7 +178,6 @@ impl RaftSnapshotBuilder<ShardRaft> for SnapshotBuilder {
             .run(move || {
                 let _lane = background_lane();
                 let meta = snapshot_meta(&db.commit_for_snapshot(&[APPLIED, MEMBERSHIP])?)?;
-                db.put_snapshot_meta(&encode(&meta)?)?;
                 Ok(Snapshot {
                     meta,
                     snapshot: Vec::new(),
@@ -289,7 +288,6 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
                         (APPLIED, encode(&meta.last_log_id)?),
                         (MEMBERSHIP, encode(&meta.last_membership)?),
                     ],
-                    &encode(&meta)?,
                 )?;
                 Ok(image.revision)
             })
@@ -305,7 +303,7 @@ impl RaftStateMachine<ShardRaft> for ShardMachine {
         let db = self.db.clone();
         self.io
             .run(move || {
-                if db.snapshot_meta()?.is_none() {
+                if !db.snapshotted()? {
                     return Ok(None);
                 }
                 let _lane = background_lane();
