@@ -10,8 +10,10 @@
 //! - A record is `[length: u32][crc32: u32][bincode payload]`, little-endian. Segments are
 //!   zeroed in advance, so a zero length marks the end of what was written.
 //! - Appends, votes and truncations are acknowledged only once flushed. The committed and
-//!   purged ids are written without a flush of their own: they ride on the next one, and a lost
-//!   one is re-learnt (from the leader, or by purging again).
+//!   purged ids are not written on their own: their records wait in memory and go out in front
+//!   of the next flushed one (or when the journal closes). A leader learns a new committed id
+//!   after every flush, so writing it in a pass of its own would cost the writer a `write` per
+//!   flush; a lost one is re-learnt (from the leader, or by purging again).
 //! - The memory image is changed and the record queued under one lock, so the file's record
 //!   order is the order of the changes. Every record sets or removes values by key, so
 //!   replaying records on top of a state that already holds them gives that state again.
@@ -147,6 +149,9 @@ pub(super) struct Shared {
     /// Every group's log. A change is made and its record queued under this lock, so the
     /// queue's order is the order of the changes.
     pub(super) groups: Mutex<BTreeMap<u32, GroupLog>>,
+    /// The records of changes not flushed on their own (committed and purged ids), in order,
+    /// waiting for the next record that is. Taken only while `groups` is held.
+    waiting: Mutex<Vec<u8>>,
     sink: Sink,
 }
 
@@ -167,6 +172,7 @@ impl Journal {
         Journal {
             shared: Arc::new(Shared {
                 groups: Mutex::new(groups),
+                waiting: Mutex::new(Vec::new()),
                 sink,
             }),
         }
@@ -226,7 +232,8 @@ impl Journal {
     }
 
     /// Makes `change` to group `group`'s log in memory and queues its record; `done` is told
-    /// once the record is durable (durable changes) or written (the others).
+    /// once the record is durable. A change that is not flushed (and tells no one) waits in
+    /// memory for the next one that is.
     fn submit(&self, group: u32, change: Change, done: Done) -> Result<(), StoreError> {
         let durable = change.durable();
         let Sink::Disk(queue) = &self.shared.sink else {
@@ -234,12 +241,25 @@ impl Journal {
             done.complete(Ok(()));
             return Ok(());
         };
-        let frame = frame(&RecordRef::Change {
+        let record = frame(&RecordRef::Change {
             group,
             change: &change,
         })?;
         let mut groups = self.lock();
         groups.entry(group).or_default().apply(change);
+        let mut waiting = self.shared.waiting();
+        if !durable && matches!(done, Done::Nothing) {
+            waiting.extend_from_slice(&record);
+            return Ok(());
+        }
+        let frame = if waiting.is_empty() {
+            record
+        } else {
+            let mut bytes = std::mem::take(&mut *waiting);
+            bytes.extend_from_slice(&record);
+            bytes
+        };
+        drop(waiting);
         let job = Job {
             frame,
             durable,
@@ -266,7 +286,8 @@ impl Journal {
         }
     }
 
-    /// Makes a change without waiting for it to reach the disk.
+    /// Makes a change without waiting for it to reach the disk: its record goes out with the
+    /// next flushed one.
     pub(crate) fn change_lazily(&self, group: u32, change: Change) -> Result<(), StoreError> {
         self.submit(group, change, Done::Nothing)
     }
@@ -283,11 +304,35 @@ impl Journal {
 }
 
 impl Shared {
+    fn waiting(&self) -> MutexGuard<'_, Vec<u8>> {
+        // Bytes are only appended or taken whole under this lock: a panic leaves them whole.
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, GroupLog>> {
         // A panic while the lock was held left no half-made change (each is made whole before
         // its record is queued), so the logs are usable.
         self.groups
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for Shared {
+    /// Hands the records still waiting for a flush to the writer, which writes them before it
+    /// stops (the channel closes behind them).
+    fn drop(&mut self) {
+        let waiting = std::mem::take(&mut *self.waiting());
+        if let Sink::Disk(queue) = &self.sink
+            && !waiting.is_empty()
+        {
+            let _ = queue.send(Job {
+                frame: waiting,
+                durable: false,
+                done: Done::Nothing,
+            });
+        }
     }
 }

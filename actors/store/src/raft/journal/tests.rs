@@ -5,7 +5,7 @@ use openraft::type_config::TypeConfigExt;
 
 use std::path::PathBuf;
 
-use super::file::{HEADER, list_segments, segment_path};
+use super::file::{HEADER, list_segments, replay, segment_path};
 use super::*;
 use crate::machine::{Proposal, WriteOp};
 
@@ -177,6 +177,47 @@ async fn full_segments_are_replaced_by_a_checkpoint_and_removed() {
     let after = groups(&reopen(&dir).expect("reopen"));
     assert_eq!(after, before);
     assert_eq!(after[&1].vote, Some(vote(4)));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What the journal's files in `dir` hold, read while it may still be open.
+fn on_disk(dir: &Path) -> BTreeMap<u32, GroupLog> {
+    let mut groups = BTreeMap::new();
+    let paths = segments(dir);
+    for (i, path) in paths.iter().enumerate() {
+        replay(path, &mut groups, i + 1 == paths.len()).expect("replay");
+    }
+    groups
+}
+
+#[tokio::test]
+async fn unflushed_changes_go_out_with_the_next_flush_or_at_close() {
+    let dir = dir("unflushed");
+    {
+        let journal = Journal::open(&dir).expect("open");
+        append(&journal, 0, (1..=3).map(|i| entry(1, i, 10)).collect()).await;
+        journal
+            .change_lazily(0, Change::Committed(Some(log_id(1, 2))))
+            .expect("committed");
+        // Known at once in memory, but not worth a write of its own.
+        assert_eq!(groups(&journal)[&0].committed, Some(log_id(1, 2)));
+        assert_eq!(on_disk(&dir)[&0].committed, None);
+        append(&journal, 1, vec![entry(1, 1, 10)]).await;
+        let written = on_disk(&dir);
+        assert_eq!(written[&0].committed, Some(log_id(1, 2)));
+        assert_eq!(written[&1].entries.len(), 1);
+        journal
+            .change_lazily(0, Change::Purge(log_id(1, 1)))
+            .expect("purge");
+        journal
+            .change_lazily(0, Change::Committed(Some(log_id(1, 3))))
+            .expect("committed");
+    }
+    // Closing the journal wrote what was still waiting, in order.
+    let zero = &groups(&reopen(&dir).expect("reopen"))[&0];
+    assert_eq!(zero.purged, Some(log_id(1, 1)));
+    assert_eq!(zero.committed, Some(log_id(1, 3)));
+    assert_eq!(zero.entries.keys().copied().collect::<Vec<_>>(), [2, 3]);
     let _ = std::fs::remove_dir_all(dir);
 }
 
