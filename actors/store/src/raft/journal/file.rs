@@ -171,9 +171,35 @@ pub(super) fn replay(
 pub(super) struct Segment {
     pub(super) path: PathBuf,
     pub(super) seq: u64,
-    pub(super) file: File,
+    file: File,
     /// Where the next record goes.
     pub(super) end: u64,
+    /// How records reach the disk.
+    io: SegmentIo,
+}
+
+/// The alignment of direct writes: of their offset, their length and their memory. A
+/// multiple of every logical block size in use (512 and 4096 bytes).
+const BLOCK: usize = 4096;
+
+/// How a segment's records reach the disk.
+enum SegmentIo {
+    /// Through the page cache; a durable write is followed by an `fdatasync`.
+    Buffered,
+    /// Direct and synchronous (`O_DIRECT | O_DSYNC`): a write goes to the device and returns
+    /// once it is durable. Direct writes cover whole blocks, so each one writes the segment's
+    /// last, partly filled block again (the same bytes, then the new records), followed by
+    /// zeros up to the end of its last block, which the next write covers. Against a write
+    /// and an `fdatasync`, this skips the copy into the page cache, the writeback that
+    /// `fdatasync` starts and waits for, and a system call: a flush takes about a tenth less
+    /// time and CPU.
+    Direct {
+        file: File,
+        /// The bytes of the last, partly filled block, from its start to `end`.
+        tail: Vec<u8>,
+        /// Where a write is put together.
+        buf: AlignedBuf,
+    },
 }
 
 impl Segment {
@@ -189,11 +215,13 @@ impl Segment {
         zero_fill(&file, 0, size).map_err(|e| io_error(&path, e))?;
         file.sync_all().map_err(|e| io_error(&path, e))?;
         sync_dir(dir)?;
+        let io = SegmentIo::open(&path, &file, 0).map_err(|e| io_error(&path, e))?;
         Ok(Segment {
             path,
             seq,
             file,
             end: 0,
+            io,
         })
     }
 
@@ -210,19 +238,157 @@ impl Segment {
         let len = file.metadata().map_err(|e| io_error(&path, e))?.len();
         zero_fill(&file, end, size.max(len)).map_err(|e| io_error(&path, e))?;
         file.sync_all().map_err(|e| io_error(&path, e))?;
+        let io = SegmentIo::open(&path, &file, end).map_err(|e| io_error(&path, e))?;
         Ok(Segment {
             path,
             seq,
             file,
             end,
+            io,
         })
     }
 
-    pub(super) fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Whether records are written with direct, synchronous I/O.
+    #[cfg(test)]
+    pub(super) fn direct(&self) -> bool {
+        matches!(self.io, SegmentIo::Direct { .. })
+    }
+
+    /// The same segment, written through the page cache.
+    #[cfg(test)]
+    pub(super) fn buffered(mut self) -> Segment {
+        self.io = SegmentIo::Buffered;
+        self
+    }
+
+    /// Writes `bytes` after the records already written; when `durable`, returns once they
+    /// are on the disk.
+    pub(super) fn append(&mut self, bytes: &[u8], durable: bool) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file.write_all_at(bytes, self.end)?;
+        match &mut self.io {
+            SegmentIo::Buffered => {
+                self.file.write_all_at(bytes, self.end)?;
+                if durable {
+                    self.file.sync_data()?;
+                }
+            }
+            SegmentIo::Direct { file, tail, buf } => {
+                let start = self.end - tail.len() as u64;
+                buf.clear();
+                buf.extend(tail);
+                buf.extend(bytes);
+                let filled = buf.len();
+                buf.pad_to(BLOCK);
+                file.write_all_at(buf.as_slice(), start)?;
+                let last = filled - filled % BLOCK;
+                tail.clear();
+                tail.extend_from_slice(&buf.as_slice()[last..filled]);
+            }
+        }
         self.end += bytes.len() as u64;
         Ok(())
+    }
+}
+
+impl SegmentIo {
+    /// Direct, synchronous writes to the segment at `path` if its file system takes them,
+    /// buffered ones otherwise. `file` is the segment, already written up to `end`.
+    fn open(path: &Path, file: &File, end: u64) -> std::io::Result<SegmentIo> {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        // Direct I/O needs the file system's word on its alignment (Linux 6.1 and later);
+        // without it, or with an alignment that a block does not satisfy, writes stay buffered.
+        let fits = |align: u32| align != 0 && BLOCK.is_multiple_of(align as usize);
+        let aligned = rustix::fs::statx(
+            file,
+            "",
+            rustix::fs::AtFlags::EMPTY_PATH,
+            rustix::fs::StatxFlags::DIOALIGN,
+        )
+        .is_ok_and(|st| {
+            st.stx_mask & rustix::fs::StatxFlags::DIOALIGN.bits() != 0
+                && fits(st.stx_dio_offset_align)
+                && fits(st.stx_dio_mem_align)
+        });
+        if !aligned {
+            return Ok(SegmentIo::Buffered);
+        }
+        let direct = match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(path)
+        {
+            Ok(direct) => direct,
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                return Ok(SegmentIo::Buffered);
+            }
+            Err(err) => return Err(err),
+        };
+        let from = end - end % BLOCK as u64;
+        // Less than a block, so it fits in usize.
+        let mut tail = vec![0; (end - from) as usize];
+        file.read_exact_at(&mut tail, from)?;
+        // The zeroed segment's pages are clean and of no more use: dropped now, at once,
+        // rather than one by one by the direct writes that cover them.
+        rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed)?;
+        Ok(SegmentIo::Direct {
+            file: direct,
+            tail,
+            buf: AlignedBuf::default(),
+        })
+    }
+}
+
+/// A growable buffer whose bytes start at a [`BLOCK`]-aligned address, as direct writes
+/// need: a vector with room for the alignment, used from its first aligned byte.
+#[derive(Default)]
+struct AlignedBuf {
+    bytes: Vec<u8>,
+    /// Where the aligned part starts in `bytes`.
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + self.len]
+    }
+
+    /// Room for `more` bytes after the current ones.
+    fn reserve(&mut self, more: usize) {
+        let needed = self.len + more;
+        if self.start + needed <= self.bytes.len() {
+            return;
+        }
+        let capacity = needed.max(2 * self.len).next_multiple_of(BLOCK);
+        let mut bytes = vec![0u8; capacity + BLOCK];
+        let start = bytes.as_ptr().align_offset(BLOCK);
+        bytes[start..start + self.len].copy_from_slice(self.as_slice());
+        self.bytes = bytes;
+        self.start = start;
+    }
+
+    fn extend(&mut self, data: &[u8]) {
+        self.reserve(data.len());
+        let at = self.start + self.len;
+        self.bytes[at..at + data.len()].copy_from_slice(data);
+        self.len += data.len();
+    }
+
+    /// Zeros up to the next multiple of `block`.
+    fn pad_to(&mut self, block: usize) {
+        let padded = self.len.next_multiple_of(block);
+        self.reserve(padded - self.len);
+        let at = self.start + self.len;
+        self.bytes[at..self.start + padded].fill(0);
+        self.len = padded;
     }
 }
 

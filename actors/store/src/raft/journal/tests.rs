@@ -281,3 +281,46 @@ fn a_change_replayed_on_a_log_that_has_it_changes_nothing() {
         assert_eq!(again, full, "replaying from change {from}");
     }
 }
+
+/// Writes the same appends, of lengths that start and end anywhere in a block, to a segment in
+/// `dir` (resumed half-way through, as after a restart) and returns the file's bytes.
+fn written(dir: &Path, buffered: bool) -> (Vec<u8>, bool) {
+    let size = 256 << 10;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("dir");
+    let open = |segment: Segment| {
+        if buffered {
+            segment.buffered()
+        } else {
+            segment
+        }
+    };
+    let mut segment = open(Segment::create(dir, 1, size).expect("create"));
+    let direct = segment.direct();
+    let lengths = [
+        1, 7, 4088, 8, 4096, 5000, 12_288, 3, 9000, 4095, 1, 1, 70_000,
+    ];
+    let mut fill = 0u8;
+    for (i, &n) in lengths.iter().enumerate() {
+        if i == lengths.len() / 2 {
+            let end = segment.end;
+            drop(segment);
+            segment = open(Segment::resume(dir, 1, end, size).expect("resume"));
+        }
+        fill = fill.wrapping_add(1);
+        segment.append(&vec![fill; n], i % 2 == 0).expect("append");
+    }
+    (std::fs::read(segment_path(dir, 1)).expect("read"), direct)
+}
+
+#[test]
+fn direct_and_buffered_segments_hold_the_same_bytes() {
+    let (direct, was_direct) = written(&dir("direct-io"), false);
+    let (buffered, was_buffered) = written(&dir("buffered-io"), true);
+    assert!(!was_buffered);
+    assert_eq!(direct.len(), buffered.len());
+    let differs = direct.iter().zip(&buffered).position(|(a, b)| a != b);
+    assert_eq!(differs, None, "direct writes: {was_direct}");
+    let _ = std::fs::remove_dir_all(dir("direct-io"));
+    let _ = std::fs::remove_dir_all(dir("buffered-io"));
+}

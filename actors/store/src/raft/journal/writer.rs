@@ -124,11 +124,7 @@ impl Writer {
     }
 
     fn flush(&mut self, bytes: &[u8], durable: bool) -> std::io::Result<()> {
-        self.segment.write(bytes)?;
-        if durable {
-            self.segment.file.sync_data()?;
-        }
-        Ok(())
+        self.segment.append(bytes, durable)
     }
 
     /// Starts the next segment with a checkpoint of every group, then deletes the older ones.
@@ -139,8 +135,7 @@ impl Writer {
         let mut next = Segment::create(&self.dir, self.segment.seq + 1, self.size)?;
         let groups = shared.lock().clone();
         let checkpoint = frame(&RecordRef::Checkpoint { groups: &groups })?;
-        next.write(&checkpoint)
-            .and_then(|()| next.file.sync_data())
+        next.append(&checkpoint, true)
             .map_err(|e| io_error(&next.path, e))?;
         self.rotate_at = self.size.max(2 * checkpoint.len() as u64);
         let previous = std::mem::replace(&mut self.segment, next);
