@@ -182,6 +182,9 @@ pub(super) struct Segment {
 /// multiple of every logical block size in use (512 and 4096 bytes).
 const BLOCK: usize = 4096;
 
+/// The most room a segment keeps for putting its direct writes together between writes.
+const KEEP_BUFFER: usize = 1 << 20;
+
 /// How a segment's records reach the disk.
 enum SegmentIo {
     /// Through the page cache; a durable write is followed by an `fdatasync`.
@@ -283,6 +286,10 @@ impl Segment {
                 let last = filled - filled % BLOCK;
                 tail.clear();
                 tail.extend_from_slice(&buf.as_slice()[last..filled]);
+                // A checkpoint or a large batch is not worth keeping the room for.
+                if buf.room() > KEEP_BUFFER {
+                    *buf = AlignedBuf::default();
+                }
             }
         }
         self.end += bytes.len() as u64;
@@ -355,6 +362,11 @@ impl AlignedBuf {
 
     fn len(&self) -> usize {
         self.len
+    }
+
+    /// The bytes allocated.
+    fn room(&self) -> usize {
+        self.bytes.len()
     }
 
     fn as_slice(&self) -> &[u8] {

@@ -285,7 +285,7 @@ fn a_change_replayed_on_a_log_that_has_it_changes_nothing() {
 /// Writes the same appends, of lengths that start and end anywhere in a block, to a segment in
 /// `dir` (resumed half-way through, as after a restart) and returns the file's bytes.
 fn written(dir: &Path, buffered: bool) -> (Vec<u8>, bool) {
-    let size = 256 << 10;
+    let size = 4 << 20;
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("dir");
     let open = |segment: Segment| {
@@ -298,7 +298,7 @@ fn written(dir: &Path, buffered: bool) -> (Vec<u8>, bool) {
     let mut segment = open(Segment::create(dir, 1, size).expect("create"));
     let direct = segment.direct();
     let lengths = [
-        1, 7, 4088, 8, 4096, 5000, 12_288, 3, 9000, 4095, 1, 1, 70_000,
+        1, 7, 4088, 8, 4096, 5000, 12_288, 3, 9000, 4095, 1, 1, 70_000, 1_500_000, 5, 4100,
     ];
     let mut fill = 0u8;
     for (i, &n) in lengths.iter().enumerate() {
