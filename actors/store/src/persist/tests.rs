@@ -143,25 +143,33 @@ fn a_raised_fence_refuses_older_terms_and_survives_a_snapshot() {
     let _ = std::fs::remove_dir_all(copy_dir);
 }
 
-#[test]
-fn a_snapshot_kept_among_the_raft_values_moves_to_its_own_table() {
-    let dir = std::env::temp_dir().join(format!("shoal-persist-old-snap-{}", std::process::id()));
+/// A database as an older version left it: `fill` writes its tables, in one transaction.
+/// Returns its directory and path.
+fn older_db(
+    name: &str,
+    fill: impl FnOnce(&redb::WriteTransaction),
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("shoal-persist-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("shard.redb");
-    {
-        let db = Database::create(&path).expect("create");
-        let txn = db.begin_write().expect("txn");
-        {
-            let mut raft = txn.open_table(RAFT).expect("raft");
-            raft.insert("applied", b"a".as_slice()).expect("insert");
-            raft.insert("snapshot_meta", b"m".as_slice())
-                .expect("insert");
-            raft.insert("snapshot_data", b"d".as_slice())
-                .expect("insert");
-        }
-        txn.commit().expect("commit");
-    }
+    let db = Database::create(&path).expect("create");
+    let txn = db.begin_write().expect("txn");
+    fill(&txn);
+    txn.commit().expect("commit");
+    (dir, path)
+}
+
+#[test]
+fn a_snapshot_kept_among_the_raft_values_is_dropped_and_still_counts() {
+    let (dir, path) = older_db("old-snap", |txn| {
+        let mut raft = txn.open_table(RAFT).expect("raft");
+        raft.insert("applied", b"a".as_slice()).expect("insert");
+        raft.insert("snapshot_meta", b"m".as_slice())
+            .expect("insert");
+        raft.insert("snapshot_data", b"d".as_slice())
+            .expect("insert");
+    });
     let db = ShardDb::open(&path, 0).expect("open");
     assert!(db.snapshotted().expect("snapshotted"));
     assert_eq!(db.raft_get("snapshot_meta").expect("get"), None);
@@ -173,20 +181,11 @@ fn a_snapshot_kept_among_the_raft_values_moves_to_its_own_table() {
 
 #[test]
 fn a_stored_copy_of_the_snapshot_data_is_dropped_and_the_snapshot_still_counts() {
-    let dir = std::env::temp_dir().join(format!("shoal-persist-snap-data-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("shard.redb");
-    {
-        let db = Database::create(&path).expect("create");
-        let txn = db.begin_write().expect("txn");
-        {
-            let mut snapshot = txn.open_table(SNAPSHOT).expect("snapshot");
-            snapshot.insert("meta", b"m".as_slice()).expect("insert");
-            snapshot.insert("data", b"d".as_slice()).expect("insert");
-        }
-        txn.commit().expect("commit");
-    }
+    let (dir, path) = older_db("snap-data", |txn| {
+        let mut snapshot = txn.open_table(SNAPSHOT).expect("snapshot");
+        snapshot.insert("meta", b"m".as_slice()).expect("insert");
+        snapshot.insert("data", b"d".as_slice()).expect("insert");
+    });
     let db = ShardDb::open(&path, 0).expect("open");
     assert!(db.snapshotted().expect("snapshotted"));
     drop(db);

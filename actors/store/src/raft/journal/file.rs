@@ -171,7 +171,6 @@ pub(super) fn replay(
 pub(super) struct Segment {
     pub(super) path: PathBuf,
     pub(super) seq: u64,
-    file: File,
     /// Where the next record goes.
     pub(super) end: u64,
     /// How records reach the disk.
@@ -188,7 +187,7 @@ const KEEP_BUFFER: usize = 1 << 20;
 /// How a segment's records reach the disk.
 enum SegmentIo {
     /// Through the page cache; a durable write is followed by an `fdatasync`.
-    Buffered,
+    Buffered(File),
     /// Direct and synchronous (`O_DIRECT | O_DSYNC`): a write goes to the device and returns
     /// once it is durable. Direct writes cover whole blocks, so each one writes the segment's
     /// last, partly filled block again (the same bytes, then the new records), followed by
@@ -218,11 +217,10 @@ impl Segment {
         zero_fill(&file, 0, size).map_err(|e| io_error(&path, e))?;
         file.sync_all().map_err(|e| io_error(&path, e))?;
         sync_dir(dir)?;
-        let io = SegmentIo::open(&path, &file, 0).map_err(|e| io_error(&path, e))?;
+        let io = SegmentIo::open(&path, file, 0).map_err(|e| io_error(&path, e))?;
         Ok(Segment {
             path,
             seq,
-            file,
             end: 0,
             io,
         })
@@ -241,14 +239,8 @@ impl Segment {
         let len = file.metadata().map_err(|e| io_error(&path, e))?.len();
         zero_fill(&file, end, size.max(len)).map_err(|e| io_error(&path, e))?;
         file.sync_all().map_err(|e| io_error(&path, e))?;
-        let io = SegmentIo::open(&path, &file, end).map_err(|e| io_error(&path, e))?;
-        Ok(Segment {
-            path,
-            seq,
-            file,
-            end,
-            io,
-        })
+        let io = SegmentIo::open(&path, file, end).map_err(|e| io_error(&path, e))?;
+        Ok(Segment { path, seq, end, io })
     }
 
     /// Whether records are written with direct, synchronous I/O.
@@ -260,7 +252,12 @@ impl Segment {
     /// The same segment, written through the page cache.
     #[cfg(test)]
     pub(super) fn buffered(mut self) -> Segment {
-        self.io = SegmentIo::Buffered;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .expect("the segment opens");
+        self.io = SegmentIo::Buffered(file);
         self
     }
 
@@ -269,10 +266,10 @@ impl Segment {
     pub(super) fn append(&mut self, bytes: &[u8], durable: bool) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         match &mut self.io {
-            SegmentIo::Buffered => {
-                self.file.write_all_at(bytes, self.end)?;
+            SegmentIo::Buffered(file) => {
+                file.write_all_at(bytes, self.end)?;
                 if durable {
-                    self.file.sync_data()?;
+                    file.sync_data()?;
                 }
             }
             SegmentIo::Direct { file, tail, buf } => {
@@ -299,14 +296,15 @@ impl Segment {
 
 impl SegmentIo {
     /// Direct, synchronous writes to the segment at `path` if its file system takes them,
-    /// buffered ones otherwise. `file` is the segment, already written up to `end`.
-    fn open(path: &Path, file: &File, end: u64) -> std::io::Result<SegmentIo> {
+    /// buffered ones (through `file`) otherwise. `file` is the segment, open for reading and
+    /// writing, already written up to `end`.
+    fn open(path: &Path, file: File, end: u64) -> std::io::Result<SegmentIo> {
         use std::os::unix::fs::{FileExt, OpenOptionsExt};
         // Direct I/O needs the file system's word on its alignment (Linux 6.1 and later);
         // without it, or with an alignment that a block does not satisfy, writes stay buffered.
         let fits = |align: u32| align != 0 && BLOCK.is_multiple_of(align as usize);
         let aligned = rustix::fs::statx(
-            file,
+            &file,
             "",
             rustix::fs::AtFlags::EMPTY_PATH,
             rustix::fs::StatxFlags::DIOALIGN,
@@ -317,7 +315,7 @@ impl SegmentIo {
                 && fits(st.stx_dio_mem_align)
         });
         if !aligned {
-            return Ok(SegmentIo::Buffered);
+            return Ok(SegmentIo::Buffered(file));
         }
         let direct = match OpenOptions::new()
             .write(true)
@@ -326,7 +324,7 @@ impl SegmentIo {
         {
             Ok(direct) => direct,
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
-                return Ok(SegmentIo::Buffered);
+                return Ok(SegmentIo::Buffered(file));
             }
             Err(err) => return Err(err),
         };
@@ -336,7 +334,7 @@ impl SegmentIo {
         file.read_exact_at(&mut tail, from)?;
         // The zeroed segment's pages are clean and of no more use: dropped now, at once,
         // rather than one by one by the direct writes that cover them.
-        rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed)?;
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)?;
         Ok(SegmentIo::Direct {
             file: direct,
             tail,

@@ -3,9 +3,9 @@
 //! Every group's log lives in memory (the entries not yet purged behind a snapshot, the vote,
 //! the committed and purged ids) and every change to it is appended, as one framed record, to
 //! the journal's current segment file. A single writer thread takes whatever records are
-//! queued, writes them in one `write` and makes them durable with one `fdatasync`: the groups
-//! share their flushes (group commit), where a log per group would cost one flush per group
-//! and per batch.
+//! queued and makes them durable at once: one direct, synchronous `write` where the file
+//! system takes it, a `write` and an `fdatasync` otherwise. The groups share their flushes
+//! (group commit), where a log per group would cost one flush per group and per batch.
 //!
 //! - A record is `[length: u32][crc32: u32][bincode payload]`, little-endian. Segments are
 //!   zeroed in advance, so a zero length marks the end of what was written.

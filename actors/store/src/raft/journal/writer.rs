@@ -101,7 +101,8 @@ impl Writer {
             let result = match &self.failed {
                 Some(why) => Err(why.clone()),
                 None => self
-                    .flush(&buf, durable)
+                    .segment
+                    .append(&buf, durable)
                     .map_err(|e| format!("{}: {e}", self.segment.path.display())),
             };
             if let Err(why) = &result {
@@ -121,10 +122,6 @@ impl Writer {
                 self.failed = Some(err.to_string());
             }
         }
-    }
-
-    fn flush(&mut self, bytes: &[u8], durable: bool) -> std::io::Result<()> {
-        self.segment.append(bytes, durable)
     }
 
     /// Starts the next segment with a checkpoint of every group, then deletes the older ones.
