@@ -2,12 +2,16 @@
 //! clients that each put fresh keys with a fixed-size value, one write in flight per client,
 //! for a fixed time. Both sides fsync every commit and are reached over loopback TCP.
 //!
-//! Shoal: `replicas` masters in this process, each with its shard groups' logs and state on
-//! disk (redb, durable commits), Raft messages and forwarded writes between them over one
+//! Shoal: `replicas` masters in this process, each on a runtime of its own (as many workers
+//! as the machine has cores, as a master process has) with its shard groups' logs and state
+//! on disk (redb, durable commits), Raft messages and forwarded writes between them over one
 //! loopback TCP connection per pair of masters, leaderships spread over the masters as the
 //! balancer spreads them; each client, with its own connection, sends its writes to one
 //! master (the key's shard forwards them to the leader when it is elsewhere), as the
-//! API server's store calls do.
+//! API server's store calls do, and runs on that master's runtime, as the API server runs
+//! in its master's process. (Three masters sharing one runtime, as this benchmark once ran
+//! them, had a pair of workers serve all three, which no three master processes get:
+//! three replicas took 8-12% more writes a second from 1 and 16 clients that way.)
 //!
 //! etcd: `replicas` `etcd` processes (Debian's etcd-server 3.4), each client with its own
 //! gRPC connection to one member, calling `etcdserverpb.KV/Put`.
@@ -91,7 +95,8 @@ struct Row {
     max_us: u64,
 }
 
-/// Runs `clients` loops of `put` for `seconds`; each client `c` uses `put(c, key)`.
+/// Runs `clients` loops of `put` for `seconds`; each client `c` uses `put(c, key)` and runs
+/// on `runtimes[c % runtimes.len()]` (on the caller's runtime when there are none).
 async fn drive<F, Fut>(
     system: &str,
     replicas: usize,
@@ -99,6 +104,7 @@ async fn drive<F, Fut>(
     seconds: u64,
     put: F,
     bar: &ProgressBar,
+    runtimes: &[tokio::runtime::Handle],
 ) -> Row
 where
     F: Fn(usize, String) -> Fut + Send + Sync + 'static,
@@ -117,7 +123,11 @@ where
         let ready = ready.clone();
         let start = start.clone();
         let tag = format!("{system}-{replicas}-{clients}-{}", std::process::id());
-        tasks.push(tokio::spawn(async move {
+        let on = runtimes
+            .get(c % runtimes.len().max(1))
+            .cloned()
+            .unwrap_or_else(tokio::runtime::Handle::current);
+        tasks.push(on.spawn(async move {
             let mut hist = histogram();
             let (mut n, mut errors) = (0u64, 0u64);
             let _ = put(c, format!("/bench/{tag}/{c}/warm-up")).await;
@@ -252,6 +262,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
                     async move { client.put(&to, key, v).await }
                 },
                 &bar,
+                &masters.iter().map(|m| m.handle()).collect::<Vec<_>>(),
             )
             .await;
             stop_masters(masters).await;
@@ -284,6 +295,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
                     async move { conn.put(key, v).await }
                 },
                 &bar,
+                &[],
             )
             .await;
             stop_etcd(&mut members);

@@ -1,5 +1,6 @@
-//! Shoal's side: masters in this process, each with its shard groups on disk, talking over
-//! the TCP wire; clients that send their writes to one master.
+//! Shoal's side: masters in this process, each with its own runtime (as a master process has)
+//! and its shard groups on disk, talking over the TCP wire; clients that send their writes to
+//! one master, each on the runtime of the master it writes to.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +13,7 @@ use shoal_store::raft::{
 };
 use shoal_store::{Proposal, ShardArgs, ShardDb, WriteOp, raft_config, start_replica};
 use tokio::net::TcpListener;
+use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 
 use super::wire::{TcpWire, serve};
@@ -22,6 +24,17 @@ pub struct BenchMaster {
     pub member: Member,
     host: RaftHost,
     server: JoinHandle<()>,
+    /// The master's own runtime (as many workers as the machine has cores), as a master
+    /// process has: its Raft cores, state machines, lanes and connections run there.
+    runtime: Runtime,
+}
+
+impl BenchMaster {
+    /// Where the master's tasks run; its store clients run there too, as the API server's
+    /// store calls run in its master's process.
+    pub fn handle(&self) -> Handle {
+        self.runtime.handle().clone()
+    }
 }
 
 pub async fn start_masters(
@@ -32,7 +45,8 @@ pub async fn start_masters(
     let mut listeners = Vec::new();
     let mut members = BTreeMap::new();
     for i in 0..n {
-        let listener = TcpListener::bind(format!("127.0.0.{}:0", 41 + i)).await?;
+        let listener = std::net::TcpListener::bind(format!("127.0.0.{}:0", 41 + i))?;
+        listener.set_nonblocking(true)?;
         let member = Member {
             name: format!("m{}", i + 1),
             addr: listener.local_addr()?.to_string(),
@@ -46,6 +60,11 @@ pub async fn start_masters(
     for (i, listener) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
         let member = members[&id].clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name(format!("{}-worker", member.name))
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
         let host = RaftHost::new();
         let router = Router::new(Arc::new(TcpWire::default()));
         for (peer, m) in &members {
@@ -71,14 +90,25 @@ pub async fn start_masters(
                 io: Io::Blocking,
                 seed: rand::random(),
             };
-            start_replica(&args).await.map_err(setup)?;
+            // On the master's runtime, where its Raft tasks then live.
+            handle
+                .spawn(async move { start_replica(&args).await.map(drop) })
+                .await
+                .map_err(setup)?
+                .map_err(setup)?;
         }
-        let server = tokio::spawn(serve(listener, host.clone()));
+        // Registered with the master's runtime, which serves its connections.
+        let listener = {
+            let _in_master = handle.enter();
+            TcpListener::from_std(listener)?
+        };
+        let server = handle.spawn(serve(listener, host.clone()));
         masters.push(BenchMaster {
             id,
             member,
             host,
             server,
+            runtime,
         });
     }
     for group in 0..shards {
@@ -145,6 +175,10 @@ pub async fn crash(master: &BenchMaster) {
 pub async fn stop_masters(masters: Vec<BenchMaster>) {
     for m in &masters {
         crash(m).await;
+    }
+    for m in masters {
+        // Its tasks are stopped where they stand, as a process's are when it exits.
+        m.runtime.shutdown_background();
     }
 }
 
