@@ -16,6 +16,10 @@
 //! etcd: `replicas` `etcd` processes (Debian's etcd-server 3.4), each client with its own
 //! gRPC connection to one member, calling `etcdserverpb.KV/Put`.
 //!
+//! Each configuration runs several times, the two systems taking turns, and its row is the
+//! run with the median writes/s (with every run's writes/s beside it): the machine's speed
+//! drifts by about a tenth from one run to the next, for both systems alike.
+//!
 //! Then, for both with three replicas: the time from killing the master (or member) that
 //! leads a key's group to the first acknowledged write of that key's group.
 
@@ -50,6 +54,11 @@ pub struct Options {
     /// Seconds each configuration runs.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Runs of each configuration, the two systems taking turns; each row reports the
+    /// run with the median writes/s, so that the machine's drift from one run to the next
+    /// (about a tenth here) weighs less on the comparison.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
     value_bytes: usize,
@@ -93,6 +102,19 @@ struct Row {
     p50_us: u64,
     p99_us: u64,
     max_us: u64,
+    /// Writes/s of every run of this configuration, in the order they ran.
+    runs_writes_per_s: Vec<f64>,
+}
+
+/// The run with the median writes/s (the lower middle one of an even count), carrying the
+/// writes/s of all of them.
+fn median(mut runs: Vec<Row>) -> Option<Row> {
+    let all: Vec<f64> = runs.iter().map(|r| r.writes_per_s).collect();
+    runs.sort_by(|a, b| a.writes_per_s.total_cmp(&b.writes_per_s));
+    let middle = runs.len().checked_sub(1)? / 2;
+    let mut row = runs.swap_remove(middle);
+    row.runs_writes_per_s = all;
+    Some(row)
 }
 
 /// Runs `clients` loops of `put` for `seconds`; each client `c` uses `put(c, key)` and runs
@@ -172,6 +194,7 @@ where
         p50_us: all.value_at_quantile(0.50),
         p99_us: all.value_at_quantile(0.99),
         max_us: all.max(),
+        runs_writes_per_s: Vec::new(),
     }
 }
 
@@ -223,10 +246,77 @@ fn fresh_dir(base: &Path, name: &str) -> Result<PathBuf, BenchError> {
     Ok(dir)
 }
 
+/// One run of Shoal's side of a configuration.
+async fn shoal_row(
+    options: &Options,
+    replicas: usize,
+    clients: usize,
+    bar: &ProgressBar,
+) -> Result<Row, BenchError> {
+    let dir = fresh_dir(&options.dir, &format!("shoal-{replicas}-{clients}"))?;
+    let masters = start_masters(replicas, options.shards, &dir).await?;
+    // Each client with its own connection, as each etcd client has its own.
+    let conns: Vec<ShoalClient> = (0..clients)
+        .map(|_| ShoalClient::new(options.shards))
+        .collect();
+    let targets: Vec<Member> = masters.iter().map(|m| m.member.clone()).collect();
+    let v = value(options.value_bytes);
+    let row = drive(
+        "shoal",
+        replicas,
+        clients,
+        options.seconds,
+        move |c, key| {
+            let client = conns[c].clone();
+            let to = targets[c % targets.len()].clone();
+            let v = v.clone();
+            async move { client.put(&to, key, v).await }
+        },
+        bar,
+        &masters.iter().map(|m| m.handle()).collect::<Vec<_>>(),
+    )
+    .await;
+    stop_masters(masters).await;
+    Ok(row)
+}
+
+/// One run of etcd's side of a configuration.
+async fn etcd_row(
+    options: &Options,
+    replicas: usize,
+    clients: usize,
+    bar: &ProgressBar,
+) -> Result<Row, BenchError> {
+    let dir = fresh_dir(&options.dir, &format!("etcd-{replicas}-{clients}"))?;
+    let mut members = start_etcd(replicas, &options.etcd, &dir).await?;
+    let mut conns = Vec::new();
+    for c in 0..clients {
+        let m = &members[c % members.len()];
+        conns.push(EtcdClient::connect(m.client_addr).await.map_err(setup)?);
+    }
+    let v = value(options.value_bytes);
+    let row = drive(
+        "etcd 3.4",
+        replicas,
+        clients,
+        options.seconds,
+        move |c, key| {
+            let conn = conns[c].clone();
+            let v = v.clone();
+            async move { conn.put(key, v).await }
+        },
+        bar,
+        &[],
+    )
+    .await;
+    stop_etcd(&mut members);
+    Ok(row)
+}
+
 pub async fn run(options: Options) -> Result<(), BenchError> {
     let value_bytes = options.value_bytes;
     let systems = if options.shoal_only { 1 } else { 2 };
-    let configs = options.replicas.len() * options.clients.len() * systems;
+    let configs = options.replicas.len() * options.clients.len() * systems * options.runs as usize;
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} {pos} writes")
@@ -237,69 +327,26 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
     let mut done = 0;
     for &replicas in &options.replicas {
         for &clients in &options.clients {
-            done += 1;
-            bar.set_position(0);
-            bar.set_message(format!(
-                "[{done}/{configs}] shoal, {replicas} replica(s), {clients} client(s)"
-            ));
-            let dir = fresh_dir(&options.dir, &format!("shoal-{replicas}-{clients}"))?;
-            let masters = start_masters(replicas, options.shards, &dir).await?;
-            // Each client with its own connection, as each etcd client has its own.
-            let conns: Vec<ShoalClient> = (0..clients)
-                .map(|_| ShoalClient::new(options.shards))
-                .collect();
-            let targets: Vec<Member> = masters.iter().map(|m| m.member.clone()).collect();
-            let v = value(value_bytes);
-            let row = drive(
-                "shoal",
-                replicas,
-                clients,
-                options.seconds,
-                move |c, key| {
-                    let client = conns[c].clone();
-                    let to = targets[c % targets.len()].clone();
-                    let v = v.clone();
-                    async move { client.put(&to, key, v).await }
-                },
-                &bar,
-                &masters.iter().map(|m| m.handle()).collect::<Vec<_>>(),
-            )
-            .await;
-            stop_masters(masters).await;
-            rows.push(row);
-            if options.shoal_only {
-                continue;
+            let (mut shoal_runs, mut etcd_runs) = (Vec::new(), Vec::new());
+            for _ in 0..options.runs {
+                done += 1;
+                bar.set_position(0);
+                bar.set_message(format!(
+                    "[{done}/{configs}] shoal, {replicas} replica(s), {clients} client(s)"
+                ));
+                shoal_runs.push(shoal_row(&options, replicas, clients, &bar).await?);
+                if options.shoal_only {
+                    continue;
+                }
+                done += 1;
+                bar.set_position(0);
+                bar.set_message(format!(
+                    "[{done}/{configs}] etcd, {replicas} replica(s), {clients} client(s)"
+                ));
+                etcd_runs.push(etcd_row(&options, replicas, clients, &bar).await?);
             }
-
-            done += 1;
-            bar.set_position(0);
-            bar.set_message(format!(
-                "[{done}/{configs}] etcd, {replicas} replica(s), {clients} client(s)"
-            ));
-            let dir = fresh_dir(&options.dir, &format!("etcd-{replicas}-{clients}"))?;
-            let mut members = start_etcd(replicas, &options.etcd, &dir).await?;
-            let mut conns = Vec::new();
-            for c in 0..clients {
-                let m = &members[c % members.len()];
-                conns.push(EtcdClient::connect(m.client_addr).await.map_err(setup)?);
-            }
-            let v = value(value_bytes);
-            let row = drive(
-                "etcd 3.4",
-                replicas,
-                clients,
-                options.seconds,
-                move |c, key| {
-                    let conn = conns[c].clone();
-                    let v = v.clone();
-                    async move { conn.put(key, v).await }
-                },
-                &bar,
-                &[],
-            )
-            .await;
-            stop_etcd(&mut members);
-            rows.push(row);
+            rows.extend(median(shoal_runs));
+            rows.extend(median(etcd_runs));
         }
     }
     let mut failovers = Vec::new();
@@ -315,8 +362,9 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
     let _ = std::fs::remove_dir_all(&options.dir);
 
     println!(
-        "store writes, {value_bytes}-byte values, fsync on, {} s per row, Shoal with {} shards",
-        options.seconds, options.shards
+        "store writes, {value_bytes}-byte values, fsync on, {} s per run, Shoal with {} shards; \
+         each row the median of {} runs (the systems taking turns)",
+        options.seconds, options.shards, options.runs
     );
     println!(
         "{:<10} {:>8} {:>8} {:>12} {:>10} {:>10} {:>10} {:>7}",
@@ -335,15 +383,25 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
             r.errors
         );
     }
+    let runs = |row: &Row| {
+        row.runs_writes_per_s
+            .iter()
+            .map(|w| format!("{w:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for pair in rows.chunks(systems) {
         if let [shoal, etcd] = pair {
             println!(
-                "{} replica(s), {:>3} client(s): Shoal {:.2}x etcd's writes/s, p99 {:.2} ms vs {:.2} ms",
+                "{} replica(s), {:>3} client(s): Shoal {:.2}x etcd's writes/s, p99 {:.2} ms vs {:.2} ms \
+                 (runs: Shoal {}; etcd {})",
                 shoal.replicas,
                 shoal.clients,
                 shoal.writes_per_s / etcd.writes_per_s.max(f64::MIN_POSITIVE),
                 shoal.p99_us as f64 / 1000.0,
-                etcd.p99_us as f64 / 1000.0
+                etcd.p99_us as f64 / 1000.0,
+                runs(shoal),
+                runs(etcd),
             );
         }
     }
@@ -356,11 +414,46 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
     let report = serde_json::json!({
         "benchmark": "store-writes",
         "value_bytes": value_bytes,
-        "seconds_per_row": options.seconds,
+        "seconds_per_run": options.seconds,
+        "runs_per_row": options.runs,
         "shoal_shards": options.shards,
         "results": rows,
         "failover": failovers,
     });
     crate::write_report(&options.out, &report)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_at(writes_per_s: f64) -> Row {
+        Row {
+            system: "shoal".into(),
+            replicas: 1,
+            clients: 1,
+            writes: 0,
+            errors: 0,
+            writes_per_s,
+            p50_us: writes_per_s as u64,
+            p99_us: 0,
+            max_us: 0,
+            runs_writes_per_s: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_row_is_its_median_run_with_every_run_beside_it() {
+        let row = median(vec![run_at(3.0), run_at(1.0), run_at(2.0)]).expect("a row");
+        assert_eq!(row.p50_us, 2, "the median run's own numbers");
+        assert_eq!(
+            row.runs_writes_per_s,
+            vec![3.0, 1.0, 2.0],
+            "in the order they ran"
+        );
+        let even = median(vec![run_at(4.0), run_at(1.0), run_at(3.0), run_at(2.0)]).expect("a row");
+        assert_eq!(even.p50_us, 2, "the lower middle of an even count");
+        assert!(median(Vec::new()).is_none());
+    }
 }
