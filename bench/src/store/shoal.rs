@@ -177,8 +177,10 @@ pub async fn stop_masters(masters: Vec<BenchMaster>) {
         crash(m).await;
     }
     for m in masters {
-        // Its tasks are stopped where they stand, as a process's are when it exits.
-        m.runtime.shutdown_background();
+        // Its tasks are stopped where they stand, as a process's are when it exits; its disk
+        // work on the blocking pool is let finish, so that its files are closed when this
+        // returns (the run's data is removed next).
+        tokio::task::block_in_place(|| m.runtime.shutdown_timeout(Duration::from_secs(10)));
     }
 }
 
