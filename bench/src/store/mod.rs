@@ -344,24 +344,24 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut rows = Vec::new();
     let mut done = 0;
+    // Counts the run about to start and shows it on the progress line.
+    let mut next_run = |system: &str, replicas: usize, clients: usize| {
+        done += 1;
+        bar.set_position(0);
+        bar.set_message(format!(
+            "[{done}/{configs}] {system}, {replicas} replica(s), {clients} client(s)"
+        ));
+    };
     for &replicas in &options.replicas {
         for &clients in &options.clients {
             let (mut shoal_runs, mut etcd_runs) = (Vec::new(), Vec::new());
             for _ in 0..options.runs {
-                done += 1;
-                bar.set_position(0);
-                bar.set_message(format!(
-                    "[{done}/{configs}] shoal, {replicas} replica(s), {clients} client(s)"
-                ));
+                next_run("shoal", replicas, clients);
                 shoal_runs.push(shoal_row(&options, replicas, clients, &bar).await?);
                 if options.shoal_only {
                     continue;
                 }
-                done += 1;
-                bar.set_position(0);
-                bar.set_message(format!(
-                    "[{done}/{configs}] etcd, {replicas} replica(s), {clients} client(s)"
-                ));
+                next_run("etcd", replicas, clients);
                 etcd_runs.push(etcd_row(&options, replicas, clients, &bar).await?);
             }
             rows.extend(median(shoal_runs));

@@ -304,7 +304,7 @@ mod tests {
         }
         assert_eq!(rig.calls.recv().await, Some(vec![1, 2, 3]));
         assert_eq!(since.elapsed(), Duration::ZERO, "held back");
-        // Answered in the order the wire answers them, each with its own answer.
+        // Both messages answered: each append gets its own answer out of its message's.
         rig.gate.add_permits(2);
         for (group, a) in waiting {
             expect_answer(a, group).await;
