@@ -57,6 +57,10 @@ enum Command {
 async fn main() {
     // openraft warns about every heartbeat to a master the failover run killed on purpose.
     shoal_core::logging::init("warn,openraft=error");
+    // As a master process does (its in-process masters stand for master processes).
+    if let Err(err) = shoal_store::disable_transparent_huge_pages() {
+        tracing::warn!(reason = %err, "transparent huge pages stay on");
+    }
     let result = match Cli::parse().command {
         Command::Actors(options) => actors::run(options).await.map_err(|e| e.to_string()),
         Command::ActorsPeer(options) => actors::peer(options).await.map_err(|e| e.to_string()),

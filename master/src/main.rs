@@ -137,6 +137,9 @@ fn sysinfo_hostname() -> String {
 #[tokio::main]
 async fn main() {
     shoal_core::logging::init(shoal_core::logging::PROCESS_DEFAULT);
+    if let Err(err) = shoal_store::disable_transparent_huge_pages() {
+        tracing::warn!(reason = %err, "transparent huge pages stay on; writes may stall on page faults");
+    }
     let args = Args::parse();
     match tree::run(args).await {
         Ok(()) => {}
