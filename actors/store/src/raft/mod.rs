@@ -6,6 +6,7 @@
 //! events are published only for entries that were committed and applied.
 
 pub mod balance;
+mod feed;
 pub mod journal;
 mod lane;
 pub mod legacy;
@@ -21,8 +22,8 @@ use serde::{Deserialize, Serialize};
 pub use journal::Journal;
 pub use log::LogStore;
 pub use net::{
-    ClientOp, ClientReply, GroupNetwork, MemberChange, RaftHost, RaftRequest, RaftResponse, Router,
-    Wire, WireFuture,
+    ClientOp, ClientReply, GroupLink, GroupNetwork, MemberChange, RaftHost, RaftRequest,
+    RaftResponse, Router, Wire, WireFuture,
 };
 pub use replica::{GroupView, MemberView, Replica};
 pub use state::{ShardMachine, SnapshotBuilder};

@@ -9,8 +9,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
+use openraft::network::v2::RaftNetworkV2;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -20,9 +22,9 @@ use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::lane;
 use super::replica::Replica;
 use super::{Member, NodeId, ShardRaft, Snapshot, SnapshotMeta, Vote, decode, encode};
+use super::{feed, lane};
 use crate::error::StoreError;
 use crate::machine::{Proposal, Stored, WriteOutcome};
 
@@ -512,10 +514,93 @@ pub struct GroupNetwork {
 }
 
 impl RaftNetworkFactory<ShardRaft> for GroupNetwork {
-    type Network = GroupNetworkAdapter<ShardRaft, u32, Router>;
+    type Network = GroupLink;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
         self.router.learn(target, node.clone());
-        GroupNetworkAdapter::new(self.router.clone(), target, self.group)
+        GroupLink {
+            adapter: GroupNetworkAdapter::new(self.router.clone(), target, self.group),
+            router: self.router.clone(),
+            target,
+            group: self.group,
+        }
+    }
+}
+
+/// One group's network client for one peer: openraft-multi's adapter over the shared
+/// [`Router`], except that the stream of appends goes through [`feed`](super::feed).
+pub struct GroupLink {
+    adapter: GroupNetworkAdapter<ShardRaft, u32, Router>,
+    router: Router,
+    target: NodeId,
+    group: u32,
+}
+
+impl RaftNetworkV2<ShardRaft> for GroupLink {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<ShardRaft>, RPCError<ShardRaft>> {
+        self.adapter.append_entries(rpc, option).await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, feed::Answer>, RPCError<ShardRaft>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<ShardRaft>> + OptionalSend + Unpin + 'static,
+    {
+        let (router, target, group) = (self.router.clone(), self.target, self.group);
+        let send = move |rpc| {
+            let (router, option) = (router.clone(), option.clone());
+            async move { router.append_entries(target, group, rpc, option).await }
+        };
+        let answers: BoxStream<'s, feed::Answer> = Box::pin(feed::feed(input, send, feed::HOLD));
+        Box::pin(std::future::ready(Ok(answers)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>> {
+        self.adapter.vote(rpc, option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>> {
+        self.adapter.pre_vote(rpc, option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<ShardRaft>, StreamingError<ShardRaft>> {
+        self.adapter
+            .full_snapshot(vote, snapshot, cancel, option)
+            .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<ShardRaft>, RPCError<ShardRaft>> {
+        self.adapter.transfer_leader(req, option).await
+    }
+
+    fn backoff(&self) -> Option<openraft::network::Backoff> {
+        self.adapter.backoff()
     }
 }
