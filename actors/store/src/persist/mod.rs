@@ -22,7 +22,7 @@ use crate::error::StoreError;
 use crate::machine::{
     EventKind, Plan, Proposal, StoreEvent, Stored, WriteOp, WriteOutcome, check_fence, plan,
 };
-use pending::{Layers, Pending};
+use pending::{Layers, Pending, Reader};
 
 /// key → revision (8 bytes, big-endian) followed by the value.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -306,12 +306,16 @@ impl ShardDb {
         durable: bool,
     ) -> Result<Vec<Result<(WriteOutcome, Option<StoreEvent>), StoreError>>, StoreError> {
         let mut pending = self.pending_mut();
-        let txn = self.db.begin_read()?;
-        let committed_objects = txn.open_table(OBJECTS)?;
-        let committed_fences = txn.open_table(FENCES)?;
+        // Put back once the batch is staged; an error drops it, and the next batch opens anew.
+        let reader = match pending.reader.take() {
+            Some(reader) => reader,
+            None => Reader::open(&self.db)?,
+        };
+        let committed_objects = &reader.objects;
+        let committed_fences = &reader.fences;
         let marks = match pending.marks() {
             Some(marks) => marks,
-            None => read_marks(&txn)?,
+            None => read_marks(&reader.txn)?,
         };
         let mut revision = marks.revision;
         let mut oldest_kept = marks.oldest_kept;
@@ -427,9 +431,7 @@ impl ShardDb {
                 Some(event),
             )));
         }
-        drop(committed_objects);
-        drop(committed_fences);
-        drop(txn);
+        pending.reader = Some(reader);
         stage.marks = Some(Marks {
             revision,
             oldest_kept,

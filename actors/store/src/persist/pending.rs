@@ -48,6 +48,38 @@ pub(super) struct Layers {
     pub(super) active: Pending,
     /// Sealed for a commit that is writing them (or failed to, and will retry).
     pub(super) sealed: Option<Arc<Pending>>,
+    /// A read of the database under these layers, kept from one batch to the next: opening
+    /// a read transaction and its tables for every batch took about 1.6% of the CPU of
+    /// three loaded masters. Whatever commits to the database under the layers drops it, in
+    /// the same hold of the lock that changes the layers (see [`ShardDb::commit_pending`]).
+    pub(super) reader: Option<Reader>,
+}
+
+/// The committed state that batches read what the layers do not hold from.
+pub(super) struct Reader {
+    pub(super) txn: redb::ReadTransaction,
+    pub(super) objects: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    pub(super) fences: redb::ReadOnlyTable<&'static str, u64>,
+}
+
+impl Reader {
+    pub(super) fn open(db: &redb::Database) -> Result<Reader, StoreError> {
+        use redb::ReadableDatabase;
+        let txn = db.begin_read()?;
+        let objects = txn.open_table(OBJECTS)?;
+        let fences = txn.open_table(FENCES)?;
+        Ok(Reader {
+            txn,
+            objects,
+            fences,
+        })
+    }
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader")
+    }
 }
 
 impl Layers {
@@ -83,7 +115,10 @@ impl ShardDb {
             return Ok(());
         };
         self.write_layer(&sealed)?;
-        self.pending_mut().sealed = None;
+        let mut layers = self.pending_mut();
+        layers.sealed = None;
+        // It reads the database from before the commit, which the sealed layer made whole.
+        layers.reader = None;
         Ok(())
     }
 

@@ -268,9 +268,17 @@ fn batches_kept_in_memory_read_as_if_committed_and_commit_whole() {
             })
             .collect();
         let durable = rng.random_range(0..8) == 0;
-        if rng.random_range(0..8) == 0 {
+        match rng.random_range(0..16) {
             // As if a commit were writing (or had failed to write) what is pending.
-            layered.seal();
+            0 | 1 => drop(layered.seal()),
+            // A snapshot built: everything pending committed under the next batch.
+            2 => drop(layered.commit_for_snapshot(&[]).expect("snapshot")),
+            // A snapshot installed: the whole state replaced under the next batch.
+            3 => {
+                let (image, _) = reference.export(&[]).expect("export");
+                layered.import(&image, &[]).expect("import");
+            }
+            _ => {}
         }
         let want = reference
             .apply_batch(&batch, &[], 7, true)
