@@ -9,7 +9,8 @@
 //! id) it goes alone and carries the newer commit index, and the held request is answered
 //! from its answer. Raft allows that: the later request asks everything the earlier one did.
 //! Only followers learn the commit later, by at most [`HOLD`]: a write is acknowledged by its
-//! leader, and linearizable reads go to the leader too. Heartbeats do not come through here.
+//! leader, and linearizable reads go to the leader too. A heartbeat comes through here as a
+//! stream of one request: the stream ends at once behind it, so it is never held.
 //!
 //! Three masters under 16 clients took 7-14% more writes a second with this (three
 //! alternations of `shoal-bench store`); at one client, 0-3% more.
@@ -105,6 +106,9 @@ where
                     carried.push(request.prev_log_id);
                     request = later;
                 }
+                // openraft's replication keeps one vote per stream and, after a request
+                // without entries, starts the next one from the same place; this is for a
+                // stream that does otherwise.
                 Ok(Some(later)) => {
                     self.lookahead = Some(later);
                     break;
@@ -366,13 +370,80 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_held_request_still_goes_when_no_more_come() {
+    async fn a_lone_request_such_as_a_heartbeat_goes_at_once() {
         let (tx, stream, log) = rig(|| Ok(Response::Success));
         let mut stream = std::pin::pin!(stream);
+        let since = tokio::time::Instant::now();
         tx.unbounded_send(request(4, 4, 4)).expect("queued");
         drop(tx);
         assert_eq!(stream.next().await, Some(matched(4)));
         assert_eq!(stream.next().await, None);
+        assert_eq!(since.elapsed(), Duration::ZERO);
         assert_eq!(sent(&log), vec![(4, 4, 4)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn carried_requests_still_go_when_the_stream_ends_behind_them() {
+        let (tx, stream, log) = rig(|| Ok(Response::Success));
+        let mut stream = std::pin::pin!(stream);
+        for commit in [3, 4] {
+            tx.unbounded_send(request(4, 4, commit)).expect("queued");
+        }
+        drop(tx);
+        assert_eq!(stream.next().await, Some(matched(4)));
+        assert_eq!(stream.next().await, Some(matched(4)));
+        assert_eq!(stream.next().await, None);
+        assert_eq!(sent(&log), vec![(4, 4, 4)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_answers_only_the_first_of_several_carried_requests() {
+        let unreachable = || {
+            let e = openraft::error::Unreachable::from_string("down");
+            Err(RPCError::Unreachable(e))
+        };
+        let (tx, stream, log) = rig(unreachable);
+        let mut stream = std::pin::pin!(stream);
+        for commit in [2, 3] {
+            tx.unbounded_send(request(4, 4, commit)).expect("queued");
+        }
+        tx.unbounded_send(request(4, 5, 3)).expect("queued");
+        assert!(matches!(
+            stream.next().await,
+            Some(Err(RPCError::Unreachable(_)))
+        ));
+        assert_eq!(stream.next().await, None);
+        assert_eq!(sent(&log), vec![(4, 5, 3)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_conflict_before_the_first_entry_is_a_failure_not_a_panic() {
+        let (tx, stream, _) = rig(|| Ok(Response::Conflict));
+        let mut stream = std::pin::pin!(stream);
+        let mut first = request(0, 0, 0);
+        first.prev_log_id = None;
+        first.leader_commit = None;
+        tx.unbounded_send(first).expect("queued");
+        let mut next = request(0, 1, 0);
+        next.prev_log_id = None;
+        tx.unbounded_send(next).expect("queued");
+        // Carried: the held request gets the failure.
+        assert!(matches!(
+            stream.next().await,
+            Some(Err(RPCError::Unreachable(_)))
+        ));
+        assert_eq!(stream.next().await, None);
+
+        // Alone, with entries: the same.
+        let (tx, stream, _) = rig(|| Ok(Response::Conflict));
+        let mut stream = std::pin::pin!(stream);
+        let mut alone = request(0, 2, 0);
+        alone.prev_log_id = None;
+        tx.unbounded_send(alone).expect("queued");
+        assert!(matches!(
+            stream.next().await,
+            Some(Err(RPCError::Unreachable(_)))
+        ));
+        assert_eq!(stream.next().await, None);
     }
 }

@@ -2,8 +2,9 @@
 //! times over at once, and each gets a lane per destination:
 //!
 //! - **Appends**: the AppendEntries of every group this master leads. Each group keeps at most
-//!   one append in flight to a follower (openraft replicates in order), so a message never
-//!   holds two appends of the same group and nothing is reordered.
+//!   one replicating append in flight to a follower (openraft replicates in order); its
+//!   heartbeat may travel beside it in the same message. The follower submits a message's
+//!   appends in their order, so nothing is reordered.
 //! - **Forwards**: client requests this master received for groups another master leads.
 //!
 //! Whatever has queued by the time the lane's task runs goes at once, as one message, and its

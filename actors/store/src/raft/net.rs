@@ -69,7 +69,7 @@ pub enum MemberChange {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RaftRequest {
     /// Appends of several groups, from their leader here to one follower (see
-    /// [`super::lane`]); no group appears twice.
+    /// [`super::lane`]), in the order they were sent.
     Appends(Vec<(u32, AppendEntriesRequest<ShardRaft>)>),
     Vote(u32, VoteRequest<ShardRaft>),
     PreVote(u32, VoteRequest<ShardRaft>),
