@@ -18,7 +18,7 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory};
-use openraft_multi::{GroupNetworkAdapter, GroupRouter};
+use openraft_multi::GroupRouter;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -519,7 +519,6 @@ impl RaftNetworkFactory<ShardRaft> for GroupNetwork {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
         self.router.learn(target, node.clone());
         GroupLink {
-            adapter: GroupNetworkAdapter::new(self.router.clone(), target, self.group),
             router: self.router.clone(),
             target,
             group: self.group,
@@ -527,10 +526,9 @@ impl RaftNetworkFactory<ShardRaft> for GroupNetwork {
     }
 }
 
-/// One group's network client for one peer: openraft-multi's adapter over the shared
-/// [`Router`], except that the stream of appends goes through [`feed`](super::feed).
+/// One group's network client for one peer, over the shared [`Router`] (openraft-multi's
+/// router), with the stream of appends going through [`feed`](super::feed).
 pub struct GroupLink {
-    adapter: GroupNetworkAdapter<ShardRaft, u32, Router>,
     router: Router,
     target: NodeId,
     group: u32,
@@ -544,7 +542,8 @@ impl RaftNetworkV2<ShardRaft> for GroupLink {
         rpc: AppendEntriesRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<ShardRaft>, RPCError<ShardRaft>> {
-        self.adapter.append_entries(rpc, option).await
+        let (target, group) = (self.target, self.group);
+        self.router.append_entries(target, group, rpc, option).await
     }
 
     fn stream_append<'s, S>(
@@ -569,7 +568,7 @@ impl RaftNetworkV2<ShardRaft> for GroupLink {
         rpc: VoteRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>> {
-        self.adapter.vote(rpc, option).await
+        self.router.vote(self.target, self.group, rpc, option).await
     }
 
     async fn pre_vote(
@@ -577,7 +576,9 @@ impl RaftNetworkV2<ShardRaft> for GroupLink {
         rpc: VoteRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>> {
-        self.adapter.pre_vote(rpc, option).await
+        self.router
+            .pre_vote(self.target, self.group, rpc, option)
+            .await
     }
 
     async fn full_snapshot(
@@ -587,8 +588,9 @@ impl RaftNetworkV2<ShardRaft> for GroupLink {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<ShardRaft>, StreamingError<ShardRaft>> {
-        self.adapter
-            .full_snapshot(vote, snapshot, cancel, option)
+        let (target, group) = (self.target, self.group);
+        self.router
+            .full_snapshot(target, group, vote, snapshot, cancel, option)
             .await
     }
 
@@ -597,10 +599,13 @@ impl RaftNetworkV2<ShardRaft> for GroupLink {
         req: TransferLeaderRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<ShardRaft>, RPCError<ShardRaft>> {
-        self.adapter.transfer_leader(req, option).await
+        let (target, group) = (self.target, self.group);
+        self.router
+            .transfer_leader(target, group, req, option)
+            .await
     }
 
     fn backoff(&self) -> Option<openraft::network::Backoff> {
-        self.adapter.backoff()
+        GroupRouter::backoff(&self.router)
     }
 }
