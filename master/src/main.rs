@@ -134,14 +134,21 @@ fn sysinfo_hostname() -> String {
         .unwrap_or_else(|_| "shoal-master".into())
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     shoal_core::logging::init(shoal_core::logging::PROCESS_DEFAULT);
     if let Err(err) = shoal_store::disable_transparent_huge_pages() {
         tracing::warn!(reason = %err, "transparent huge pages stay on; writes may stall on page faults");
     }
     let args = Args::parse();
-    match tree::run(args).await {
+    // One worker fewer than the cores: the store's journal writer keeps one while writes come.
+    let runtime = match shoal_store::store_runtime().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("shoal-master: starting the runtime: {err}");
+            std::process::exit(1);
+        }
+    };
+    match runtime.block_on(tree::run(args)) {
         Ok(()) => {}
         Err(err) => {
             eprintln!("shoal-master: {err}");

@@ -2,10 +2,11 @@
 //! clients that each put fresh keys with a fixed-size value, one write in flight per client,
 //! for a fixed time. Both sides fsync every commit and are reached over loopback TCP.
 //!
-//! Shoal: `replicas` masters in this process, each on a runtime of its own (as many workers
-//! as the machine has cores, as a master process has) with its shard groups' logs and state
-//! on disk (redb, durable commits), Raft messages and forwarded writes between them over one
-//! loopback TCP connection per pair of masters, leaderships spread over the masters as the
+//! Shoal: `replicas` masters in this process, each on a runtime of its own, sized as a master
+//! process's is (one worker fewer than the machine's cores, at least one: see
+//! [`shoal_store::store_workers`]), with its shard groups' logs and state on disk (redb,
+//! durable commits), Raft messages and forwarded writes between them over loopback TCP (one
+//! connection from each master to each other one), leaderships spread over the masters as the
 //! balancer spreads them; each client, with its own connection, sends its writes to one
 //! master (the key's shard forwards them to the leader when it is elsewhere), as the
 //! API server's store calls do, and runs on that master's runtime, as the API server runs

@@ -24,8 +24,8 @@ pub struct BenchMaster {
     pub member: Member,
     host: RaftHost,
     server: JoinHandle<()>,
-    /// The master's own runtime (as many workers as the machine has cores), as a master
-    /// process has: its Raft cores, state machines, lanes and connections run there.
+    /// The master's own runtime, sized as a master process's is ([`shoal_store::store_runtime`]):
+    /// its Raft cores, state machines, lanes and connections run there.
     runtime: Runtime,
 }
 
@@ -60,9 +60,8 @@ pub async fn start_masters(
     for (i, listener) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
         let member = members[&id].clone();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let runtime = shoal_store::store_runtime()
             .thread_name(format!("{}-worker", member.name))
-            .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
         let host = RaftHost::new();
