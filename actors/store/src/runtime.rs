@@ -22,8 +22,9 @@ pub const WORKERS_VARIABLE: &str = "TOKIO_WORKER_THREADS";
 /// - 3 replicas × 16 clients: 11,214 / 10,800 / 12,461 against 11,308 / 9,491 / 9,788;
 /// - 3 replicas × 256 clients: 25,945 / 32,368 / 30,797 against 31,977 / 25,529 / 25,515;
 /// - 1 replica × 256 clients, the one that loses: about 45,000 writes/s against 62,000 (p99
-///   level), as one worker serves what two did while the writer sleeps between its large
-///   flushes.
+///   level or lower): one worker then serves all of the master's connections, while the
+///   writer's core is left half idle. A master that must take that many concurrent writes
+///   is given more workers with `TOKIO_WORKER_THREADS`.
 ///
 /// The API benchmark (`shoal-bench api`) met its goals either way, with lower p99s for the
 /// mixed verbs on one worker.
