@@ -2,7 +2,7 @@
 
 /// The variable through which tokio's own builder takes a worker count; when it is set, it
 /// wins over [`store_workers`].
-pub const WORKERS_VARIABLE: &str = "TOKIO_WORKER_THREADS";
+const WORKERS_VARIABLE: &str = "TOKIO_WORKER_THREADS";
 
 /// Workers for the runtime of a process that holds a store, on a machine with `cores` cores:
 /// one fewer than the cores, and at least one.
@@ -35,10 +35,16 @@ pub fn store_workers(cores: usize) -> usize {
 /// A multi-threaded runtime builder for a process that holds a store: [`store_workers`] of
 /// the machine's cores, unless `TOKIO_WORKER_THREADS` says otherwise.
 pub fn store_runtime() -> tokio::runtime::Builder {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    sized(cores, std::env::var_os(WORKERS_VARIABLE).is_some())
+}
+
+/// The builder for `cores` cores; with `overridden`, tokio takes the count from
+/// `TOKIO_WORKER_THREADS` itself.
+fn sized(cores: usize, overridden: bool) -> tokio::runtime::Builder {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if std::env::var_os(WORKERS_VARIABLE).is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if !overridden {
         builder.worker_threads(store_workers(cores));
     }
     builder
@@ -57,12 +63,15 @@ mod tests {
     }
 
     #[test]
-    fn the_runtime_runs_tasks_and_timers() {
-        let runtime = super::store_runtime().build().expect("a runtime");
-        let answer = runtime.block_on(async {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            tokio::spawn(async { 42 }).await.expect("the task")
-        });
-        assert_eq!(answer, 42);
+    fn the_runtime_has_the_workers_it_was_sized_for_and_runs_tasks_and_timers() {
+        for (cores, workers) in [(1, 1), (2, 1), (4, 3)] {
+            let runtime = super::sized(cores, false).build().expect("a runtime");
+            assert_eq!(runtime.metrics().num_workers(), workers, "{cores} cores");
+            let answer = runtime.block_on(async {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                tokio::spawn(async { 42 }).await.expect("the task")
+            });
+            assert_eq!(answer, 42);
+        }
     }
 }

@@ -542,8 +542,9 @@ impl RaftNetworkV2<ShardRaft> for GroupLink {
         rpc: AppendEntriesRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<ShardRaft>, RPCError<ShardRaft>> {
-        let (target, group) = (self.target, self.group);
-        self.router.append_entries(target, group, rpc, option).await
+        self.router
+            .append_entries(self.target, self.group, rpc, option)
+            .await
     }
 
     fn stream_append<'s, S>(
@@ -588,9 +589,8 @@ impl RaftNetworkV2<ShardRaft> for GroupLink {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<ShardRaft>, StreamingError<ShardRaft>> {
-        let (target, group) = (self.target, self.group);
         self.router
-            .full_snapshot(target, group, vote, snapshot, cancel, option)
+            .full_snapshot(self.target, self.group, vote, snapshot, cancel, option)
             .await
     }
 
@@ -599,9 +599,8 @@ impl RaftNetworkV2<ShardRaft> for GroupLink {
         req: TransferLeaderRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<ShardRaft>, RPCError<ShardRaft>> {
-        let (target, group) = (self.target, self.group);
         self.router
-            .transfer_leader(target, group, req, option)
+            .transfer_leader(self.target, self.group, req, option)
             .await
     }
 
