@@ -272,6 +272,36 @@ fn bad_requests_get_the_kubernetes_status_codes() {
     assert_eq!(event["type"], "ADDED", "{text}");
     assert_eq!(event["object"]["kind"], "PartialObjectMetadata", "{text}");
     assert_eq!(event["object"]["metadata"]["name"], "p", "{text}");
+    // A change after a version the watch resumes from comes in the metadata form too.
+    let (code, text) = cluster.curl("GET", pods, "application/json", "");
+    assert_eq!(code, 200, "{text}");
+    let listed: serde_json::Value = serde_json::from_str(&text).expect("a list");
+    let from = listed["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("a version")
+        .to_owned();
+    let (code, text) = cluster.curl(
+        "PATCH",
+        &format!("{pods}/p"),
+        "application/merge-patch+json",
+        r#"{"metadata":{"labels":{"seen":"yes"}}}"#,
+    );
+    assert_eq!(code, 200, "{text}");
+    let (code, text) = cluster.curl_headers(
+        "GET",
+        &format!("{pods}?watch=true&resourceVersion={from}&timeoutSeconds=1"),
+        &[("Accept", object_form)],
+        "",
+    );
+    assert_eq!(code, 200, "{text}");
+    let event = &shoal_tests::watch_events(&text)[0];
+    assert_eq!(event["type"], "MODIFIED", "{text}");
+    assert_eq!(event["object"]["kind"], "PartialObjectMetadata", "{text}");
+    assert_eq!(
+        event["object"]["metadata"]["labels"]["seen"], "yes",
+        "{text}"
+    );
+    assert!(event["object"].get("spec").is_none(), "{text}");
     // A list from the future is 504 once the server has waited for it; a watch from there
     // gets the same Status as its ERROR event, as a watch reports what goes wrong after
     // its request was read.

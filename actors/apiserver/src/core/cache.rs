@@ -89,6 +89,8 @@ pub struct CacheEvent {
     pub position: CompositeVersion,
     /// The watch line of this event at `position`, made by the first watcher that sends it.
     line: OnceLock<Bytes>,
+    /// The same with the object as a `PartialObjectMetadata`, for metadata-only watchers.
+    metadata_line: OnceLock<Bytes>,
 }
 
 /// A watch event's `type`.
@@ -129,6 +131,19 @@ impl CacheEvent {
                 event_line(
                     kind_name(self.kind),
                     &self.object_at(&self.position.encode()),
+                )
+            })
+            .clone()
+    }
+
+    /// The event's watch line at the cache's position with the object's metadata alone (a
+    /// `PartialObjectMetadata`), encoded once for every metadata-only watcher.
+    pub fn shared_metadata_line(&self) -> Bytes {
+        self.metadata_line
+            .get_or_init(|| {
+                event_line(
+                    kind_name(self.kind),
+                    &crate::objects::partial_metadata(&self.object_at(&self.position.encode())),
                 )
             })
             .clone()
@@ -212,6 +227,7 @@ impl State {
             object,
             position: self.position.clone(),
             line: OnceLock::new(),
+            metadata_line: OnceLock::new(),
         });
         if self.window.len() >= WINDOW
             && let Some(old) = self.window.pop_front()
@@ -582,6 +598,35 @@ mod tests {
         let line: Value = serde_json::from_slice(&e.shared_line()).expect("JSON");
         assert_eq!(line["type"], "DELETED");
         assert_eq!(line["object"]["metadata"]["resourceVersion"], "2.2");
+    }
+
+    #[tokio::test]
+    async fn an_events_metadata_line_is_made_once_at_the_cache_position() {
+        let c = cache(State::new(Vec::new(), version(&[0, 0])));
+        {
+            let mut s = c.state.lock().expect("the state");
+            s.apply_raw(&event(0, 1, EventKind::Added, "a", "x"));
+            s.apply_raw(&event(1, 3, EventKind::Modified, "b", "y"));
+        }
+        let mut w = c
+            .watch_from("/core/pods/", &version(&[1, 0]))
+            .expect("a watch");
+        let (e, exact) = w.next().await.expect("an event");
+        assert_eq!((e.shard, e.rev, exact), (1, 3, true));
+        let first = e.shared_metadata_line();
+        let line: Value = serde_json::from_slice(&first).expect("JSON");
+        assert_eq!(line["type"], "MODIFIED");
+        assert_eq!(line["object"]["kind"], "PartialObjectMetadata");
+        assert_eq!(line["object"]["apiVersion"], "meta.k8s.io/v1");
+        assert_eq!(line["object"]["metadata"]["name"], "b");
+        assert_eq!(line["object"]["metadata"]["resourceVersion"], "1.3");
+        assert!(line["object"].get("spec").is_none());
+        assert!(first.ends_with(b"\n"));
+        // Every later watcher gets the same bytes, not a new encoding.
+        assert_eq!(e.shared_metadata_line().as_ptr(), first.as_ptr());
+        // The full line is apart from it.
+        let full: Value = serde_json::from_slice(&e.shared_line()).expect("JSON");
+        assert_eq!(full["object"]["kind"], "Pod");
     }
 
     #[tokio::test]

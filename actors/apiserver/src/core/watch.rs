@@ -59,6 +59,21 @@ impl Change {
             other => cache::event_line(other.kind(), &other.object()),
         }
     }
+
+    /// The event as a line of JSON, with the object's metadata alone (a
+    /// `PartialObjectMetadata`).
+    pub fn metadata_line(&self) -> Bytes {
+        match self {
+            Change::Cached {
+                event,
+                own_position: None,
+            } => event.shared_metadata_line(),
+            other => cache::event_line(
+                other.kind(),
+                &crate::objects::partial_metadata(&other.object()),
+            ),
+        }
+    }
 }
 
 impl Live {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use shoal_core::{ApiError, RequestOptions};
 
 use super::{HttpApi, ResourcePath, TABLE_CONTENT_TYPE, error_response, parse_bool};
-use crate::core::{ApiCore, Filters, Live};
+use crate::core::{ApiCore, Change, Filters, Live};
 use crate::negotiate::Representation;
 use crate::table::{IncludeObject, render};
 
@@ -41,10 +41,11 @@ fn join_waiting(
     core: &ApiCore,
     filters: &Filters,
     batch: &mut WatchBatch,
+    line: fn(&Change) -> Bytes,
 ) -> bool {
     while batch.has_room() {
         match live.next(core, filters).now_or_never() {
-            Some(Some(change)) => batch.push(change.line()),
+            Some(Some(change)) => batch.push(line(&change)),
             Some(None) => return true,
             None => return false,
         }
@@ -203,18 +204,17 @@ pub(super) async fn watch(
             let line = tokio::select! {
                 change = live.next(&core, &filters) => match change {
                     Some(change) if table => event_line(change.kind(), render_one(change.object(), first)),
-                    Some(change) if metadata_only => event_line(
-                        change.kind(),
-                        crate::objects::partial_metadata(&change.object()),
-                    ),
                     Some(change) => {
-                        let mut batch = WatchBatch::new(change.line());
-                        ended = join_waiting(&mut live, &core, &filters, &mut batch);
+                        // Full objects or metadata alone: either way the line of an event
+                        // at the cache's position is encoded once for every watcher.
+                        let line = if metadata_only { Change::metadata_line } else { Change::line };
+                        let mut batch = WatchBatch::new(line(&change));
+                        ended = join_waiting(&mut live, &core, &filters, &mut batch, line);
                         // A busy watch writes at most once per WATCH_COALESCE: what comes
                         // meanwhile goes out in that write.
                         if !ended && batch.has_room() && last_write.elapsed() < WATCH_COALESCE {
                             tokio::time::sleep_until(last_write + WATCH_COALESCE).await;
-                            ended = join_waiting(&mut live, &core, &filters, &mut batch);
+                            ended = join_waiting(&mut live, &core, &filters, &mut batch, line);
                         }
                         last_write = tokio::time::Instant::now();
                         batch.finish()
