@@ -87,10 +87,28 @@ pub struct CacheEvent {
     pub object: Arc<Item>,
     /// The cache's position once this event is applied.
     pub position: CompositeVersion,
-    /// The watch line of this event at `position`, made by the first watcher that sends it.
-    line: OnceLock<Bytes>,
-    /// The same with the object as a `PartialObjectMetadata`, for metadata-only watchers.
-    metadata_line: OnceLock<Bytes>,
+    /// The watch line of this event at `position` in each [`Shown`] form (indexed by it),
+    /// made by the first watcher that sends it.
+    lines: [OnceLock<Bytes>; 2],
+}
+
+/// What a watch event shows of its object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown {
+    /// The whole object.
+    Object = 0,
+    /// Its metadata alone, as a `PartialObjectMetadata`.
+    Metadata = 1,
+}
+
+impl Shown {
+    /// `object` in this form.
+    pub fn form(self, object: Value) -> Value {
+        match self {
+            Shown::Object => object,
+            Shown::Metadata => crate::objects::partial_metadata(&object),
+        }
+    }
 }
 
 /// A watch event's `type`.
@@ -124,26 +142,14 @@ impl CacheEvent {
         at_version(&self.object, version)
     }
 
-    /// The event's watch line at the cache's position, encoded once for every watcher.
-    pub fn shared_line(&self) -> Bytes {
-        self.line
+    /// The event's watch line at the cache's position, showing `shown` of the object,
+    /// encoded once for every watcher.
+    pub fn shared_line(&self, shown: Shown) -> Bytes {
+        self.lines[shown as usize]
             .get_or_init(|| {
                 event_line(
                     kind_name(self.kind),
-                    &self.object_at(&self.position.encode()),
-                )
-            })
-            .clone()
-    }
-
-    /// The event's watch line at the cache's position with the object's metadata alone (a
-    /// `PartialObjectMetadata`), encoded once for every metadata-only watcher.
-    pub fn shared_metadata_line(&self) -> Bytes {
-        self.metadata_line
-            .get_or_init(|| {
-                event_line(
-                    kind_name(self.kind),
-                    &crate::objects::partial_metadata(&self.object_at(&self.position.encode())),
+                    &shown.form(self.object_at(&self.position.encode())),
                 )
             })
             .clone()
@@ -226,8 +232,7 @@ impl State {
             key: event.key.clone(),
             object,
             position: self.position.clone(),
-            line: OnceLock::new(),
-            metadata_line: OnceLock::new(),
+            lines: Default::default(),
         });
         if self.window.len() >= WINDOW
             && let Some(old) = self.window.pop_front()
@@ -595,7 +600,7 @@ mod tests {
             .apply_raw(&event(1, 2, EventKind::Deleted, "b", "x"));
         let (e, exact) = w.next().await.expect("an event");
         assert_eq!((e.kind, e.rev, exact), (EventKind::Deleted, 2, true));
-        let line: Value = serde_json::from_slice(&e.shared_line()).expect("JSON");
+        let line: Value = serde_json::from_slice(&e.shared_line(Shown::Object)).expect("JSON");
         assert_eq!(line["type"], "DELETED");
         assert_eq!(line["object"]["metadata"]["resourceVersion"], "2.2");
     }
@@ -613,7 +618,7 @@ mod tests {
             .expect("a watch");
         let (e, exact) = w.next().await.expect("an event");
         assert_eq!((e.shard, e.rev, exact), (1, 3, true));
-        let first = e.shared_metadata_line();
+        let first = e.shared_line(Shown::Metadata);
         let line: Value = serde_json::from_slice(&first).expect("JSON");
         assert_eq!(line["type"], "MODIFIED");
         assert_eq!(line["object"]["kind"], "PartialObjectMetadata");
@@ -623,9 +628,9 @@ mod tests {
         assert!(line["object"].get("spec").is_none());
         assert!(first.ends_with(b"\n"));
         // Every later watcher gets the same bytes, not a new encoding.
-        assert_eq!(e.shared_metadata_line().as_ptr(), first.as_ptr());
+        assert_eq!(e.shared_line(Shown::Metadata).as_ptr(), first.as_ptr());
         // The full line is apart from it.
-        let full: Value = serde_json::from_slice(&e.shared_line()).expect("JSON");
+        let full: Value = serde_json::from_slice(&e.shared_line(Shown::Object)).expect("JSON");
         assert_eq!(full["object"]["kind"], "Pod");
     }
 

@@ -74,6 +74,7 @@ mod namespaces;
 mod pages;
 mod watch;
 
+pub use cache::Shown;
 pub use delete::{DeleteOptions, DeletePlan, Propagation, is_deleting};
 pub use watch::{Change, Live};
 

@@ -49,29 +49,14 @@ impl Change {
         }
     }
 
-    /// The event as a line of JSON.
-    pub fn line(&self) -> Bytes {
+    /// The event as a line of JSON, showing `shown` of the object.
+    pub fn line(&self, shown: Shown) -> Bytes {
         match self {
             Change::Cached {
                 event,
                 own_position: None,
-            } => event.shared_line(),
-            other => cache::event_line(other.kind(), &other.object()),
-        }
-    }
-
-    /// The event as a line of JSON, with the object's metadata alone (a
-    /// `PartialObjectMetadata`).
-    pub fn metadata_line(&self) -> Bytes {
-        match self {
-            Change::Cached {
-                event,
-                own_position: None,
-            } => event.shared_metadata_line(),
-            other => cache::event_line(
-                other.kind(),
-                &crate::objects::partial_metadata(&other.object()),
-            ),
+            } => event.shared_line(shown),
+            other => cache::event_line(other.kind(), &shown.form(other.object())),
         }
     }
 }

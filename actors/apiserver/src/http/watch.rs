@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use shoal_core::{ApiError, RequestOptions};
 
 use super::{HttpApi, ResourcePath, TABLE_CONTENT_TYPE, error_response, parse_bool};
-use crate::core::{ApiCore, Change, Filters, Live};
+use crate::core::{ApiCore, Filters, Live, Shown};
 use crate::negotiate::Representation;
 use crate::table::{IncludeObject, render};
 
@@ -41,11 +41,11 @@ fn join_waiting(
     core: &ApiCore,
     filters: &Filters,
     batch: &mut WatchBatch,
-    line: fn(&Change) -> Bytes,
+    shown: Shown,
 ) -> bool {
     while batch.has_room() {
         match live.next(core, filters).now_or_never() {
-            Some(Some(change)) => batch.push(line(&change)),
+            Some(Some(change)) => batch.push(change.line(shown)),
             Some(None) => return true,
             None => return false,
         }
@@ -129,7 +129,10 @@ pub(super) async fn watch(
         .map_or(Duration::from_secs(1800), Duration::from_secs);
     let include = IncludeObject::parse(query.get("includeObject").map(String::as_str));
     let table = representation == Representation::Table;
-    let metadata_only = matches!(representation, Representation::Metadata(_));
+    let shown = match representation {
+        Representation::Metadata(_) => Shown::Metadata,
+        _ => Shown::Object,
+    };
     let bookmarks = parse_bool(query.get("allowWatchBookmarks")) && !table;
     let start = match api.core.watch(info, target.namespace, &options).await {
         Ok(start) => start,
@@ -174,10 +177,8 @@ pub(super) async fn watch(
         for object in start.initial {
             let line = if table {
                 event_line("ADDED", render_one(object, first))
-            } else if metadata_only {
-                event_line("ADDED", crate::objects::partial_metadata(&object))
             } else {
-                event_line("ADDED", object)
+                event_line("ADDED", shown.form(object))
             };
             first = false;
             if tx.send(line).await.is_err() {
@@ -207,14 +208,13 @@ pub(super) async fn watch(
                     Some(change) => {
                         // Full objects or metadata alone: either way the line of an event
                         // at the cache's position is encoded once for every watcher.
-                        let line = if metadata_only { Change::metadata_line } else { Change::line };
-                        let mut batch = WatchBatch::new(line(&change));
-                        ended = join_waiting(&mut live, &core, &filters, &mut batch, line);
+                        let mut batch = WatchBatch::new(change.line(shown));
+                        ended = join_waiting(&mut live, &core, &filters, &mut batch, shown);
                         // A busy watch writes at most once per WATCH_COALESCE: what comes
                         // meanwhile goes out in that write.
                         if !ended && batch.has_room() && last_write.elapsed() < WATCH_COALESCE {
                             tokio::time::sleep_until(last_write + WATCH_COALESCE).await;
-                            ended = join_waiting(&mut live, &core, &filters, &mut batch, line);
+                            ended = join_waiting(&mut live, &core, &filters, &mut batch, shown);
                         }
                         last_write = tokio::time::Instant::now();
                         batch.finish()
