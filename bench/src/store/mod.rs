@@ -21,10 +21,15 @@
 //! run with the median writes/s (with every run's writes/s beside it): the machine's speed
 //! drifts by about a tenth from one run to the next, for both systems alike.
 //!
+//! Before the runs, the machine is looked at ([`machine`]): its processor and cores, and the
+//! time its disk takes for one synchronous 4 KiB write where the runs keep their data. Both
+//! systems' numbers, and the ratio between them, rest on these, so the report records them.
+//!
 //! Then, for both with three replicas: the time from killing the master (or member) that
 //! leads a key's group to the first acknowledged write of that key's group.
 
 mod etcd;
+mod machine;
 mod shoal;
 mod wire;
 
@@ -343,6 +348,9 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
+    bar.set_message("timing the disk");
+    std::fs::create_dir_all(&options.dir)?;
+    let machine = machine::probe(&options.dir)?;
     let mut rows = Vec::new();
     let mut done = 0;
     // Counts the run about to start and shows it on the progress line.
@@ -386,6 +394,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
          each row the median of {} runs (the systems taking turns)",
         options.seconds, options.shards, options.runs
     );
+    println!("{}", machine.describe());
     println!(
         "{:<10} {:>8} {:>8} {:>12} {:>10} {:>10} {:>10} {:>7}",
         "system", "replicas", "clients", "writes/s", "p50 ms", "p99 ms", "max ms", "errors"
@@ -437,6 +446,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
         "seconds_per_run": options.seconds,
         "runs_per_row": options.runs,
         "shoal_shards": options.shards,
+        "machine": machine,
         "results": rows,
         "failover": failovers,
     });
