@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shoal_core::shard_for;
 use shoal_store::history::{self, Call, Outcome, Record};
-use shoal_store::raft::{ClientOp, ClientReply};
+use shoal_store::raft::{ClientOp, ClientReply, Member, MemberChange};
 use shoal_store::{EventKind, Fence, Proposal, StoreError, WriteOp};
 
 use harness::{GROUPS, MASTERS, Sim, boot, leader_of, leader_revision, name, runtime};
@@ -402,6 +402,62 @@ fn a_deposed_term_is_refused_across_a_leader_change() {
     let seed = 7;
     runtime(seed)
         .and_then(|rt| rt.block_on(deposed_term_is_refused(seed)))
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+}
+
+/// A membership change that reaches a replica that does not lead, with no forwards left,
+/// fails at once and names the leader, leaving the group as it was: its caller can still
+/// forward or retry. (It used to wait out the change's minute for a leader it already knew,
+/// holding every caller behind it, as a join during a leadership hand-over did.)
+async fn exhausted_change_fails_at_once(seed: u64) -> Result<(), String> {
+    let sim = boot(seed).await?;
+    let leader = leader_of(&sim, 0).await? as u64 + 1;
+    let follower = (1..=MASTERS)
+        .find(|id| *id != leader)
+        .ok_or("no follower")?;
+    let replica = sim.replica(follower, 0).ok_or("the follower's replica")?;
+    let newcomer = Member {
+        name: "m9".into(),
+        addr: "sim:9".into(),
+        api: String::new(),
+    };
+    let started = tokio::time::Instant::now();
+    let result = replica
+        .change_members(
+            MemberChange::Add {
+                id: 9,
+                member: newcomer,
+            },
+            0,
+        )
+        .await;
+    let took = started.elapsed();
+    let why = match result {
+        Ok(()) => return Err("a follower accepted a change it cannot make".into()),
+        Err(why) => why,
+    };
+    if took > Duration::from_secs(2) {
+        return Err(format!("the change failed only after {took:?}: {why}"));
+    }
+    if !why.contains(&name(leader)) {
+        return Err(format!(
+            "the error does not name the leader {}: {why}",
+            name(leader)
+        ));
+    }
+    let leading = sim.replica(leader, 0).ok_or("the leader's replica")?;
+    let members = leading.view().members;
+    if members.iter().any(|m| m.member.name == "m9") {
+        return Err(format!("the group changed: {members:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_change_with_no_forwards_left_fails_at_once_on_a_follower() {
+    let seed = 11;
+    runtime(seed)
+        .and_then(|rt| rt.block_on(exhausted_change_fails_at_once(seed)))
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
 }
 

@@ -321,7 +321,18 @@ impl Replica {
                 },
             };
             match target {
-                Some((id, member)) if id != *self.raft.node_id() && hops > 0 => {
+                // Forwarded as far as it may go, to a replica that does not lead: the caller,
+                // which may still forward or retry, is told at once. (A leader handing its
+                // leadership over names the new one before that one knows it leads; the new
+                // one then sends the change back, and waiting here for a leader that is
+                // already known would hold the first caller for the whole deadline.)
+                Some((id, member)) if id != *self.raft.node_id() && hops == 0 => {
+                    return Err(format!(
+                        "shard {}: {} leads it, and the change was forwarded as far as it may go",
+                        self.group, member.name
+                    ));
+                }
+                Some((id, member)) if id != *self.raft.node_id() => {
                     let request = RaftRequest::Members {
                         group: self.group,
                         change: change.clone(),
