@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftStateMachine;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -458,6 +459,115 @@ fn a_change_with_no_forwards_left_fails_at_once_on_a_follower() {
     let seed = 11;
     runtime(seed)
         .and_then(|rt| rt.block_on(exhausted_change_fails_at_once(seed)))
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+}
+
+/// Whether `id`'s replica of `group` sees a joint membership.
+fn joint_on(sim: &Sim, id: u64, group: u32) -> bool {
+    sim.replica(id, group).is_some_and(|r| {
+        r.raft()
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .len()
+            > 1
+    })
+}
+
+/// A change cut short between its two steps leaves the group joint; the next change through
+/// its new leader finishes it first. The leader removes itself, and is cut off as soon as the
+/// joint configuration commits, before the uniform one can: the other two elect a leader of
+/// the joint group, and a change sent there (one that changes nothing by itself) leaves the
+/// group uniform, without the removed master.
+async fn joint_left_behind_is_finished(seed: u64) -> Result<(), String> {
+    let sim = boot(seed).await?;
+    let old = leader_of(&sim, 0).await? as u64 + 1;
+    let replica = sim.replica(old, 0).ok_or("the leader's replica")?;
+    let change = tokio::spawn(async move {
+        replica
+            .change_members(MemberChange::Remove { name: name(old) }, 0)
+            .await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // The joint entry, once the leader has it; then its commit (the leader applies it), when
+    // the uniform entry is at most on its way to the others.
+    let mut joint_at = None;
+    loop {
+        let m = sim
+            .replica(old, 0)
+            .ok_or("the leader's replica")?
+            .raft()
+            .metrics()
+            .borrow_watched()
+            .clone();
+        if joint_at.is_none() && m.membership_config.membership().get_joint_config().len() > 1 {
+            joint_at = m.membership_config.log_id().clone();
+        }
+        if joint_at.is_some() && m.last_applied >= joint_at {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err("the leader never committed a joint configuration".into());
+        }
+        tokio::time::sleep(Duration::from_micros(50)).await;
+    }
+    sim.net.cut.lock().expect("cut").insert(name(old));
+    let others: Vec<u64> = (1..=MASTERS).filter(|id| *id != old).collect();
+    let new = loop {
+        let led = others.iter().copied().find(|id| {
+            sim.replica(*id, 0).is_some_and(|r| {
+                let m = r.raft().metrics().borrow_watched().clone();
+                m.current_leader == Some(*id) && m.state.is_leader()
+            })
+        });
+        if let Some(id) = led {
+            break id;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err("no new leader among the others".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    if !joint_on(&sim, new, 0) {
+        return Err(format!(
+            "{} leads a uniform group already: the change was not cut short",
+            name(new)
+        ));
+    }
+    change.abort();
+    let leader = sim.replica(new, 0).ok_or("the new leader's replica")?;
+    leader
+        .change_members(
+            MemberChange::Remove {
+                name: "nobody".into(),
+            },
+            0,
+        )
+        .await?;
+    let membership = leader
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .clone();
+    let configs = membership.get_joint_config().clone();
+    let expected: std::collections::BTreeSet<u64> = others.iter().copied().collect();
+    if configs != vec![expected.clone()] {
+        return Err(format!(
+            "the group is {configs:?}, not uniform {expected:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_change_cut_short_between_its_steps_is_finished_by_the_next() {
+    let seed = 5;
+    runtime(seed)
+        .and_then(|rt| rt.block_on(joint_left_behind_is_finished(seed)))
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
 }
 

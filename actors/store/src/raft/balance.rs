@@ -19,11 +19,16 @@ pub struct GroupView {
     pub voters: BTreeSet<NodeId>,
     /// Voters whose log matches the leader's (known on the leader only).
     pub caught_up: BTreeSet<NodeId>,
+    /// Whether the group's membership is joint: a change between its two steps, which a
+    /// leadership hand-over would cut short (leaving the group joint, and needing both the
+    /// old and the new voters' majorities until a later change finishes it).
+    pub joint: bool,
 }
 
 /// The one transfer `me` should make now, if any: a group it leads and the voter to give it
 /// to. Only a master holding more than its fair share (groups / voters, rounded up) gives
-/// one away, and only to a caught-up voter holding less than its share.
+/// one away, and only to a caught-up voter holding less than its share, and never a group
+/// whose membership is being changed.
 pub fn rebalance(me: NodeId, groups: &[GroupView]) -> Option<(u32, NodeId)> {
     let voters: BTreeSet<NodeId> = groups
         .iter()
@@ -44,7 +49,7 @@ pub fn rebalance(me: NodeId, groups: &[GroupView]) -> Option<(u32, NodeId)> {
     }
     groups
         .iter()
-        .filter(|g| g.leader == Some(me))
+        .filter(|g| g.leader == Some(me) && !g.joint)
         .filter_map(|g| {
             g.caught_up
                 .iter()
@@ -64,7 +69,9 @@ pub fn observe(host: &RaftHost) -> Vec<GroupView> {
         .into_iter()
         .map(|(group, replica)| {
             let m = replica.raft().metrics().borrow_watched().clone();
-            let voters = m.membership_config.membership().voter_ids().collect();
+            let membership = m.membership_config.membership();
+            let voters = membership.voter_ids().collect();
+            let joint = membership.get_joint_config().len() > 1;
             let last = m.last_log_index.unwrap_or(0);
             let caught_up = m
                 .replication
@@ -83,6 +90,7 @@ pub fn observe(host: &RaftHost) -> Vec<GroupView> {
                 leader: m.current_leader,
                 voters,
                 caught_up,
+                joint,
             }
         })
         .collect()
@@ -151,7 +159,23 @@ mod tests {
             leader: Some(leader),
             voters: [1, 2, 3].into(),
             caught_up: [1, 2, 3].into(),
+            joint: false,
         }
+    }
+
+    #[test]
+    fn a_group_whose_membership_is_changing_is_not_handed_over() {
+        let mut groups: Vec<_> = (0..4).map(|g| view(g, 1)).collect();
+        for g in &mut groups[..3] {
+            g.joint = true;
+        }
+        assert_eq!(
+            rebalance(1, &groups),
+            Some((3, 2)),
+            "the one group not joint"
+        );
+        groups[3].joint = true;
+        assert_eq!(rebalance(1, &groups), None);
     }
 
     #[test]
@@ -190,6 +214,7 @@ mod tests {
                 leader: Some(1),
                 voters: [1].into(),
                 caught_up: BTreeSet::new(),
+                joint: false,
             })
             .collect();
         assert_eq!(rebalance(1, &groups), None);

@@ -356,6 +356,29 @@ impl Replica {
         &self,
         change: &MemberChange,
     ) -> Result<(), RaftError<ShardRaft, ClientWriteError<ShardRaft>>> {
+        // A change whose leader lost the leadership between its two steps leaves the group
+        // joint: from then on it needs a majority of the old voters and of the new ones, and
+        // its joint voters look like members already. The leader finishes that change first
+        // (the empty change is the second step); a replica that does not lead is told whom
+        // to forward to.
+        let joint = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            metrics
+                .membership_config
+                .membership()
+                .get_joint_config()
+                .len()
+                > 1
+        };
+        if joint {
+            self.raft
+                .change_membership(
+                    openraft::ChangeMembers::AddVoterIds(Default::default()),
+                    false,
+                )
+                .await?;
+        }
         let metrics = self.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership().clone();
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
