@@ -1,6 +1,10 @@
 //! Spreading shard leaderships evenly over the masters: each master looks at the groups it
 //! leads and hands one at a time to the voter leading the fewest, once that voter has caught
 //! up. A master that returns after an outage gets its share back this way.
+//!
+//! It also finishes membership changes that a leadership change cut short: openraft leaves a
+//! group joint when its leader loses the leadership between a change's two steps, and such a
+//! group needs a majority of the old voters and of the new ones until it is finished.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -23,6 +27,8 @@ pub struct GroupView {
     /// leadership hand-over would cut short (leaving the group joint, and needing both the
     /// old and the new voters' majorities until a later change finishes it).
     pub joint: bool,
+    /// The log index of the group's membership entry.
+    pub membership_at: Option<u64>,
 }
 
 /// The one transfer `me` should make now, if any: a group it leads and the voter to give it
@@ -63,6 +69,25 @@ pub fn rebalance(me: NodeId, groups: &[GroupView]) -> Option<(u32, NodeId)> {
         .map(|(_, group, target)| (group, target))
 }
 
+/// The groups `me` leads that are joint now and were joint at the same membership entry when
+/// it last looked (a balancer's period ago): changes a leadership change cut short between
+/// their two steps, which nobody else finishes. A change in progress is joint only for the
+/// moment between its steps.
+pub fn abandoned_joints(me: NodeId, before: &[GroupView], now: &[GroupView]) -> Vec<u32> {
+    now.iter()
+        .filter(|g| g.joint && g.leader == Some(me))
+        .filter(|g| {
+            before.iter().any(|b| {
+                b.group == g.group
+                    && b.joint
+                    && b.leader == Some(me)
+                    && b.membership_at == g.membership_at
+            })
+        })
+        .map(|g| g.group)
+        .collect()
+}
+
 /// How this master sees every local group now.
 pub fn observe(host: &RaftHost) -> Vec<GroupView> {
     host.all()
@@ -72,6 +97,7 @@ pub fn observe(host: &RaftHost) -> Vec<GroupView> {
             let membership = m.membership_config.membership();
             let voters = membership.voter_ids().collect();
             let joint = membership.get_joint_config().len() > 1;
+            let membership_at = m.membership_config.log_id().as_ref().map(|l| l.index);
             let last = m.last_log_index.unwrap_or(0);
             let caught_up = m
                 .replication
@@ -91,6 +117,7 @@ pub fn observe(host: &RaftHost) -> Vec<GroupView> {
                 voters,
                 caught_up,
                 joint,
+                membership_at,
             }
         })
         .collect()
@@ -110,33 +137,72 @@ pub struct BalancerArgs {
     pub period: Duration,
 }
 
+/// How long finishing an abandoned change may take before the balancer tries again.
+const FINISH_WITHIN: Duration = Duration::from_secs(10);
+
+/// The balancer's state: its arguments and what it saw at its last look.
+pub struct Balancing {
+    args: BalancerArgs,
+    last: Vec<GroupView>,
+}
+
 /// The leadership balancer of one master.
 #[derive(Clone)]
 pub struct Balancer;
 
 impl Actor for Balancer {
     type Msg = BalancerMsg;
-    type State = BalancerArgs;
+    type State = Balancing;
     type Arguments = BalancerArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<BalancerMsg>,
         args: BalancerArgs,
-    ) -> Result<BalancerArgs, ActorProcessingErr> {
+    ) -> Result<Balancing, ActorProcessingErr> {
         myself.send_interval(args.period, || BalancerMsg::Tick);
-        Ok(args)
+        Ok(Balancing {
+            args,
+            last: Vec::new(),
+        })
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<BalancerMsg>,
         _msg: BalancerMsg,
-        state: &mut BalancerArgs,
+        state: &mut Balancing,
     ) -> Result<(), ActorProcessingErr> {
-        let views = observe(&state.host);
-        if let Some((group, target)) = rebalance(state.id, &views)
-            && let Some(replica) = state.host.replica(group)
+        let views = observe(&state.args.host);
+        for group in abandoned_joints(state.args.id, &state.last, &views) {
+            let Some(replica) = state.args.host.replica(group) else {
+                continue;
+            };
+            tracing::warn!(
+                group,
+                "finishing a membership change that a leadership change left joint"
+            );
+            // On a task of its own: the commit needs a quorum, which the balancer does not
+            // wait for.
+            tokio::spawn(async move {
+                let finish = replica.raft().change_membership(
+                    openraft::ChangeMembers::AddVoterIds(Default::default()),
+                    false,
+                );
+                match tokio::time::timeout(FINISH_WITHIN, finish).await {
+                    Ok(Ok(_)) => tracing::info!(group, "the membership change is finished"),
+                    Ok(Err(err)) => {
+                        tracing::warn!(group, reason = %err, "the membership change is not finished")
+                    }
+                    Err(_) => tracing::warn!(
+                        group,
+                        "the membership change was not finished within {FINISH_WITHIN:?}"
+                    ),
+                }
+            });
+        }
+        if let Some((group, target)) = rebalance(state.args.id, &views)
+            && let Some(replica) = state.args.host.replica(group)
         {
             tracing::info!(
                 group,
@@ -145,6 +211,7 @@ impl Actor for Balancer {
             );
             replica.raft().trigger().transfer_leader(target).await?;
         }
+        state.last = views;
         Ok(())
     }
 }
@@ -160,7 +227,34 @@ mod tests {
             voters: [1, 2, 3].into(),
             caught_up: [1, 2, 3].into(),
             joint: false,
+            membership_at: Some(3),
         }
+    }
+
+    #[test]
+    fn a_change_left_joint_across_two_looks_is_finished_by_its_leader() {
+        let before: Vec<_> = (0..4).map(|g| view(g, 1)).collect();
+        let mut now = before.clone();
+        let mut then = before.clone();
+        // Group 0: joint at both looks, at the same entry: abandoned.
+        then[0].joint = true;
+        now[0].joint = true;
+        // Group 1: joint now only: a change between its steps.
+        now[1].joint = true;
+        // Group 2: joint at both looks, but at different entries: two changes in progress.
+        then[2].joint = true;
+        now[2].joint = true;
+        now[2].membership_at = Some(9);
+        // Group 3: joint at both looks, led elsewhere now.
+        then[3].joint = true;
+        now[3].joint = true;
+        now[3].leader = Some(2);
+        assert_eq!(abandoned_joints(1, &then, &now), vec![0]);
+        assert_eq!(abandoned_joints(2, &then, &now), Vec::<u32>::new());
+        assert!(
+            abandoned_joints(1, &[], &now).is_empty(),
+            "a first look finishes nothing"
+        );
     }
 
     #[test]
@@ -215,6 +309,7 @@ mod tests {
                 voters: [1].into(),
                 caught_up: BTreeSet::new(),
                 joint: false,
+                membership_at: Some(1),
             })
             .collect();
         assert_eq!(rebalance(1, &groups), None);
