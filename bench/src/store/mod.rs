@@ -17,6 +17,9 @@
 //! etcd: `replicas` `etcd` processes (Debian's etcd-server 3.4), each client with its own
 //! gRPC connection to one member, calling `etcdserverpb.KV/Put`.
 //!
+//! With several replicas, each Shoal row also says what its writes cost in Raft messages:
+//! append messages per write and entries per append, counted by the masters' hosts.
+//!
 //! Each configuration runs several times, the two systems taking turns, and its row is the
 //! run with the median writes/s (with every run's writes/s beside it): the machine's speed
 //! drifts by about a tenth from one run to the next, for both systems alike.
@@ -110,6 +113,31 @@ struct Row {
     max_us: u64,
     /// Writes/s of every run of this configuration, in the order they ran.
     runs_writes_per_s: Vec<f64>,
+    /// Shoal's Raft traffic during the run, all masters together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raft: Option<RaftTraffic>,
+}
+
+/// What Shoal's writes cost in Raft messages during a run.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct RaftTraffic {
+    #[serde(flatten)]
+    counts: shoal_store::raft::Traffic,
+    /// Append messages per acknowledged write.
+    append_messages_per_write: f64,
+    /// Entries per append that carried any.
+    entries_per_append: f64,
+}
+
+impl RaftTraffic {
+    fn of(counts: shoal_store::raft::Traffic, writes: u64) -> RaftTraffic {
+        let carrying = counts.appends.saturating_sub(counts.empty_appends);
+        RaftTraffic {
+            counts,
+            append_messages_per_write: counts.append_messages as f64 / writes.max(1) as f64,
+            entries_per_append: counts.entries as f64 / carrying.max(1) as f64,
+        }
+    }
 }
 
 /// The run with the median writes/s (the lower middle one of an even count), carrying the
@@ -201,6 +229,7 @@ where
         p99_us: all.value_at_quantile(0.99),
         max_us: all.max(),
         runs_writes_per_s: Vec::new(),
+        raft: None,
     }
 }
 
@@ -284,7 +313,15 @@ async fn shoal_row(
         .collect();
     let targets: Vec<Member> = masters.iter().map(|m| m.member.clone()).collect();
     let v = value(options.value_bytes);
-    let row = drive(
+    let traffic = |masters: &[shoal::BenchMaster]| {
+        masters
+            .iter()
+            .fold(shoal_store::raft::Traffic::default(), |sum, m| {
+                sum.plus(&m.traffic())
+            })
+    };
+    let before = traffic(&masters);
+    let mut row = drive(
         "shoal",
         replicas,
         clients,
@@ -299,6 +336,11 @@ async fn shoal_row(
         &masters.iter().map(|m| m.handle()).collect::<Vec<_>>(),
     )
     .await;
+    // The warm-up writes are in it too: one per client.
+    row.raft = Some(RaftTraffic::of(
+        traffic(&masters).since(&before),
+        row.writes + clients as u64,
+    ));
     stop_masters(masters).await;
     clear_dir(&dir)?;
     Ok(row)
@@ -419,6 +461,20 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    for r in rows.iter().filter(|r| r.replicas > 1) {
+        if let Some(raft) = &r.raft {
+            println!(
+                "Shoal, {} replicas, {:>3} client(s): {:.2} append messages a write, {:.1} entries an \
+                 append ({} of {} appends carried no entry)",
+                r.replicas,
+                r.clients,
+                raft.append_messages_per_write,
+                raft.entries_per_append,
+                raft.counts.empty_appends,
+                raft.counts.appends,
+            );
+        }
+    }
     for pair in rows.chunks(systems) {
         if let [shoal, etcd] = pair {
             println!(
@@ -470,7 +526,31 @@ mod tests {
             p99_us: 0,
             max_us: 0,
             runs_writes_per_s: Vec::new(),
+            raft: None,
         }
+    }
+
+    #[test]
+    fn raft_traffic_is_counted_per_write_and_per_carrying_append() {
+        let counts = shoal_store::raft::Traffic {
+            append_messages: 5,
+            appends: 10,
+            empty_appends: 2,
+            entries: 16,
+            client_messages: 3,
+            client_requests: 4,
+        };
+        let t = RaftTraffic::of(counts, 4);
+        assert_eq!(t.append_messages_per_write, 1.25);
+        assert_eq!(
+            t.entries_per_append, 2.0,
+            "16 entries over the 8 appends that had any"
+        );
+        let none = RaftTraffic::of(shoal_store::raft::Traffic::default(), 0);
+        assert_eq!(
+            (none.append_messages_per_write, none.entries_per_append),
+            (0.0, 0.0)
+        );
     }
 
     #[test]

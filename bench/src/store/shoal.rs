@@ -30,6 +30,11 @@ pub struct BenchMaster {
 }
 
 impl BenchMaster {
+    /// The Raft traffic this master has answered.
+    pub fn traffic(&self) -> shoal_store::raft::Traffic {
+        self.host.traffic()
+    }
+
     /// Where the master's tasks run; its store clients run there too, as the API server's
     /// store calls run in its master's process.
     pub fn handle(&self) -> Handle {

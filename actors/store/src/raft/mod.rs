@@ -23,7 +23,7 @@ pub use journal::Journal;
 pub use log::LogStore;
 pub use net::{
     ClientOp, ClientReply, GroupLink, GroupNetwork, MemberChange, RaftHost, RaftRequest,
-    RaftResponse, Router, Wire, WireFuture,
+    RaftResponse, Router, Traffic, Wire, WireFuture,
 };
 pub use replica::{GroupView, MemberView, Replica};
 pub use state::{ShardMachine, SnapshotBuilder};
