@@ -14,6 +14,7 @@ mod log;
 pub mod net;
 mod replica;
 mod state;
+mod traffic;
 
 use std::fmt;
 
@@ -23,10 +24,11 @@ pub use journal::Journal;
 pub use log::LogStore;
 pub use net::{
     ClientOp, ClientReply, GroupLink, GroupNetwork, MemberChange, RaftHost, RaftRequest,
-    RaftResponse, Router, Traffic, Wire, WireFuture,
+    RaftResponse, Router, Wire, WireFuture,
 };
 pub use replica::{GroupView, MemberView, Replica};
 pub use state::{ShardMachine, SnapshotBuilder};
+pub use traffic::Traffic;
 
 use crate::error::StoreError;
 use crate::machine::{Proposal, WriteOutcome};

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::replica::Replica;
+use super::traffic::{Counters, Traffic};
 use super::{Member, NodeId, ShardRaft, Snapshot, SnapshotMeta, Vote, decode, encode};
 use super::{feed, lane};
 use crate::error::StoreError;
@@ -111,94 +111,6 @@ pub enum RaftResponse {
     TransferLeader(Result<TransferLeaderResponse<ShardRaft>, String>),
     /// One reply per client request, in the request's order.
     Clients(Vec<ClientReply>),
-}
-
-/// What a host has answered since it started: how well appends and client requests share
-/// messages. Each append message is a round on both of its ends, so the appends and entries it
-/// carries (and how many carry only a commit index or a heartbeat) say what a write costs in
-/// messages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Traffic {
-    /// Messages of appends, each with one or more groups' appends.
-    pub append_messages: u64,
-    /// The groups' appends they carried.
-    pub appends: u64,
-    /// Appends that carried no log entry.
-    pub empty_appends: u64,
-    /// Log entries carried.
-    pub entries: u64,
-    /// Messages of client requests (forwarded or sent directly).
-    pub client_messages: u64,
-    /// The client requests they carried.
-    pub client_requests: u64,
-}
-
-impl Traffic {
-    /// What was answered between `earlier` and `self`.
-    pub fn since(&self, earlier: &Traffic) -> Traffic {
-        Traffic {
-            append_messages: self.append_messages.saturating_sub(earlier.append_messages),
-            appends: self.appends.saturating_sub(earlier.appends),
-            empty_appends: self.empty_appends.saturating_sub(earlier.empty_appends),
-            entries: self.entries.saturating_sub(earlier.entries),
-            client_messages: self.client_messages.saturating_sub(earlier.client_messages),
-            client_requests: self.client_requests.saturating_sub(earlier.client_requests),
-        }
-    }
-
-    /// The sum of two counts (of two hosts, say).
-    pub fn plus(&self, other: &Traffic) -> Traffic {
-        Traffic {
-            append_messages: self.append_messages + other.append_messages,
-            appends: self.appends + other.appends,
-            empty_appends: self.empty_appends + other.empty_appends,
-            entries: self.entries + other.entries,
-            client_messages: self.client_messages + other.client_messages,
-            client_requests: self.client_requests + other.client_requests,
-        }
-    }
-}
-
-/// The counters behind [`Traffic`], in the order of its fields.
-#[derive(Default)]
-struct Counters([AtomicU64; 6]);
-
-impl Counters {
-    fn count(&self, request: &RaftRequest) {
-        let add = |i: usize, n: usize| {
-            self.0[i].fetch_add(n as u64, Ordering::Relaxed);
-        };
-        match request {
-            RaftRequest::Appends(appends) => {
-                add(0, 1);
-                add(1, appends.len());
-                let empty = appends.iter().filter(|(_, a)| a.entries.is_empty()).count();
-                add(2, empty);
-                add(3, appends.iter().map(|(_, a)| a.entries.len()).sum());
-            }
-            RaftRequest::Client { .. } => {
-                add(4, 1);
-                add(5, 1);
-            }
-            RaftRequest::Clients(ops) => {
-                add(4, 1);
-                add(5, ops.len());
-            }
-            _ => {}
-        }
-    }
-
-    fn read(&self) -> Traffic {
-        let n = |i: usize| self.0[i].load(Ordering::Relaxed);
-        Traffic {
-            append_messages: n(0),
-            appends: n(1),
-            empty_appends: n(2),
-            entries: n(3),
-            client_messages: n(4),
-            client_requests: n(5),
-        }
-    }
 }
 
 /// The local replicas, by group, answering requests from other masters.
@@ -702,63 +614,5 @@ impl RaftNetworkV2<ShardRaft> for GroupLink {
 
     fn backoff(&self) -> Option<openraft::network::Backoff> {
         GroupRouter::backoff(&self.router)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use openraft::entry::RaftEntry;
-
-    use super::*;
-    use crate::raft::Entry;
-
-    fn append(entries: u64) -> AppendEntriesRequest<ShardRaft> {
-        let log_id = |i| openraft::testing::log_id::<ShardRaft>(1, 1, i);
-        AppendEntriesRequest {
-            vote: Vote::new_committed(1, 1),
-            prev_log_id: None,
-            entries: (1..=entries).map(|i| Entry::new_blank(log_id(i))).collect(),
-            leader_commit: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_host_counts_the_appends_and_client_requests_it_answers() {
-        let host = RaftHost::new();
-        let before = host.traffic();
-        let appends = RaftRequest::Appends(vec![(0, append(2)), (1, append(0)), (2, append(3))]);
-        // No replica runs here, so each append is answered with an error; it is counted all
-        // the same, as traffic that reached the host.
-        let _ = host.handle(&encode(&appends).expect("encodes")).await;
-        let clients = RaftRequest::Clients(vec![
-            (0, ClientOp::Get("/a".into()), 0),
-            (1, ClientOp::Get("/b".into()), 0),
-        ]);
-        let _ = host.handle(&encode(&clients).expect("encodes")).await;
-        let one = RaftRequest::Client {
-            group: 0,
-            op: ClientOp::Get("/c".into()),
-            hops: 0,
-        };
-        let _ = host.handle(&encode(&one).expect("encodes")).await;
-        let seen = host.traffic().since(&before);
-        assert_eq!(
-            seen,
-            Traffic {
-                append_messages: 1,
-                appends: 3,
-                empty_appends: 1,
-                entries: 5,
-                client_messages: 2,
-                client_requests: 3,
-            }
-        );
-        assert_eq!(seen.plus(&seen).entries, 10);
-        assert!(host.handle(b"not a request").await.is_err());
-        assert_eq!(
-            host.traffic().since(&before),
-            seen,
-            "what does not decode is not counted"
-        );
     }
 }
