@@ -94,9 +94,8 @@ pub fn observe(host: &RaftHost) -> Vec<GroupView> {
         .into_iter()
         .map(|(group, replica)| {
             let m = replica.raft().metrics().borrow_watched().clone();
-            let membership = m.membership_config.membership();
-            let voters = membership.voter_ids().collect();
-            let joint = membership.get_joint_config().len() > 1;
+            let voters = m.membership_config.membership().voter_ids().collect();
+            let joint = replica.joint();
             let membership_at = m.membership_config.log_id().as_ref().map(|l| l.index);
             let last = m.last_log_index.unwrap_or(0);
             let caught_up = m
@@ -185,11 +184,7 @@ impl Actor for Balancer {
             // On a task of its own: the commit needs a quorum, which the balancer does not
             // wait for.
             tokio::spawn(async move {
-                let finish = replica.raft().change_membership(
-                    openraft::ChangeMembers::AddVoterIds(Default::default()),
-                    false,
-                );
-                match tokio::time::timeout(FINISH_WITHIN, finish).await {
+                match tokio::time::timeout(FINISH_WITHIN, replica.finish_joint()).await {
                     Ok(Ok(_)) => tracing::info!(group, "the membership change is finished"),
                     Ok(Err(err)) => {
                         tracing::warn!(group, reason = %err, "the membership change is not finished")

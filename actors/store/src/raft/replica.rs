@@ -292,6 +292,34 @@ impl Replica {
         }
     }
 
+    /// Whether the group's membership, as this replica sees it, is joint: a change between its
+    /// two steps, or one that its leader's loss of the leadership cut short there. A joint
+    /// group needs a majority of the old voters and of the new ones.
+    pub fn joint(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .len()
+            > 1
+    }
+
+    /// Finishes a joint membership change here, on the leader: the empty change is openraft's
+    /// own second step.
+    pub async fn finish_joint(
+        &self,
+    ) -> Result<(), RaftError<ShardRaft, ClientWriteError<ShardRaft>>> {
+        self.raft
+            .change_membership(
+                openraft::ChangeMembers::AddVoterIds(Default::default()),
+                false,
+            )
+            .await
+            .map(drop)
+    }
+
     /// Applies a membership change on the group's leader (forwarding there), waiting up to a
     /// minute for a new member to catch up. Adding a member that is already a voter, or
     /// removing one that is not there, changes nothing.
@@ -357,27 +385,10 @@ impl Replica {
         change: &MemberChange,
     ) -> Result<(), RaftError<ShardRaft, ClientWriteError<ShardRaft>>> {
         // A change whose leader lost the leadership between its two steps leaves the group
-        // joint: from then on it needs a majority of the old voters and of the new ones, and
-        // its joint voters look like members already. The leader finishes that change first
-        // (the empty change is the second step); a replica that does not lead is told whom
-        // to forward to.
-        let joint = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow_watched();
-            metrics
-                .membership_config
-                .membership()
-                .get_joint_config()
-                .len()
-                > 1
-        };
-        if joint {
-            self.raft
-                .change_membership(
-                    openraft::ChangeMembers::AddVoterIds(Default::default()),
-                    false,
-                )
-                .await?;
+        // joint, and its joint voters look like members already: the leader finishes that
+        // change first; a replica that does not lead is told whom to forward to.
+        if self.joint() {
+            self.finish_joint().await?;
         }
         let metrics = self.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership().clone();
