@@ -12,6 +12,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Instant;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::{BenchError, clear_dir, histogram};
@@ -50,7 +51,7 @@ pub fn probe(base: &Path) -> Result<Machine, BenchError> {
     std::fs::create_dir_all(&dir)?;
     let timed = time_sync_writes(&dir.join("blocks"));
     clear_dir(&dir)?;
-    let (p50, p99) = timed?;
+    let timed = timed?;
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| cpu_model(&text))
@@ -58,14 +59,14 @@ pub fn probe(base: &Path) -> Result<Machine, BenchError> {
     Ok(Machine {
         cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        disk_sync_write_p50_us: p50,
-        disk_sync_write_p99_us: p99,
+        disk_sync_write_p50_us: timed.value_at_quantile(0.50),
+        disk_sync_write_p99_us: timed.value_at_quantile(0.99),
     })
 }
 
 /// Writes the file's blocks once and makes them durable, then overwrites each block with a
-/// synchronous write and returns the median and 99th percentile of those writes, in µs.
-fn time_sync_writes(path: &Path) -> Result<(u64, u64), BenchError> {
+/// synchronous write and returns the times of those writes, in µs.
+fn time_sync_writes(path: &Path) -> Result<Histogram<u64>, BenchError> {
     let block = vec![0x5a_u8; BLOCK];
     {
         let file = std::fs::File::create(path)?;
@@ -84,7 +85,7 @@ fn time_sync_writes(path: &Path) -> Result<(u64, u64), BenchError> {
         file.write_all_at(&block, (n * BLOCK) as u64)?;
         let _ = hist.record(started.elapsed().as_micros() as u64);
     }
-    Ok((hist.value_at_quantile(0.50), hist.value_at_quantile(0.99)))
+    Ok(hist)
 }
 
 /// The first `model name` in the text of `/proc/cpuinfo`.
@@ -111,18 +112,32 @@ mod tests {
     }
 
     #[test]
-    fn a_probe_times_the_disk_and_leaves_nothing_behind() {
+    fn every_block_is_overwritten_and_timed() {
+        let dir = std::env::temp_dir().join(format!("shoal-sync-writes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a folder for the blocks");
+        let path = dir.join("blocks");
+        let timed = time_sync_writes(&path).expect("the writes run");
+        assert_eq!(timed.len(), WRITES as u64, "one time per write");
+        let size = std::fs::metadata(&path).expect("the file").len();
+        assert_eq!(size, (WRITES * BLOCK) as u64);
+        std::fs::remove_dir_all(&dir).expect("the test's folder is removed");
+    }
+
+    #[test]
+    fn a_probe_describes_the_machine_and_leaves_nothing_behind() {
         let base = std::env::temp_dir().join(format!("shoal-machine-probe-{}", std::process::id()));
         std::fs::create_dir_all(&base).expect("a folder for the probe");
         let machine = probe(&base).expect("the probe runs");
-        assert!(machine.cores >= 1);
-        assert!(!machine.cpu.is_empty());
-        assert!(machine.disk_sync_write_p99_us >= machine.disk_sync_write_p50_us);
         assert!(
             !base.join("disk-probe").exists(),
             "the probe's folder is removed"
         );
-        assert!(machine.describe().contains(&machine.cpu));
+        let line = machine.describe();
+        assert!(line.contains(&machine.cpu), "{line}");
+        assert!(
+            line.contains(&format!("p99 {} µs", machine.disk_sync_write_p99_us)),
+            "{line}"
+        );
         std::fs::remove_dir_all(&base).expect("the test's folder is removed");
     }
 }
