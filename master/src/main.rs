@@ -3,6 +3,7 @@
 
 mod kubeconfig;
 mod raft;
+mod shards;
 mod tree;
 
 /// mimalloc: under load the store allocates and frees per entry on every thread, and glibc's
@@ -32,9 +33,11 @@ pub struct Args {
     /// UDP port of the cluster's QUIC transport.
     #[arg(long, default_value_t = 7443)]
     pub quic_port: u16,
-    /// Store shards; fixed when the cluster is created.
-    #[arg(long, default_value_t = 8)]
-    pub shards: u32,
+    /// Store shards, fixed when the cluster is created: a new cluster gets one per worker
+    /// of the store's runtime (one fewer than the cores), at most 8; a joining master takes
+    /// the cluster's; a restarted one keeps its own.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub shards: Option<u32>,
     /// Store events kept per shard for watches; older starts get 410 Gone.
     #[arg(long, default_value_t = 10_000)]
     pub watch_history: u64,

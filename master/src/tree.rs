@@ -40,6 +40,7 @@ use shoal_transport::{RaftLink, RaftService, Role, Transport, TransportArgs};
 use crate::Args;
 use crate::kubeconfig::admin_kubeconfig;
 use crate::raft;
+use crate::shards::{self, Known, ShardCountError};
 
 /// Why the master could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,8 @@ pub enum MasterError {
     Spawn(#[from] SpawnErr),
     #[error("joining the control plane: {0}")]
     Join(#[from] JoinError),
+    #[error("store shards: {0}")]
+    Shards(#[from] ShardCountError),
 }
 
 /// Everything the master's PKI provides.
@@ -192,17 +195,31 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
     let store_dir = args.data_dir.join("store");
     std::fs::create_dir_all(&store_dir).map_err(dir_err)?;
     let joined_marker = store_dir.join("joined");
+    let mut known = Known {
+        stored: shards::stored(&store_dir)?,
+        asked: args.shards,
+        cluster: None,
+    };
     if let (Some(target), Some(token), Some(hash)) = (args.join, &args.token, &args.ca_cert_hash)
         && !pki_dir.join("ca.crt").exists()
     {
         let kit = join_control_plane(target, token, hash, &args.master_name()).await?;
+        // Checked before anything of the cluster's is installed, so that a refused join
+        // leaves the directory as it was.
+        known.cluster = kit.shards;
+        shards::settle(known, shoal_store::machine_default_shards())?;
         ClusterCa::install(&pki_dir, &kit.ca)?;
         install_token(&pki_dir, &kit.token)?;
         std::fs::write(&joined_marker, format!("{target}\n")).map_err(dir_err)?;
         println!("This master has joined the control plane through {target}.");
     }
+    let shard_count = shards::settle(known, shoal_store::machine_default_shards())?;
+    if known.stored != Some(shard_count) {
+        shards::record(&store_dir, shard_count)?;
+    }
+    tracing::info!(shards = shard_count, "store shards");
     let pki = prepare_pki(&args, &pki_dir)?;
-    let files = raft::open_shards(&store_dir, args.shards).await?;
+    let files = raft::open_shards(&store_dir, shard_count).await?;
     let id = raft::member_id(&store_dir).map_err(dir_err)?;
     let link = RaftLink::new();
     let host = RaftHost::new();
@@ -219,7 +236,7 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         // A master that joined waits to be added; the first one starts the groups.
         bootstrap: !joined_marker.exists(),
     };
-    let store = Store::new(args.shards);
+    let store = Store::new(shard_count);
     let api_args = ApiServerArgs {
         listen: args.api_addr(),
         advertise: args.api_addr().to_string(),
@@ -241,6 +258,7 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
             join: Some(Arc::new(JoinAuthority {
                 ca: pki.ca.clone(),
                 token: pki.token.clone(),
+                shards: Some(shard_count),
             })),
             raft: Some(RaftService {
                 link,
@@ -299,7 +317,7 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         tokio::spawn(raft::become_member(
             replication.router.clone(),
             target,
-            args.shards,
+            shard_count,
             id,
             replication.member.clone(),
         ));

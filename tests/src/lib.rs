@@ -176,6 +176,9 @@ impl Drop for Proc {
     }
 }
 
+/// The store shards of a test cluster's master.
+pub const SHARDS: &str = "3";
+
 /// Settings that make failures show quickly.
 pub const LEASE_SECONDS: &str = "2";
 pub const RENEW_MS: &str = "300";
@@ -248,8 +251,13 @@ impl Cluster {
         cluster
     }
 
+    /// Starts the master on the cluster's data and ports. Unless `extra` says otherwise, its
+    /// store has [`SHARDS`] shards, so that lists, watches and versions span groups.
     fn spawn_master(dir: &Path, api_port: u16, quic_port: u16, extra: &[String]) -> Proc {
         let mut cmd = Command::new(binary("shoal-master"));
+        if !extra.iter().any(|a| a.starts_with("--shards")) {
+            cmd.args(["--shards", SHARDS]);
+        }
         cmd.args([
             "--data-dir",
             &dir.join("master").display().to_string(),
@@ -273,6 +281,22 @@ impl Cluster {
         ])
         .args(extra);
         Proc::spawn("master", cmd, dir)
+    }
+
+    /// Kills the master and starts it on the same data and ports with `extra` in place of
+    /// the flags it was started with, expecting it to refuse to start: returns its log once
+    /// it has exited (a master still running after 30 s fails the test).
+    pub fn master_refuses(&mut self, extra: &[&str]) -> String {
+        self.master.kill();
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut refused = Self::spawn_master(&self.dir, self.api_port, self.quic_port, &extra);
+        let status = wait_for(
+            "the master to refuse to start",
+            Duration::from_secs(30),
+            || refused.exited(),
+        );
+        assert!(!status.success(), "the master exited with {status}");
+        fs::read_to_string(&refused.log).unwrap_or_default()
     }
 
     /// Kills the master with SIGKILL and starts it again on the same data and ports.

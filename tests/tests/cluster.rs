@@ -338,6 +338,13 @@ fn a_restarted_master_keeps_everything_and_nodes_reconnect() {
         Kubectl::V132,
         &["get", "pods", "-o", "jsonpath={.items[*].metadata.uid}"],
     );
+    // The shard count is the store's: a start that asks for another is refused, with the
+    // flag named, and leaves the store as it was.
+    let log = cluster.master_refuses(&["--shards", "5"]);
+    assert!(
+        log.contains(&format!("has {} shards", shoal_tests::SHARDS)) && log.contains("--shards 5"),
+        "the refusal does not say why:\n{log}"
+    );
     cluster.restart_master();
     let after = cluster.kubectl_ok(
         Kubectl::V132,

@@ -34,12 +34,17 @@ struct JoinResponse {
     ca_key: Option<String>,
     #[serde(default)]
     token: Option<String>,
+    /// To a joining master: the cluster's store shards, fixed when it was created.
+    #[serde(default)]
+    shards: Option<u32>,
 }
 
-/// What a joining master receives: the CA (certificate and key) and the bootstrap token.
+/// What a joining master receives: the CA (certificate and key), the bootstrap token and
+/// the cluster's store shards (which a master that predates them does not send).
 pub struct ControlPlaneKit {
     pub ca: CertPair,
     pub token: String,
+    pub shards: Option<u32>,
 }
 
 /// Why a join failed. The messages are what the node's operator reads.
@@ -127,6 +132,7 @@ pub async fn join_control_plane(
         (Some(cert_pem), Some(key_pem), Some(token), _) => Ok(ControlPlaneKit {
             ca: CertPair { cert_pem, key_pem },
             token,
+            shards: response.shards,
         }),
         (_, _, _, Some(error)) => Err(JoinError::Refused(error)),
         _ => Err(JoinError::Protocol(
@@ -206,6 +212,8 @@ async fn exchange(
 pub struct JoinAuthority {
     pub ca: Arc<ClusterCa>,
     pub token: String,
+    /// The cluster's store shards, told to joining masters; `None` where only nodes join.
+    pub shards: Option<u32>,
 }
 
 fn valid_node_name(name: &str) -> bool {
@@ -229,6 +237,7 @@ impl JoinAuthority {
             error: Some(why.to_owned()),
             ca_key: None,
             token: None,
+            shards: None,
         };
         if !constant_time_eq(&request.token, &self.token) {
             return refuse("invalid bootstrap token");
@@ -246,6 +255,7 @@ impl JoinAuthority {
                 error: None,
                 ca_key: Some(self.ca.pair().key_pem.clone()),
                 token: Some(self.token.clone()),
+                shards: self.shards,
             };
         }
         match self
@@ -258,6 +268,7 @@ impl JoinAuthority {
                 error: None,
                 ca_key: None,
                 token: None,
+                shards: None,
             },
             Err(err) => refuse(&format!("invalid certificate request: {err}")),
         }

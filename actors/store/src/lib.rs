@@ -21,6 +21,8 @@ pub use handle::{Store, StoreWatch};
 pub use machine::{EventKind, Fence, Proposal, StoreEvent, Stored, WriteOp, WriteOutcome};
 pub use memory::disable_transparent_huge_pages;
 pub use persist::{Image, ShardDb};
-pub use runtime::{store_runtime, store_workers};
+pub use runtime::{
+    MAX_DEFAULT_SHARDS, default_shards, machine_default_shards, store_runtime, store_workers,
+};
 pub use shard::{Shard, ShardArgs, ShardMsg, raft_config, shard_group, shard_name, start_replica};
 pub use watch::WatchHub;

@@ -57,9 +57,10 @@ pub struct Options {
     /// Concurrent client counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
     clients: Vec<usize>,
-    /// Shoal's shard groups (the master's default is 8).
-    #[arg(long, default_value_t = 8)]
-    shards: u32,
+    /// Shoal's shard groups [default: as many as a master on this machine creates a cluster
+    /// with: one per worker of its store's runtime, at most 8]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    shards: Option<u32>,
     /// Seconds each configuration runs.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -306,10 +307,10 @@ async fn shoal_row(
     bar: &ProgressBar,
 ) -> Result<Row, BenchError> {
     let dir = fresh_dir(&options.dir, &format!("shoal-{replicas}-{clients}"))?;
-    let masters = start_masters(replicas, options.shards, &dir).await?;
+    let masters = start_masters(replicas, options.shards(), &dir).await?;
     // Each client with its own connection, as each etcd client has its own.
     let conns: Vec<ShoalClient> = (0..clients)
-        .map(|_| ShoalClient::new(options.shards))
+        .map(|_| ShoalClient::new(options.shards()))
         .collect();
     let targets: Vec<Member> = masters.iter().map(|m| m.member.clone()).collect();
     let v = value(options.value_bytes);
@@ -380,6 +381,14 @@ async fn etcd_row(
     Ok(row)
 }
 
+impl Options {
+    /// The shard groups Shoal's masters get: the flag, or a new master's default.
+    fn shards(&self) -> u32 {
+        self.shards
+            .unwrap_or_else(shoal_store::machine_default_shards)
+    }
+}
+
 pub async fn run(options: Options) -> Result<(), BenchError> {
     let value_bytes = options.value_bytes;
     let systems = if options.shoal_only { 1 } else { 2 };
@@ -423,7 +432,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
     if !options.shoal_only {
         bar.set_message("failover: shoal");
         let dir = fresh_dir(&options.dir, "shoal-failover")?;
-        failovers.push(shoal::failover(options.shards, &dir, value_bytes).await?);
+        failovers.push(shoal::failover(options.shards(), &dir, value_bytes).await?);
         bar.set_message("failover: etcd");
         let dir = fresh_dir(&options.dir, "etcd-failover")?;
         failovers.push(etcd::failover(&options.etcd, &dir, value_bytes).await?);
@@ -434,7 +443,9 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
     println!(
         "store writes, {value_bytes}-byte values, fsync on, {} s per run, Shoal with {} shards; \
          each row the median of {} runs (the systems taking turns)",
-        options.seconds, options.shards, options.runs
+        options.seconds,
+        options.shards(),
+        options.runs
     );
     println!("{}", machine.describe());
     println!(
@@ -501,7 +512,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
         "value_bytes": value_bytes,
         "seconds_per_run": options.seconds,
         "runs_per_row": options.runs,
-        "shoal_shards": options.shards,
+        "shoal_shards": options.shards(),
         "machine": machine,
         "results": rows,
         "failover": failovers,

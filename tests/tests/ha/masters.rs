@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use shoal_tests::{Kubectl, Proc, binary, free_port, temp_dir, wait_for};
 
+/// The store shards of the cluster the first master creates.
+pub const SHARDS: &str = "4";
+
 pub struct Master {
     pub name: String,
     pub address: String,
@@ -25,7 +28,7 @@ pub struct Masters {
 pub fn spawn(dir: &Path, name: &str, address: &str, api: u16, quic: u16, join: &[String]) -> Proc {
     let mut cmd = Command::new(binary("shoal-master"));
     cmd.args(["--data-dir", &dir.join(name).display().to_string()])
-        .args(["--name", name, "--address", address, "--shards", "4"])
+        .args(["--name", name, "--address", address])
         .args([
             "--api-port",
             &api.to_string(),
@@ -33,6 +36,10 @@ pub fn spawn(dir: &Path, name: &str, address: &str, api: u16, quic: u16, join: &
             &quic.to_string(),
         ])
         .args(join);
+    // The first master creates the cluster with its shard count; the others take it.
+    if join.is_empty() {
+        cmd.args(["--shards", SHARDS]);
+    }
     Proc::start(name, cmd, dir)
 }
 
@@ -72,6 +79,16 @@ impl Masters {
                         .contains("member of every shard group")
                         .then_some(())
                 },
+            );
+        }
+        for m in &masters.masters {
+            let recorded = fs::read_to_string(masters.dir.join(&m.name).join("store/shards"))
+                .unwrap_or_default();
+            assert_eq!(
+                recorded.trim(),
+                SHARDS,
+                "{} records other shards than the cluster's",
+                m.name
             );
         }
         for i in 0..3 {
