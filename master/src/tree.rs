@@ -204,10 +204,13 @@ pub async fn run(args: Args) -> Result<(), MasterError> {
         && !pki_dir.join("ca.crt").exists()
     {
         let kit = join_control_plane(target, token, hash, &args.master_name()).await?;
-        // Checked before anything of the cluster's is installed, so that a refused join
-        // leaves the directory as it was.
+        // Settled and recorded before anything of the cluster's is installed: a refused
+        // join leaves the directory as it was, and a start cut short after the CA is in
+        // place (which is not joined again) still finds the cluster's count.
         known.cluster = kit.shards;
-        shards::settle(known, shoal_store::machine_default_shards())?;
+        let count = shards::settle(known, shoal_store::machine_default_shards())?;
+        shards::record(&store_dir, count)?;
+        known.stored = Some(count);
         ClusterCa::install(&pki_dir, &kit.ca)?;
         install_token(&pki_dir, &kit.token)?;
         std::fs::write(&joined_marker, format!("{target}\n")).map_err(dir_err)?;
