@@ -305,7 +305,9 @@ fn bad_requests_get_the_kubernetes_status_codes() {
     // A list from the future is 504 once the server has waited for it; a watch from there
     // gets the same Status as its ERROR event, as a watch reports what goes wrong after
     // its request was read.
-    let future = ["999999"; 8].join(".");
+    // One revision a shard.
+    let shards: usize = shoal_tests::SHARDS.parse().expect("a shard count");
+    let future = vec!["999999"; shards].join(".");
     let (code, text) = cluster.curl(
         "GET",
         &format!("{pods}?resourceVersion={future}&resourceVersionMatch=NotOlderThan"),
@@ -344,7 +346,15 @@ fn bad_requests_get_the_kubernetes_status_codes() {
         );
         assert_eq!(cluster.curl("POST", pods, "application/json", &body).0, 201);
     }
-    let (code, text) = cluster.curl("GET", "/api/v1/namespaces/default/pods?watch=true&resourceVersion=1.1.1.1.1.1.1.1&timeoutSeconds=2", "application/json", "");
+    let first = vec!["1"; shards].join(".");
+    let (code, text) = cluster.curl(
+        "GET",
+        &format!(
+            "/api/v1/namespaces/default/pods?watch=true&resourceVersion={first}&timeoutSeconds=2"
+        ),
+        "application/json",
+        "",
+    );
     assert_eq!(code, 200, "{text}");
     let event = status(text.lines().next().unwrap_or_default());
     assert_eq!(event["type"], "ERROR", "{text}");
