@@ -266,17 +266,19 @@ fn killed_actors_are_restarted_and_kubectl_works_again_within_a_second() {
     let cluster = three_node_cluster("actorkill");
     cluster.create_pod("keep-me", &[("app", "x")]);
     let actors = cluster.kubectl_ok(Kubectl::V132, &["get", "--raw", "/debug/actors"]);
+    let shards: u32 = shoal_tests::SHARDS.parse().expect("a shard count");
+    let last_shard = format!("shard-{}", shards - 1);
     for name in [
         "apiserver",
         "node-lifecycle",
         "shard-0",
-        "shard-5",
+        &last_shard,
         "transport",
         "kubelet",
     ] {
         assert!(actors.contains(&format!("\"{name}\"")), "{actors}");
     }
-    for name in ["apiserver", "node-lifecycle", "shard-0", "shard-5"] {
+    for name in ["apiserver", "node-lifecycle", "shard-0", &last_shard] {
         let out = cluster.kill_actor(None, name);
         assert!(
             out.status.success(),
