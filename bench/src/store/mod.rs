@@ -114,6 +114,10 @@ struct Row {
     max_us: u64,
     /// Writes/s of every run of this configuration, in the order they ran.
     runs_writes_per_s: Vec<f64>,
+    /// The p99 of every run, in the same order: a run's p99 rests on its slowest
+    /// hundredth of writes, which a few stalls of the disk make, so it moves from run to run
+    /// more than its writes/s does.
+    runs_p99_us: Vec<u64>,
     /// Shoal's Raft traffic during the run, all masters together.
     #[serde(skip_serializing_if = "Option::is_none")]
     raft: Option<RaftTraffic>,
@@ -142,13 +146,15 @@ impl RaftTraffic {
 }
 
 /// The run with the median writes/s (the lower middle one of an even count), carrying the
-/// writes/s of all of them.
+/// writes/s and p99 of all of them.
 fn median(mut runs: Vec<Row>) -> Option<Row> {
     let all: Vec<f64> = runs.iter().map(|r| r.writes_per_s).collect();
+    let p99s: Vec<u64> = runs.iter().map(|r| r.p99_us).collect();
     runs.sort_by(|a, b| a.writes_per_s.total_cmp(&b.writes_per_s));
     let middle = runs.len().checked_sub(1)? / 2;
     let mut row = runs.swap_remove(middle);
     row.runs_writes_per_s = all;
+    row.runs_p99_us = p99s;
     Some(row)
 }
 
@@ -230,6 +236,7 @@ where
         p99_us: all.value_at_quantile(0.99),
         max_us: all.max(),
         runs_writes_per_s: Vec::new(),
+        runs_p99_us: Vec::new(),
         raft: None,
     }
 }
@@ -468,7 +475,8 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
     let runs = |row: &Row| {
         row.runs_writes_per_s
             .iter()
-            .map(|w| format!("{w:.0}"))
+            .zip(&row.runs_p99_us)
+            .map(|(w, p99)| format!("{w:.0} ({:.1} ms)", *p99 as f64 / 1000.0))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -490,7 +498,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
         if let [shoal, etcd] = pair {
             println!(
                 "{} replica(s), {:>3} client(s): Shoal {:.2}x etcd's writes/s, p99 {:.2} ms vs {:.2} ms \
-                 (runs: Shoal {}; etcd {})",
+                 (runs, writes/s and p99: Shoal {}; etcd {})",
                 shoal.replicas,
                 shoal.clients,
                 shoal.writes_per_s / etcd.writes_per_s.max(f64::MIN_POSITIVE),
@@ -534,9 +542,10 @@ mod tests {
             errors: 0,
             writes_per_s,
             p50_us: writes_per_s as u64,
-            p99_us: 0,
+            p99_us: 10 * writes_per_s as u64,
             max_us: 0,
             runs_writes_per_s: Vec::new(),
+            runs_p99_us: Vec::new(),
             raft: None,
         }
     }
@@ -572,6 +581,11 @@ mod tests {
             row.runs_writes_per_s,
             vec![3.0, 1.0, 2.0],
             "in the order they ran"
+        );
+        assert_eq!(
+            row.runs_p99_us,
+            vec![30, 10, 20],
+            "each run's p99 beside it"
         );
         let even = median(vec![run_at(4.0), run_at(1.0), run_at(3.0), run_at(2.0)]).expect("a row");
         assert_eq!(even.p50_us, 2, "the lower middle of an even count");
