@@ -322,6 +322,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_joining_master_is_told_the_clusters_shards_and_only_with_the_token() {
+        let dir = std::env::temp_dir().join(format!("shoal-join-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let authority = JoinAuthority {
+            ca: Arc::new(ClusterCa::load_or_create(&dir).expect("a CA")),
+            token: "abcdef.0123456789abcdef".into(),
+            shards: Some(3),
+        };
+        let (_, csr) = certificate_request("m2").expect("a request");
+        let request = |token: &str, control_plane: bool| JoinRequest {
+            token: token.into(),
+            name: "m2".into(),
+            csr: csr.clone(),
+            control_plane,
+        };
+        let master = authority.decide(&request(&authority.token, true));
+        assert_eq!(master.shards, Some(3));
+        assert!(master.ca_key.is_some() && master.error.is_none());
+        let node = authority.decide(&request(&authority.token, false));
+        assert_eq!(node.shards, None);
+        assert!(node.certificate.is_some());
+        let refused = authority.decide(&request("wrong.0123456789abcdef", true));
+        assert_eq!(refused.shards, None);
+        assert!(refused.error.is_some());
+        std::fs::remove_dir_all(&dir).expect("removed");
+    }
+
+    #[test]
     fn node_names_follow_kubernetes_rules() {
         assert!(valid_node_name("node-1"));
         assert!(valid_node_name("a.b.c"));
