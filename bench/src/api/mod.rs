@@ -51,6 +51,10 @@ pub struct Options {
     /// The master binary (by default, the one beside this program).
     #[arg(long)]
     master: Option<PathBuf>,
+    /// The store shards the master creates its cluster with [default: the master's own, one
+    /// per worker of its store's runtime, at most 8]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    shards: Option<u32>,
     /// The address the master listens on (a loopback one).
     #[arg(long, default_value = "127.0.0.71")]
     address: String,
@@ -111,7 +115,11 @@ async fn start_master(options: &Options) -> Result<(Master, Endpoint), ApiBenchE
     let _ = std::fs::remove_dir_all(&options.dir);
     std::fs::create_dir_all(&options.dir)?;
     let log = std::fs::File::create(options.dir.join("master.log"))?;
-    let child = Command::new(&binary)
+    let mut command = Command::new(&binary);
+    if let Some(shards) = options.shards {
+        command.args(["--shards", &shards.to_string()]);
+    }
+    let child = command
         .args([
             "--data-dir",
             &options.dir.join("master").display().to_string(),
@@ -609,6 +617,12 @@ pub async fn run(options: Options) -> Result<(), ApiBenchError> {
     bar.enable_steady_tick(Duration::from_millis(200));
     bar.set_message("starting the master");
     let (master, endpoint) = start_master(&options).await?;
+    // What the master settled on (the flag, or its default), as it recorded it.
+    let shards_file = options.dir.join("master/store/shards");
+    let shards: u32 = std::fs::read_to_string(&shards_file)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| setup(format!("no shard count in {}", shards_file.display())))?;
     bar.set_message(format!(
         "[1/3] mixed verbs, {} clients: writes",
         options.clients
@@ -625,7 +639,8 @@ pub async fn run(options: Options) -> Result<(), ApiBenchError> {
     let _ = std::fs::remove_dir_all(&options.dir);
 
     println!(
-        "API over HTTPS, one master, {} clients asking {} writes/s for {} s: {:.0} writes/s",
+        "API over HTTPS, one master ({shards} store shard(s)), {} clients asking {} writes/s for {} s: \
+         {:.0} writes/s",
         mixed.clients, mixed.asked_writes_per_s, options.seconds, mixed.writes_per_s
     );
     println!(
@@ -661,6 +676,7 @@ pub async fn run(options: Options) -> Result<(), ApiBenchError> {
     let report = json!({
         "benchmark": "api",
         "seconds": options.seconds,
+        "shards": shards,
         "mixed": mixed,
         "list": listed,
         "watch": watched,
