@@ -467,6 +467,39 @@ fn a_change_with_no_forwards_left_fails_at_once_on_a_follower() {
     on_seed(11, exhausted_change_fails_at_once);
 }
 
+#[test]
+fn a_change_sent_to_a_leader_that_vanished_goes_to_the_next_one() {
+    on_seed(13, change_outlives_a_vanished_leader);
+}
+
+/// A change forwarded to a leader whose process is gone, its connection still open, waits
+/// only until the group elects another leader, then goes there: it is not held for the
+/// whole of its deadline by a call that will never be answered. Here the change removes the
+/// vanished master itself, as an operator does when its machine is gone.
+async fn change_outlives_a_vanished_leader(seed: u64) -> Result<(), String> {
+    let sim = boot(seed).await?;
+    let leader = leader_of(&sim, 0).await?;
+    let gone = leader as u64 + 1;
+    let follower = (1..=MASTERS).find(|id| *id != gone).ok_or("no follower")?;
+    let replica = sim.replica(follower, 0).ok_or("the follower's replica")?;
+    sim.vanish(leader).await;
+    let started = tokio::time::Instant::now();
+    replica
+        .change_members(MemberChange::Remove { name: name(gone) }, 1)
+        .await
+        .map_err(|why| format!("the change failed after {:?}: {why}", started.elapsed()))?;
+    let took = started.elapsed();
+    // An election (at most two timeouts of at most 1 s here) and the change itself.
+    if took > Duration::from_secs(5) {
+        return Err(format!("the change took {took:?}"));
+    }
+    let members = replica.view().members;
+    if members.iter().any(|m| m.member.name == name(gone)) {
+        return Err(format!("{} is still a member: {members:?}", name(gone)));
+    }
+    Ok(())
+}
+
 /// Whether `id`'s replica of `group` sees a joint membership.
 fn joint_on(sim: &Sim, id: u64, group: u32) -> bool {
     sim.replica(id, group).is_some_and(|r| r.joint())
@@ -499,7 +532,7 @@ async fn joint_left_behind_is_finished(seed: u64) -> Result<(), String> {
             .borrow_watched()
             .clone();
         if joint_at.is_none() && joint_on(&sim, old, 0) {
-            joint_at = m.membership_config.log_id().clone();
+            joint_at = *m.membership_config.log_id();
         }
         if joint_at.is_some() && m.last_applied >= joint_at {
             break;

@@ -193,6 +193,18 @@ impl Replica {
         !matches!(waited, Err(openraft::metrics::WaitError::ShuttingDown))
     }
 
+    /// Returns once this replica knows of a leader other than `from`, or after `within`.
+    async fn leader_moves_from(&self, from: NodeId, within: Duration) {
+        let _ = self
+            .raft
+            .wait(Some(within))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != from),
+                "another leader",
+            )
+            .await;
+    }
+
     /// The group's leader, when this replica knows it is another one.
     fn leader_elsewhere(&self) -> Option<(NodeId, Member)> {
         let watch = self.raft.metrics();
@@ -366,9 +378,15 @@ impl Replica {
                         change: change.clone(),
                         hops: hops - 1,
                     };
-                    if let Ok(RaftResponse::Members(result)) =
-                        self.router.send(&member, &request, remaining).await
-                    {
+                    // A leader whose process is gone leaves its connection open until the
+                    // transport's idle timeout; the group elects another sooner, and the
+                    // change then goes there. (The forward may not be bounded by time
+                    // alone: a change that adds a member waits for it to catch up.)
+                    let answered = tokio::select! {
+                        sent = self.router.send(&member, &request, remaining) => Some(sent),
+                        () = self.leader_moves_from(id, remaining) => None,
+                    };
+                    if let Some(Ok(RaftResponse::Members(result))) = answered {
                         return result;
                     }
                 }

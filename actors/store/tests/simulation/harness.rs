@@ -24,6 +24,9 @@ pub fn name(id: u64) -> String {
 pub struct Net {
     pub hosts: Mutex<HashMap<String, RaftHost>>,
     pub cut: Mutex<HashSet<String>>,
+    /// Masters gone without closing their connections (a process killed, its peers' QUIC
+    /// connections still open): a call to one is never answered, and waits out its timeout.
+    pub silent: Mutex<HashSet<String>>,
     pub rng: Mutex<StdRng>,
 }
 
@@ -57,6 +60,9 @@ impl Wire for SimWire {
         let net = self.net.clone();
         Box::pin(async move {
             let exchange = async {
+                if net.silent.lock().expect("silent").contains(&to) {
+                    std::future::pending::<()>().await;
+                }
                 let (delay, drop) = net.draw();
                 tokio::time::sleep(delay).await;
                 if drop || net.blocked(&from, &to) || net.host(&from).is_none() {
@@ -173,6 +179,14 @@ impl Sim {
         }
     }
 
+    /// Crashes master `index` so that calls to it are never answered, as a killed process's
+    /// peers find while their connections to it stay open.
+    pub async fn vanish(&self, index: usize) {
+        let id = self.masters.lock().expect("masters")[index].id;
+        self.net.silent.lock().expect("silent").insert(name(id));
+        self.crash(index).await;
+    }
+
     /// Master `id`'s replica of `group`, while it runs.
     pub fn replica(&self, id: u64, group: u32) -> Option<Replica> {
         self.net.host(&name(id)).and_then(|h| h.replica(group))
@@ -191,6 +205,7 @@ pub async fn boot(seed: u64) -> Result<Arc<Sim>, String> {
     let net = Arc::new(Net {
         hosts: Mutex::new(HashMap::new()),
         cut: Mutex::new(HashSet::new()),
+        silent: Mutex::new(HashSet::new()),
         rng: Mutex::new(StdRng::seed_from_u64(seed)),
     });
     let masters = (1..=MASTERS)
