@@ -46,12 +46,25 @@ pub fn member_id(store_dir: &Path) -> Result<NodeId, std::io::Error> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             // Ids are random so that a re-created master never reuses a departed member's.
             let id = rand::random::<u64>() >> 1;
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, format!("{id}\n"))?;
-            std::fs::rename(&tmp, &path)?;
+            write_durably(&path, &format!("{id}\n"))?;
             Ok(id)
         }
         Err(err) => Err(err),
+    }
+}
+
+/// Writes a small file whole or not at all, and durably: written beside it, flushed, renamed
+/// into place, and the directory flushed.
+pub fn write_durably(path: &Path, text: &str) -> Result<(), std::io::Error> {
+    use std::io::Write;
+    let partial = path.with_extension("new");
+    let mut file = std::fs::File::create(&partial)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)?;
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 

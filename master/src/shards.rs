@@ -121,25 +121,13 @@ fn databases(store_dir: &Path) -> Result<Option<u32>, ShardCountError> {
     Ok(highest.map(|n| n.saturating_add(1)))
 }
 
-/// Records `count` in `store_dir`, durably: written beside, flushed, then renamed into place.
+/// Records `count` in `store_dir`, durably.
 pub fn record(store_dir: &Path, count: u32) -> Result<(), ShardCountError> {
     let path = store_dir.join(FILE);
-    let fail = |what: std::io::Error| ShardCountError::File {
+    crate::raft::write_durably(&path, &format!("{count}\n")).map_err(|e| ShardCountError::File {
         path: path.clone(),
-        what: what.to_string(),
-    };
-    let partial = store_dir.join(format!("{FILE}.new"));
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&partial).map_err(fail)?;
-        file.write_all(format!("{count}\n").as_bytes())
-            .map_err(fail)?;
-        file.sync_all().map_err(fail)?;
-    }
-    std::fs::rename(&partial, &path).map_err(fail)?;
-    std::fs::File::open(store_dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(fail)
+        what: e.to_string(),
+    })
 }
 
 #[cfg(test)]
