@@ -24,5 +24,7 @@ pub use persist::{Image, ShardDb};
 pub use runtime::{
     MAX_DEFAULT_SHARDS, default_shards, machine_default_shards, store_runtime, store_workers,
 };
-pub use shard::{Shard, ShardArgs, ShardMsg, raft_config, shard_group, shard_name, start_replica};
+pub use shard::{
+    FORWARD_HOPS, Shard, ShardArgs, ShardMsg, raft_config, shard_group, shard_name, start_replica,
+};
 pub use watch::WatchHub;

@@ -32,8 +32,9 @@ pub fn shard_group(n: u32) -> String {
     format!("shard/{n}")
 }
 
-/// How many times a request may be forwarded between masters looking for the leader.
-const HOPS: u8 = 2;
+/// How many times a request made through a shard actor may be forwarded between masters
+/// looking for the leader.
+pub const FORWARD_HOPS: u8 = 2;
 
 /// A shard's answer to a list: the entries under the prefix and the revision it was taken at.
 pub type ListReply = Result<(Vec<(String, Stored)>, u64), StoreError>;
@@ -207,17 +208,17 @@ impl Actor for Shard {
         match msg {
             ShardMsg::Get(key, reply) => {
                 tokio::spawn(async move {
-                    let _ = reply.send(replica.get(key, HOPS).await);
+                    let _ = reply.send(replica.get(key, FORWARD_HOPS).await);
                 });
             }
             ShardMsg::List(prefix, reply) => {
                 tokio::spawn(async move {
-                    let _ = reply.send(replica.list(prefix, HOPS).await);
+                    let _ = reply.send(replica.list(prefix, FORWARD_HOPS).await);
                 });
             }
             ShardMsg::Write(op, reply) => {
                 tokio::spawn(async move {
-                    let _ = reply.send(replica.write(op, HOPS).await);
+                    let _ = reply.send(replica.write(op, FORWARD_HOPS).await);
                 });
             }
             ShardMsg::Watch {

@@ -1,18 +1,26 @@
 //! Store writes, side by side with etcd 3.4 on the same machine, with the same workload:
 //! clients that each put fresh keys with a fixed-size value, one write in flight per client,
-//! for a fixed time. Both sides fsync every commit and are reached over loopback TCP.
+//! for a fixed time. Both sides fsync every commit.
+//!
+//! Each system is driven the way its orchestrator's API server drives it. Kubernetes's API
+//! server is a client of etcd's v3 gRPC API, over TCP; Shoal's API server is in the master's
+//! process, beside the store, and hands each request to the key's shard actor there (the
+//! replica on that master forwards a write to its group's leader when the leader is another
+//! master). So by default each Shoal client writes through one master in that master's
+//! process (`--shoal-client local`); `--shoal-client wire` measures instead clients from
+//! outside, each with a loopback TCP connection of its own to its master, which then spends
+//! on both ends of those connections much of the CPU the in-process path leaves to the store.
 //!
 //! Shoal: `replicas` masters in this process, each on a runtime of its own, sized as a master
 //! process's is (one worker fewer than the machine's cores, at least one: see
 //! [`shoal_store::store_workers`]), with its shard groups' logs and state on disk (redb,
 //! durable commits), Raft messages and forwarded writes between them over loopback TCP (one
 //! connection from each master to each other one), leaderships spread over the masters as the
-//! balancer spreads them; each client, with its own connection, sends its writes to one
-//! master (the key's shard forwards them to the leader when it is elsewhere), as the
-//! API server's store calls do, and runs on that master's runtime, as the API server runs
-//! in its master's process. (Three masters sharing one runtime, as this benchmark once ran
-//! them, had a pair of workers serve all three, which no three master processes get:
-//! three replicas took 8-12% more writes a second from 1 and 16 clients that way.)
+//! balancer spreads them; the clients spread over the masters, each running on its master's
+//! runtime, as the API server runs in its master's process. (Three masters sharing one
+//! runtime, as this benchmark once ran them, had a pair of workers serve all three, which no
+//! three master processes get: three replicas took 8-12% more writes a second from 1 and 16
+//! clients that way.)
 //!
 //! etcd: `replicas` `etcd` processes (Debian's etcd-server 3.4), each client with its own
 //! gRPC connection to one member, calling `etcdserverpb.KV/Put`.
@@ -43,10 +51,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use shoal_store::raft::Member;
 
 use etcd::{EtcdClient, start_etcd, stop_etcd};
-use shoal::{ShoalClient, start_masters, stop_masters};
+use shoal::{Client, ClientPath, start_masters, stop_masters};
 
 /// Options of `shoal-bench store`.
 #[derive(clap::Args, Clone)]
@@ -81,6 +88,10 @@ pub struct Options {
     /// Where the numbers are written.
     #[arg(long, default_value = "bench/results/store.json")]
     out: PathBuf,
+    /// How Shoal's clients reach the store: in a master's process, as its API server does,
+    /// or over TCP connections of their own.
+    #[arg(long, value_enum, default_value_t = ClientPath::Local)]
+    shoal_client: ClientPath,
     /// Measure Shoal's rows alone (no etcd, no failover), to compare one build with another.
     #[arg(long)]
     shoal_only: bool,
@@ -315,11 +326,17 @@ async fn shoal_row(
 ) -> Result<Row, BenchError> {
     let dir = fresh_dir(&options.dir, &format!("shoal-{replicas}-{clients}"))?;
     let masters = start_masters(replicas, options.shards(), &dir).await?;
-    // Each client with its own connection, as each etcd client has its own.
-    let conns: Vec<ShoalClient> = (0..clients)
-        .map(|_| ShoalClient::new(options.shards()))
+    // Client c writes through master c mod n (over a connection of its own on the wire, as
+    // each etcd client has its own), on that master's runtime (see `drive`).
+    let conns: Vec<Client> = (0..clients)
+        .map(|c| {
+            Client::of(
+                &masters[c % masters.len()],
+                options.shoal_client,
+                options.shards(),
+            )
+        })
         .collect();
-    let targets: Vec<Member> = masters.iter().map(|m| m.member.clone()).collect();
     let v = value(options.value_bytes);
     let traffic = |masters: &[shoal::BenchMaster]| {
         masters
@@ -336,9 +353,8 @@ async fn shoal_row(
         options.seconds,
         move |c, key| {
             let client = conns[c].clone();
-            let to = targets[c % targets.len()].clone();
             let v = v.clone();
-            async move { client.put(&to, key, v).await }
+            async move { client.put(key, v).await }
         },
         bar,
         &masters.iter().map(|m| m.handle()).collect::<Vec<_>>(),
@@ -439,7 +455,9 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
     if !options.shoal_only {
         bar.set_message("failover: shoal");
         let dir = fresh_dir(&options.dir, "shoal-failover")?;
-        failovers.push(shoal::failover(options.shards(), &dir, value_bytes).await?);
+        failovers.push(
+            shoal::failover(options.shards(), options.shoal_client, &dir, value_bytes).await?,
+        );
         bar.set_message("failover: etcd");
         let dir = fresh_dir(&options.dir, "etcd-failover")?;
         failovers.push(etcd::failover(&options.etcd, &dir, value_bytes).await?);
@@ -448,10 +466,14 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
     let _ = std::fs::remove_dir_all(&options.dir);
 
     println!(
-        "store writes, {value_bytes}-byte values, fsync on, {} s per run, Shoal with {} shards; \
-         each row the median of {} runs (the systems taking turns)",
+        "store writes, {value_bytes}-byte values, fsync on, {} s per run, Shoal with {} shards \
+         and {} clients; each row the median of {} runs (the systems taking turns)",
         options.seconds,
         options.shards(),
+        match options.shoal_client {
+            ClientPath::Local => "in-process",
+            ClientPath::Wire => "TCP",
+        },
         options.runs
     );
     println!("{}", machine.describe());
@@ -521,6 +543,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
         "seconds_per_run": options.seconds,
         "runs_per_row": options.runs,
         "shoal_shards": options.shards(),
+        "shoal_client": options.shoal_client,
         "machine": machine,
         "results": rows,
         "failover": failovers,

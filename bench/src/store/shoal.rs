@@ -1,6 +1,7 @@
 //! Shoal's side: masters in this process, each with its own runtime (as a master process has)
-//! and its shard groups on disk, talking over the TCP wire; clients that send their writes to
-//! one master, each on the runtime of the master it writes to.
+//! and its shard groups on disk, talking over the TCP wire; clients that each write through
+//! one master, on that master's runtime: in its process, as its API server does, or from
+//! outside over a TCP connection of their own.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +12,9 @@ use shoal_core::shard_for;
 use shoal_store::raft::{
     ClientOp, ClientReply, Io, Journal, Member, RaftHost, RaftRequest, RaftResponse, Router,
 };
-use shoal_store::{Proposal, ShardArgs, ShardDb, WriteOp, raft_config, start_replica};
+use shoal_store::{
+    FORWARD_HOPS, Proposal, ShardArgs, ShardDb, WriteOp, raft_config, start_replica,
+};
 use tokio::net::TcpListener;
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
@@ -39,6 +42,76 @@ impl BenchMaster {
     /// store calls run in its master's process.
     pub fn handle(&self) -> Handle {
         self.runtime.handle().clone()
+    }
+
+    /// A client in this master's process, for a store of `shards` shards.
+    pub fn local_client(&self, shards: u32) -> LocalClient {
+        LocalClient {
+            host: self.host.clone(),
+            shards,
+        }
+    }
+}
+
+/// How the benchmark's clients reach Shoal's store.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientPath {
+    /// In the master's process, as its API server reaches the store: a write goes to the
+    /// key's replica on that master, as the shard actor hands it over, and on to the
+    /// group's leader over the masters' wire when the leader is another master.
+    Local,
+    /// From outside, each client with a loopback TCP connection of its own to its master,
+    /// which serves the write as it serves one forwarded from another master.
+    Wire,
+}
+
+/// A client of one master, by either path.
+#[derive(Clone)]
+pub enum Client {
+    Local(LocalClient),
+    Wire(WireClient, Member),
+}
+
+impl Client {
+    /// A client of `master` by `path`, for a store of `shards` shards.
+    pub fn of(master: &BenchMaster, path: ClientPath, shards: u32) -> Client {
+        match path {
+            ClientPath::Local => Client::Local(master.local_client(shards)),
+            ClientPath::Wire => Client::Wire(WireClient::new(shards), master.member.clone()),
+        }
+    }
+
+    pub async fn put(&self, key: String, value: Vec<u8>) -> Result<(), String> {
+        match self {
+            Client::Local(c) => c.put(key, value).await,
+            Client::Wire(c, to) => c.put(to, key, value).await,
+        }
+    }
+}
+
+/// A client in a master's process (see [`ClientPath::Local`]).
+#[derive(Clone)]
+pub struct LocalClient {
+    host: RaftHost,
+    shards: u32,
+}
+
+impl LocalClient {
+    pub async fn put(&self, key: String, value: Vec<u8>) -> Result<(), String> {
+        let group = shard_for(&key, self.shards);
+        let replica = self
+            .host
+            .replica(group)
+            .ok_or_else(|| format!("this master has no replica of group {group}"))?;
+        replica
+            .write(
+                Proposal::write(WriteOp::Create { key, value }),
+                FORWARD_HOPS,
+            )
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -188,17 +261,18 @@ pub async fn stop_masters(masters: Vec<BenchMaster>) {
     }
 }
 
-/// A Shoal store client: writes go to one master over TCP, as `RaftRequest::Client`.
+/// A client from outside (see [`ClientPath::Wire`]): writes go to one master over TCP, as
+/// `RaftRequest::Client`.
 #[derive(Clone)]
-pub struct ShoalClient {
+pub struct WireClient {
     router: Router,
     shards: u32,
 }
 
-impl ShoalClient {
+impl WireClient {
     /// A client with its own connections, for a store of `shards` shards.
-    pub fn new(shards: u32) -> ShoalClient {
-        ShoalClient {
+    pub fn new(shards: u32) -> WireClient {
+        WireClient {
             router: Router::new(Arc::new(TcpWire::default())),
             shards,
         }
@@ -208,7 +282,7 @@ impl ShoalClient {
         let request = RaftRequest::Client {
             group: shard_for(&key, self.shards),
             op: ClientOp::Write(Proposal::write(WriteOp::Create { key, value })),
-            hops: 2,
+            hops: FORWARD_HOPS,
         };
         match self
             .router
@@ -223,9 +297,13 @@ impl ShoalClient {
 }
 
 /// Kills the master leading a key's group (of three) and times the first write after.
-pub async fn failover(shards: u32, dir: &Path, value_bytes: usize) -> Result<Failover, BenchError> {
+pub async fn failover(
+    shards: u32,
+    path: ClientPath,
+    dir: &Path,
+    value_bytes: usize,
+) -> Result<Failover, BenchError> {
     let masters = start_masters(3, shards, dir).await?;
-    let client = ShoalClient::new(shards);
     // A key of group 0, which master 1 leads.
     let key_in_group = |n: usize| {
         (0..)
@@ -240,14 +318,22 @@ pub async fn failover(shards: u32, dir: &Path, value_bytes: usize) -> Result<Fai
         .iter()
         .position(|m| m.id == leader)
         .ok_or_else(|| setup("no such master"))?;
-    let via = masters[(victim + 1) % 3].member.clone();
-    client
-        .put(&via, key_in_group(0), value(value_bytes))
-        .await
-        .map_err(setup)?;
+    // Through another master, on its runtime.
+    let via = &masters[(victim + 1) % 3];
+    let client = Client::of(via, path, shards);
+    let on = via.handle();
+    let put = |key: String| {
+        let client = client.clone();
+        let on = on.clone();
+        async move {
+            on.spawn(async move { client.put(key, value(value_bytes)).await })
+                .await
+                .map_err(|e| e.to_string())?
+        }
+    };
+    put(key_in_group(0)).await.map_err(setup)?;
     crash(&masters[victim]).await;
-    let took =
-        first_acknowledged(|n| client.put(&via, key_in_group(n + 1), value(value_bytes))).await;
+    let took = first_acknowledged(|n| put(key_in_group(n + 1))).await;
     stop_masters(masters).await;
     Ok(Failover {
         system: "shoal".into(),
