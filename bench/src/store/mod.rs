@@ -7,17 +7,16 @@
 //! process, beside the store, and hands each request to the key's shard actor there (the
 //! replica on that master forwards a write to its group's leader when the leader is another
 //! master). So by default each Shoal client writes through one master in that master's
-//! process (`--shoal-client local`); `--shoal-client wire` measures instead clients from
-//! outside, each with a loopback TCP connection of its own to its master, which then spends
-//! on both ends of those connections much of the CPU the in-process path leaves to the store.
+//! process, on its runtime (`--shoal-client local`). `--shoal-client wire` measures instead
+//! clients from outside, as etcd's are: each with a loopback TCP connection of its own to its
+//! master, running where etcd's clients run, on this process's runtime.
 //!
 //! Shoal: `replicas` masters in this process, each on a runtime of its own, sized as a master
 //! process's is (one worker fewer than the machine's cores, at least one: see
 //! [`shoal_store::store_workers`]), with its shard groups' logs and state on disk (redb,
 //! durable commits), Raft messages and forwarded writes between them over loopback TCP (one
 //! connection from each master to each other one), leaderships spread over the masters as the
-//! balancer spreads them; the clients spread over the masters, each running on its master's
-//! runtime, as the API server runs in its master's process. (Three masters sharing one
+//! balancer spreads them; the clients spread over the masters. (Three masters sharing one
 //! runtime, as this benchmark once ran them, had a pair of workers serve all three, which no
 //! three master processes get: three replicas took 8-12% more writes a second from 1 and 16
 //! clients that way.)
@@ -326,8 +325,9 @@ async fn shoal_row(
 ) -> Result<Row, BenchError> {
     let dir = fresh_dir(&options.dir, &format!("shoal-{replicas}-{clients}"))?;
     let masters = start_masters(replicas, options.shards(), &dir).await?;
-    // Client c writes through master c mod n (over a connection of its own on the wire, as
-    // each etcd client has its own), on that master's runtime (see `drive`).
+    // Client c writes through master c mod n: in the process, on that master's runtime (see
+    // `drive`); or from outside, over a connection of its own, on this process's runtime,
+    // where etcd's clients run.
     let conns: Vec<Client> = (0..clients)
         .map(|c| {
             Client::of(
@@ -337,6 +337,10 @@ async fn shoal_row(
             )
         })
         .collect();
+    let runtimes: Vec<_> = match options.shoal_client {
+        ClientPath::Local => masters.iter().map(|m| m.handle()).collect(),
+        ClientPath::Wire => Vec::new(),
+    };
     let v = value(options.value_bytes);
     let traffic = |masters: &[shoal::BenchMaster]| {
         masters
@@ -357,7 +361,7 @@ async fn shoal_row(
             async move { client.put(key, v).await }
         },
         bar,
-        &masters.iter().map(|m| m.handle()).collect::<Vec<_>>(),
+        &runtimes,
     )
     .await;
     // The warm-up writes are in it too: one per client.

@@ -1,7 +1,7 @@
 //! Shoal's side: masters in this process, each with its own runtime (as a master process has)
 //! and its shard groups on disk, talking over the TCP wire; clients that each write through
-//! one master, on that master's runtime: in its process, as its API server does, or from
-//! outside over a TCP connection of their own.
+//! one master: in its process, on its runtime, as its API server does, or from outside over
+//! a TCP connection of their own.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,8 +38,8 @@ impl BenchMaster {
         self.host.traffic()
     }
 
-    /// Where the master's tasks run; its store clients run there too, as the API server's
-    /// store calls run in its master's process.
+    /// Where the master's tasks run; its in-process clients run there too, as the API
+    /// server's store calls run in its master's process.
     pub fn handle(&self) -> Handle {
         self.runtime.handle().clone()
     }
@@ -62,7 +62,8 @@ pub enum ClientPath {
     /// group's leader over the masters' wire when the leader is another master.
     Local,
     /// From outside, each client with a loopback TCP connection of its own to its master,
-    /// which serves the write as it serves one forwarded from another master.
+    /// which serves the write as it serves one forwarded from another master. The clients
+    /// run on the benchmark's own runtime, as etcd's do.
     Wire,
 }
 
@@ -318,10 +319,13 @@ pub async fn failover(
         .iter()
         .position(|m| m.id == leader)
         .ok_or_else(|| setup("no such master"))?;
-    // Through another master, on its runtime.
+    // Through another master: on its runtime, or from outside on this one.
     let via = &masters[(victim + 1) % 3];
     let client = Client::of(via, path, shards);
-    let on = via.handle();
+    let on = match path {
+        ClientPath::Local => via.handle(),
+        ClientPath::Wire => Handle::current(),
+    };
     let put = |key: String| {
         let client = client.clone();
         let on = on.clone();
