@@ -19,10 +19,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shoal_core::shard_for;
 use shoal_store::history::{self, Call, Outcome, Record};
-use shoal_store::raft::{ClientOp, ClientReply, Member, MemberChange};
+use shoal_store::raft::{
+    ClientOp, ClientReply, Forward, Member, MemberChange, RaftRequest, RaftResponse, Router,
+};
 use shoal_store::{EventKind, Fence, Proposal, StoreError, WriteOp};
 
-use harness::{GROUPS, MASTERS, Sim, boot, leader_of, leader_revision, name, runtime};
+use harness::{GROUPS, MASTERS, Sim, SimWire, boot, leader_of, leader_revision, name, runtime};
 
 const KEYS: usize = 6;
 const CLIENTS: usize = 4;
@@ -496,6 +498,59 @@ async fn change_outlives_a_vanished_leader(seed: u64) -> Result<(), String> {
     let members = replica.view().members;
     if members.iter().any(|m| m.member.name == name(gone)) {
         return Err(format!("{} is still a member: {members:?}", name(gone)));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_forwarded_request_ends_where_its_sender_stops_waiting() {
+    on_seed(17, forwarded_request_ends_with_its_patience);
+}
+
+/// A request forwarded to a leader that can no longer reach its followers is given up there
+/// when its sender stops waiting for it, not at the receiver's own, longer patience: a
+/// write its sender has reported unavailable is not still being tried (and perhaps proposed
+/// under a leader elected meanwhile) seconds later, and a read is not served to no one.
+async fn forwarded_request_ends_with_its_patience(seed: u64) -> Result<(), String> {
+    let sim = boot(seed).await?;
+    let leader = leader_of(&sim, 0).await?;
+    let id = leader as u64 + 1;
+    for follower in (0..MASTERS as usize).filter(|i| *i != leader) {
+        sim.vanish(follower).await;
+    }
+    // The leader's own wire reaches the leader: the request arrives as a forward does.
+    let router = Router::new(Arc::new(SimWire {
+        from: name(id),
+        net: sim.net.clone(),
+    }));
+    let to = Sim::members()[&id].clone();
+    let patience = Duration::from_millis(300);
+    let write = ClientOp::Write(Proposal::write(WriteOp::Create {
+        key: "/forwarded".into(),
+        value: b"v".to_vec(),
+    }));
+    let request = RaftRequest::Clients(vec![
+        Forward::new(0, write, 0, patience),
+        Forward::new(0, ClientOp::Get("/forwarded".into()), 0, patience),
+    ]);
+    let started = tokio::time::Instant::now();
+    // The wire would wait far longer than the request's patience.
+    let response = router
+        .send(&to, &request, Duration::from_secs(30))
+        .await
+        .map_err(|why| format!("no answer: {why}"))?;
+    let took = started.elapsed();
+    let RaftResponse::Clients(replies) = response else {
+        return Err(format!("a reply of another kind: {response:?}"));
+    };
+    for reply in &replies {
+        if !reply.is_unavailable() {
+            return Err(format!("a leader without its followers answered {reply:?}"));
+        }
+    }
+    // The patience, and the wire's delays both ways (at most 8 ms each here).
+    if took > patience + Duration::from_millis(100) {
+        return Err(format!("the requests were given up only after {took:?}"));
     }
     Ok(())
 }

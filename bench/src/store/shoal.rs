@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use shoal_core::shard_for;
 use shoal_store::raft::{
-    ClientOp, ClientReply, Io, Journal, Member, RaftHost, RaftRequest, RaftResponse, Router,
+    ClientOp, ClientReply, Forward, Io, Journal, Member, RaftHost, RaftRequest, RaftResponse,
+    Router,
 };
 use shoal_store::{
     FORWARD_HOPS, Proposal, ShardArgs, ShardDb, WriteOp, raft_config, start_replica,
@@ -280,16 +281,14 @@ impl WireClient {
     }
 
     pub async fn put(&self, to: &Member, key: String, value: Vec<u8>) -> Result<(), String> {
-        let request = RaftRequest::Client {
-            group: shard_for(&key, self.shards),
-            op: ClientOp::Write(Proposal::write(WriteOp::Create { key, value })),
-            hops: FORWARD_HOPS,
-        };
-        match self
-            .router
-            .send(to, &request, Duration::from_secs(5))
-            .await?
-        {
+        let patience = Duration::from_secs(5);
+        let request = RaftRequest::Client(Forward::new(
+            shard_for(&key, self.shards),
+            ClientOp::Write(Proposal::write(WriteOp::Create { key, value })),
+            FORWARD_HOPS,
+            patience,
+        ));
+        match self.router.send(to, &request, patience).await? {
             RaftResponse::Client(ClientReply::Write(Ok(_))) => Ok(()),
             RaftResponse::Client(ClientReply::Write(Err(e))) => Err(e.to_string()),
             other => Err(format!("unexpected reply {other:?}")),

@@ -22,7 +22,7 @@ use std::time::Duration;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use tokio::sync::{mpsc, oneshot};
 
-use super::net::{ClientOp, ClientReply, Members, RaftRequest, RaftResponse, Wire, call};
+use super::net::{ClientReply, Forward, Members, RaftRequest, RaftResponse, Wire, call};
 use super::{Member, NodeId, ShardRaft};
 
 /// The most items one message carries.
@@ -57,23 +57,15 @@ impl Freight for Appends {
     }
 }
 
-/// A client request forwarded to a group's leader.
-pub(super) struct Forwarded {
-    pub group: u32,
-    pub op: ClientOp,
-    /// How many more times the leader may forward it.
-    pub hops: u8,
-}
-
 /// Client requests forwarded to the leaders of their groups.
 pub(super) struct Forwards;
 
 impl Freight for Forwards {
-    type Item = Forwarded;
+    type Item = Forward;
     type Answer = ClientReply;
 
-    fn message(items: Vec<Forwarded>) -> RaftRequest {
-        RaftRequest::Clients(items.into_iter().map(|f| (f.group, f.op, f.hops)).collect())
+    fn message(items: Vec<Forward>) -> RaftRequest {
+        RaftRequest::Clients(items)
     }
 
     fn answers(response: RaftResponse) -> Option<Vec<Result<ClientReply, String>>> {
@@ -182,6 +174,7 @@ mod tests {
 
     use super::*;
     use crate::error::StoreError;
+    use crate::raft::net::ClientOp;
     use crate::raft::{Vote, WireFuture, decode, encode};
 
     /// A wire that reports the groups of every message it carries, and answers only once the
@@ -201,7 +194,7 @@ mod tests {
                     decode("request", &request).map_err(|e| e.to_string())?;
                 let groups: Vec<u32> = match &request {
                     RaftRequest::Appends(appends) => appends.iter().map(|(g, _)| *g).collect(),
-                    RaftRequest::Clients(ops) => ops.iter().map(|(g, _, _)| *g).collect(),
+                    RaftRequest::Clients(ops) => ops.iter().map(|f| f.group).collect(),
                     _ => return Err("neither appends nor client requests".into()),
                 };
                 let _ = calls.send(groups.clone());
@@ -371,11 +364,12 @@ mod tests {
 
     fn forwarded(group: u32) -> (Queued<Forwards>, ForwardAnswer) {
         let (reply, answer) = oneshot::channel();
-        let item = Forwarded {
+        let item = Forward::new(
             group,
-            op: ClientOp::Get(format!("/key/{group}")),
-            hops: 1,
-        };
+            ClientOp::Get(format!("/key/{group}")),
+            1,
+            Duration::from_secs(1),
+        );
         let q = Queued {
             item,
             timeout: Duration::from_secs(1),

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use journal::Journal;
 pub use log::LogStore;
 pub use net::{
-    ClientOp, ClientReply, GroupLink, GroupNetwork, MemberChange, RaftHost, RaftRequest,
+    ClientOp, ClientReply, Forward, GroupLink, GroupNetwork, MemberChange, RaftHost, RaftRequest,
     RaftResponse, Router, Wire, WireFuture,
 };
 pub use replica::{GroupView, MemberView, Replica};

@@ -56,6 +56,35 @@ pub enum ClientReply {
     List(Result<(Vec<(String, Stored)>, u64), StoreError>),
 }
 
+/// A client request on its way to its group's leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Forward {
+    pub group: u32,
+    pub op: ClientOp,
+    /// How many more times it may be forwarded.
+    pub hops: u8,
+    /// How long its sender waits for the answer, in milliseconds. The receiver gives up by
+    /// then too: a request its sender no longer waits for is not served (a read) or
+    /// proposed (a write) seconds later, when its sender has long reported it unavailable.
+    pub patience_ms: u32,
+}
+
+impl Forward {
+    pub fn new(group: u32, op: ClientOp, hops: u8, patience: Duration) -> Forward {
+        Forward {
+            group,
+            op,
+            hops,
+            patience_ms: u32::try_from(patience.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// How long the receiver may take over it.
+    pub fn patience(&self) -> Duration {
+        Duration::from_millis(u64::from(self.patience_ms))
+    }
+}
+
 /// A change to who replicates the shard groups.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum MemberChange {
@@ -81,21 +110,16 @@ pub enum RaftRequest {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    Client {
-        group: u32,
-        op: ClientOp,
-        /// How many more times the request may be forwarded.
-        hops: u8,
-    },
+    /// One client request, from a caller outside the masters.
+    Client(Forward),
     Members {
         group: u32,
         change: MemberChange,
         hops: u8,
     },
     TransferLeader(u32, TransferLeaderRequest<ShardRaft>),
-    /// Client requests forwarded to the leaders of their groups (see [`super::lane`]), each
-    /// with how many more times it may be forwarded.
-    Clients(Vec<(u32, ClientOp, u8)>),
+    /// Client requests forwarded to the leaders of their groups (see [`super::lane`]).
+    Clients(Vec<Forward>),
 }
 
 /// The answers, in the order of [`RaftRequest`]. `Err` is the remote's reason in words (its
@@ -165,10 +189,15 @@ impl RaftHost {
         encode(&response).map_err(|e| e.to_string())
     }
 
-    async fn execute(&self, group: u32, op: ClientOp, hops: u8) -> ClientReply {
-        match self.replica(group) {
-            Some(replica) => replica.execute(op, hops).await,
-            None => ClientReply::unavailable(&op, group),
+    async fn execute(&self, request: Forward) -> ClientReply {
+        let patience = request.patience();
+        match self.replica(request.group) {
+            Some(replica) => {
+                replica
+                    .execute_within(request.op, request.hops, patience)
+                    .await
+            }
+            None => ClientReply::unavailable(&request.op, request.group),
         }
     }
 
@@ -221,14 +250,10 @@ impl RaftHost {
                         .map_err(|e| e.to_string()),
                 )
             }
-            RaftRequest::Client { group, op, hops } => {
-                RaftResponse::Client(self.execute(group, op, hops).await)
-            }
-            RaftRequest::Clients(ops) => {
+            RaftRequest::Client(request) => RaftResponse::Client(self.execute(request).await),
+            RaftRequest::Clients(requests) => {
                 // Proposed side by side, they usually commit together.
-                let replies = ops
-                    .into_iter()
-                    .map(|(group, op, hops)| self.execute(group, op, hops));
+                let replies = requests.into_iter().map(|r| self.execute(r));
                 RaftResponse::Clients(futures::future::join_all(replies).await)
             }
             RaftRequest::Members {
@@ -372,7 +397,7 @@ impl Router {
         if self.members.get(id).as_ref() != Some(member) {
             self.members.learn(id, member.clone());
         }
-        let item = lane::Forwarded { group, op, hops };
+        let item = Forward::new(group, op, hops, timeout);
         self.through_lane(&self.forwards, id, item, timeout).await
     }
 

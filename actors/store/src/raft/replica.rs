@@ -131,7 +131,13 @@ impl Replica {
 
     /// Serves `op` here if this replica leads, else on the leader (at most `hops` forwards).
     pub async fn execute(&self, op: ClientOp, hops: u8) -> ClientReply {
-        let deadline = Instant::now() + PATIENCE;
+        self.execute_within(op, hops, PATIENCE).await
+    }
+
+    /// [`Replica::execute`], giving up after `patience` (at most the usual patience): for a
+    /// request whose sender stops waiting then.
+    pub async fn execute_within(&self, op: ClientOp, hops: u8, patience: Duration) -> ClientReply {
+        let deadline = Instant::now() + patience.min(PATIENCE);
         let mut wait = Duration::from_millis(10);
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());

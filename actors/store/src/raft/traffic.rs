@@ -112,7 +112,9 @@ mod tests {
     use openraft::raft::AppendEntriesRequest;
 
     use super::*;
-    use crate::raft::net::{ClientOp, RaftHost};
+    use std::time::Duration;
+
+    use crate::raft::net::{ClientOp, Forward, RaftHost};
     use crate::raft::{Entry, ShardRaft, Vote, encode};
 
     fn append(entries: u64) -> AppendEntriesRequest<ShardRaft> {
@@ -133,16 +135,13 @@ mod tests {
         // No replica runs here, so each append is answered with an error; it is counted all
         // the same, as traffic that reached the host.
         let _ = host.handle(&encode(&appends).expect("encodes")).await;
+        let second = Duration::from_secs(1);
         let clients = RaftRequest::Clients(vec![
-            (0, ClientOp::Get("/a".into()), 0),
-            (1, ClientOp::Get("/b".into()), 0),
+            Forward::new(0, ClientOp::Get("/a".into()), 0, second),
+            Forward::new(1, ClientOp::Get("/b".into()), 0, second),
         ]);
         let _ = host.handle(&encode(&clients).expect("encodes")).await;
-        let one = RaftRequest::Client {
-            group: 0,
-            op: ClientOp::Get("/c".into()),
-            hops: 0,
-        };
+        let one = RaftRequest::Client(Forward::new(0, ClientOp::Get("/c".into()), 0, second));
         let _ = host.handle(&encode(&one).expect("encodes")).await;
         let seen = host.traffic().since(&before);
         assert_eq!(
