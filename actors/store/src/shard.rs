@@ -54,9 +54,10 @@ pub enum ShardMsg {
     },
 }
 
-/// The Raft timing of every shard group: heartbeats every 80 ms, elections after 250 to
-/// 500 ms of silence. A voter keeps honouring the old leader's lease (the longest election
-/// timeout) before it votes anew, so a dead leader is replaced within about a second; a
+/// The Raft timing of every shard group: heartbeats every 80 ms, elections (after a
+/// pre-vote) after 250 to 500 ms of silence. A voter keeps honouring the old leader's lease
+/// (the longest election timeout) before it votes anew, so a dead leader is replaced within
+/// about a second; a
 /// snapshot every 10,000 entries (up to 15,000 once staggered per replica), keeping 1,000
 /// entries behind it for followers that lag a little. A snapshot is a durable commit of the
 /// shard's database; the log entries it lets go of are what the journal holds in memory.
@@ -70,6 +71,11 @@ pub fn raft_config() -> Result<Arc<openraft::Config>, StoreError> {
         max_in_snapshot_log_to_keep: 1000,
         // Above the staggered snapshot thresholds (up to one and a half times the policy's).
         replication_lag_threshold: 20_000,
+        // A replica that stopped hearing from its leader first asks whether the others would
+        // vote for it, and raises its term only if a quorum would: one that was away, or cut
+        // off from the leader alone, does not depose a leader the rest still follow when it
+        // comes back.
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     config

@@ -24,7 +24,9 @@ use shoal_store::raft::{
 };
 use shoal_store::{EventKind, Fence, Proposal, StoreError, WriteOp};
 
-use harness::{GROUPS, MASTERS, Sim, SimWire, boot, leader_of, leader_revision, name, runtime};
+use harness::{
+    GROUPS, MASTERS, Sim, SimWire, boot, leader_of, leader_revision, link, name, runtime,
+};
 
 const KEYS: usize = 6;
 const CLIENTS: usize = 4;
@@ -551,6 +553,82 @@ async fn forwarded_request_ends_with_its_patience(seed: u64) -> Result<(), Strin
     // The patience, and the wire's delays both ways (at most 8 ms each here).
     if took > patience + Duration::from_millis(100) {
         return Err(format!("the requests were given up only after {took:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_restarted_master_does_not_depose_a_live_leader() {
+    on_seed(19, restart_keeps_the_leaders);
+}
+
+/// A group's (term, leader), as replica `id` of it sees them.
+fn term_and_leader(sim: &Sim, id: u64, group: u32) -> Option<(u64, Option<u64>)> {
+    let replica = sim.replica(id, group)?;
+    let metrics = replica.raft().metrics().borrow_watched().clone();
+    Some((metrics.current_term, metrics.current_leader))
+}
+
+/// A master that comes back after some seconds away can reach its peers before every
+/// leader reaches it (a leader's replication to it backed off while it was gone, its
+/// connection being made again; a restart that spent its election timeout reading its log),
+/// and its election timeout runs out. It must not then depose the leaders the rest of each
+/// group still follows: every restart would cost the groups a leader change, and the writes
+/// and lease renewals waiting on it (a controller manager's lease could lapse). Here the
+/// link between the returning master and the leader of group 0 stays down for its first two
+/// seconds back.
+async fn restart_keeps_the_leaders(seed: u64) -> Result<(), String> {
+    let sim = boot(seed).await?;
+    let mut leaders = Vec::new();
+    for group in 0..GROUPS {
+        let leader = leader_of(&sim, group).await? as u64 + 1;
+        let seen = term_and_leader(&sim, leader, group).ok_or("the leader's replica")?;
+        leaders.push(seen);
+    }
+    // A master that leads no group if there is one, else a follower of group 0.
+    let away = (1..=MASTERS)
+        .find(|id| leaders.iter().all(|(_, l)| *l != Some(*id)))
+        .or_else(|| (1..=MASTERS).find(|id| leaders[0].1 != Some(*id)))
+        .ok_or("no follower")?;
+    let index = (away - 1) as usize;
+    sim.crash(index).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let leader = leaders[0].1.ok_or("group 0 has no leader")?;
+    let slow = link(&name(away), &name(leader));
+    sim.net.links.lock().expect("links").insert(slow.clone());
+    sim.start(index).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sim.net.links.lock().expect("links").remove(&slow);
+    // Until it follows a leader in every group, and has applied what that leader had.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let caught_up = (0..GROUPS).all(|group| {
+            let Some((_, Some(leader))) = term_and_leader(&sim, away, group) else {
+                return false;
+            };
+            let applied = |id| {
+                sim.replica(id, group)
+                    .and_then(|r| r.raft().metrics().borrow_watched().last_applied)
+            };
+            applied(leader).is_some() && applied(away) >= applied(leader)
+        });
+        if caught_up {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{} never caught up", name(away)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for group in 0..GROUPS {
+        let now = term_and_leader(&sim, away, group).ok_or("the replica")?;
+        if now != leaders[group as usize] {
+            return Err(format!(
+                "group {group}: (term, leader) went from {:?} to {now:?} when {} came back",
+                leaders[group as usize],
+                name(away)
+            ));
+        }
     }
     Ok(())
 }

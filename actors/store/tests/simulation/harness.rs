@@ -24,6 +24,8 @@ pub fn name(id: u64) -> String {
 pub struct Net {
     pub hosts: Mutex<HashMap<String, RaftHost>>,
     pub cut: Mutex<HashSet<String>>,
+    /// Links cut between two masters (each pair in name order), the rest of their links up.
+    pub links: Mutex<HashSet<(String, String)>>,
     /// Masters gone without closing their connections (a process killed, its peers' QUIC
     /// connections still open): a call to one is never answered, and waits out its timeout.
     pub silent: Mutex<HashSet<String>>,
@@ -37,7 +39,9 @@ impl Net {
 
     pub fn blocked(&self, a: &str, b: &str) -> bool {
         let cut = self.cut.lock().expect("cut");
-        cut.contains(a) || cut.contains(b)
+        cut.contains(a)
+            || cut.contains(b)
+            || self.links.lock().expect("links").contains(&link(a, b))
     }
 
     pub fn draw(&self) -> (Duration, bool) {
@@ -45,6 +49,15 @@ impl Net {
         let delay = Duration::from_micros(rng.random_range(200..8000));
         let drop = rng.random_bool(0.01);
         (delay, drop)
+    }
+}
+
+/// The link between two masters, however named.
+pub fn link(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
     }
 }
 
@@ -100,7 +113,8 @@ pub fn config() -> Arc<RaftConfig> {
         snapshot_policy: shoal_store::raft::SnapshotPolicy::LogsSinceLast(20),
         max_in_snapshot_log_to_keep: 5,
         purge_batch_size: 1,
-        ..Default::default()
+        // The rest as the masters have it.
+        ..(*shoal_store::raft_config().expect("the masters' config")).clone()
     };
     Arc::new(config.validate().expect("config"))
 }
@@ -205,6 +219,7 @@ pub async fn boot(seed: u64) -> Result<Arc<Sim>, String> {
     let net = Arc::new(Net {
         hosts: Mutex::new(HashMap::new()),
         cut: Mutex::new(HashSet::new()),
+        links: Mutex::new(HashSet::new()),
         silent: Mutex::new(HashSet::new()),
         rng: Mutex::new(StdRng::seed_from_u64(seed)),
     });
