@@ -112,7 +112,8 @@ async fn start_master(options: &Options) -> Result<(Master, Endpoint), ApiBenchE
             .map(|dir| dir.join("shoal-master"))
             .ok_or_else(|| setup("this program has no directory"))?,
     };
-    let _ = std::fs::remove_dir_all(&options.dir);
+    // An earlier run's data is removed, its blocks discarded, before this run starts.
+    crate::clear_dir(&options.dir)?;
     std::fs::create_dir_all(&options.dir)?;
     let log = std::fs::File::create(options.dir.join("master.log"))?;
     let mut command = Command::new(&binary);
@@ -480,7 +481,7 @@ pub async fn run(options: Options) -> Result<(), ApiBenchError> {
     let watched = watch::watch(&endpoint, &options, &bar).await?;
     bar.finish_and_clear();
     drop(master);
-    let _ = std::fs::remove_dir_all(&options.dir);
+    crate::clear_dir(&options.dir)?;
 
     println!(
         "API over HTTPS, one master ({shards} store shard(s)), {} clients asking {} writes/s for {} s: \

@@ -51,6 +51,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::clear_dir;
 use etcd::{EtcdClient, start_etcd, stop_etcd};
 use shoal::{Client, ClientPath, start_masters, stop_masters};
 
@@ -297,23 +298,6 @@ fn fresh_dir(base: &Path, name: &str) -> Result<PathBuf, BenchError> {
     clear_dir(&dir)?;
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-/// Removes a run's data and waits until the file system has committed the removal. On a
-/// file system mounted with `discard` (as this machine's is) the freed blocks are discarded
-/// on the device when the removal commits: left to the journal's next periodic commit, the
-/// discards of a run's segment and WAL files (hundreds of megabytes) landed in whichever run
-/// came next and slowed it by up to a third, for either system.
-fn clear_dir(dir: &Path) -> Result<(), BenchError> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    }
-    let parent = dir.parent().unwrap_or(dir);
-    let handle = std::fs::File::open(parent)?;
-    rustix::fs::syncfs(&handle).map_err(std::io::Error::from)?;
-    Ok(())
 }
 
 /// One run of Shoal's side of a configuration.
