@@ -8,7 +8,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use serde_json::{Value, json};
-use shoal_core::client::call_ok;
+use shoal_core::client::{call, call_ok, error_from_status};
 use shoal_core::{ApiError, ApiRequest, Fence, Verb};
 
 use super::{
@@ -47,12 +47,25 @@ async fn observe(resources: &[Resource]) -> Result<Vec<ObjectView>, ApiError> {
         let mut req = ApiRequest::new(Verb::List, &r.group, &r.version, &r.resource, None, None);
         req.options.resource_version = Some("0".into());
         req.options.metadata_only = true;
-        let list = call_ok(req, CALL_TIMEOUT).await?;
-        for item in list["items"].as_array().into_iter().flatten() {
-            if let Some(view) = ObjectView::from_object(i, item) {
-                views.push(view);
-            }
+        let reply = call(req, CALL_TIMEOUT).await?;
+        if !reply.is_success() {
+            return Err(error_from_status(reply.code, &reply.json()));
         }
+        // The metadata of every object is megabytes of JSON in a big cluster (10,000 pods'
+        // were about 10 MB, 0.2-0.3 s to read here): read on the blocking pool, so that the
+        // runtime's workers go on serving the API meanwhile instead of stalling on it.
+        let found = tokio::task::spawn_blocking(move || {
+            let list = reply.json();
+            list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|item| ObjectView::from_object(i, item))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the objects: {e}")))?;
+        views.extend(found);
     }
     Ok(views)
 }
